@@ -1,0 +1,80 @@
+"""accountapi: an asyncio SDK for the Depicta account API.
+
+>>> async with AccountClient() as client:          # key from $ACCOUNTAPI_API_KEY
+...     profile = await client.account.profile()
+...     print(profile.balance_eur)                  # Decimal('9.955000')
+"""
+
+from ._account import AccountResource
+from ._client import AccountClient
+from ._clock import Clock, SystemClock
+from ._config import NOT_GIVEN, Limits, NotGiven, RetryPolicy, Timeout
+from ._exceptions import (
+    AccountAPIError,
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadGatewayError,
+    BadRequestError,
+    ClientStateError,
+    ConfigurationError,
+    ConflictError,
+    InternalServerError,
+    MalformedAPIKeyError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PaymentRequiredError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServiceUnavailableError,
+    UnavailableForLegalReasonsError,
+    UnexpectedRedirectError,
+    UnprocessableEntityError,
+)
+from ._gate import KeyGate, MemoryKeyGate
+from ._keys import key_hint
+from ._models import Profile
+from ._retry import RetryEvent
+from ._version import __version__
+
+__all__ = [
+    "NOT_GIVEN",
+    "APIConnectionError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AccountAPIError",
+    "AccountClient",
+    "AccountResource",
+    "AuthenticationError",
+    "BadGatewayError",
+    "BadRequestError",
+    "ClientStateError",
+    "Clock",
+    "ConfigurationError",
+    "ConflictError",
+    "InternalServerError",
+    "KeyGate",
+    "Limits",
+    "MalformedAPIKeyError",
+    "MemoryKeyGate",
+    "NotFoundError",
+    "NotGiven",
+    "PayloadTooLargeError",
+    "PaymentRequiredError",
+    "PermissionDeniedError",
+    "Profile",
+    "RateLimitError",
+    "RetryEvent",
+    "RetryPolicy",
+    "ServiceUnavailableError",
+    "SystemClock",
+    "Timeout",
+    "UnavailableForLegalReasonsError",
+    "UnexpectedRedirectError",
+    "UnprocessableEntityError",
+    "__version__",
+    "key_hint",
+]

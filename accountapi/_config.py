@@ -1,0 +1,131 @@
+"""Value objects that configure a client: timeouts, retries, limits, and the "not given" sentinel.
+
+They import nothing of ours and hold no I/O, so they can be built anywhere (module level,
+settings files) and shared between clients.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Any, Final, Literal
+
+import attrs
+
+__all__ = ["NOT_GIVEN", "Limits", "NotGiven", "RetryPolicy", "Timeout"]
+
+
+class NotGiven(enum.Enum):
+    """The type of :data:`NOT_GIVEN`: "use the default", as opposed to ``None`` ("no limit")."""
+
+    NOT_GIVEN = enum.auto()
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+    def __bool__(self) -> Literal[False]:
+        return False
+
+
+NOT_GIVEN: Final = NotGiven.NOT_GIVEN
+
+
+def _non_negative_or_none(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{attribute.name} must be a number of seconds or None, got {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{attribute.name} must be a positive, finite number of seconds or None")
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class Timeout:
+    """How long a call may take; ``None`` in any field means "no limit".
+
+    - ``connect``: to open a TCP/TLS connection (or wait for one from the pool).
+    - ``read``: between two reads from the socket once the request is sent.
+    - ``attempt``: one HTTP attempt, start to last byte.
+    - ``total``: the whole call, retries and waits included (the deadline).
+
+    aiohttp's own default is a single five-minute total; these defaults are meant for a
+    request handler that would rather fail than hang.
+    """
+
+    connect: float | None = attrs.field(default=5.0, validator=_non_negative_or_none)
+    read: float | None = attrs.field(default=15.0, validator=_non_negative_or_none)
+    attempt: float | None = attrs.field(default=20.0, validator=_non_negative_or_none)
+    total: float | None = attrs.field(default=60.0, validator=_non_negative_or_none)
+
+    @classmethod
+    def coerce(cls, value: Timeout | float | NotGiven | None) -> Timeout:
+        """Accept the shorthand forms: a number is the whole call's deadline, ``None`` no limit."""
+        if value is NOT_GIVEN:
+            return DEFAULT_TIMEOUT
+        if value is None:
+            return NO_TIMEOUT
+        if isinstance(value, Timeout):
+            return value
+        return cls(total=value)
+
+
+DEFAULT_TIMEOUT: Final = Timeout()
+NO_TIMEOUT: Final = Timeout(connect=None, read=None, attempt=None, total=None)
+
+
+def _non_negative_int(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{attribute.name} must be a whole number >= 0, got {value!r}")
+
+
+def _positive_seconds(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{attribute.name} must be a number of seconds, got {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{attribute.name} must be a positive, finite number of seconds")
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class RetryPolicy:
+    """When and how long to wait before trying again.
+
+    Only 429, 502, 503 and connections that never reached the service are retried. A wait
+    is the service's ``Retry-After`` when it sent one (never shortened), otherwise
+    exponential backoff with full jitter: a random time in
+    ``[0, min(backoff_max, backoff_initial * 2**(retry - 1))]``. A call gives up at once,
+    raising the last error, when the next wait would exceed ``max_wait`` or run past the
+    call's ``Timeout.total``.
+    """
+
+    max_retries: int = attrs.field(default=4, validator=_non_negative_int)
+    backoff_initial: float = attrs.field(default=0.25, validator=_positive_seconds)
+    backoff_max: float = attrs.field(default=8.0, validator=_positive_seconds)
+    max_wait: float = attrs.field(default=30.0, validator=_positive_seconds)
+
+
+DEFAULT_RETRY: Final = RetryPolicy()
+
+
+def _limit(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be a whole number >= 1 or None, got {value!r}")
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class Limits:
+    """Connection and concurrency limits.
+
+    - ``max_connections``: size of the shared connection pool (``None``: unbounded).
+    - ``per_key``: requests in flight at once for one API key; the service answers a
+      key's eleventh concurrent request with 429, so the default is its maximum, 10.
+    - ``max_response_bytes``: a larger body is refused without being read into memory.
+    """
+
+    max_connections: int | None = attrs.field(default=100, validator=_limit)
+    per_key: int | None = attrs.field(default=10, validator=_limit)
+    max_response_bytes: int = attrs.field(default=1 << 20, validator=_limit)
+
+
+DEFAULT_LIMITS: Final = Limits()

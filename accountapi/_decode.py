@@ -1,0 +1,162 @@
+"""The wire format: JSON bytes in, :class:`~accountapi.Profile` out, through one cattrs converter.
+
+Hooks are strict on purpose. Money must arrive as a plain decimal string
+(``"9.955000"``, ``"-0.000000"``) and becomes a :class:`~decimal.Decimal` with every digit
+kept; a JSON number, ``null``, an exponent, ``NaN``, padding or a comma is a validation
+error, never a silently rounded value. Booleans, integers and strings must have their
+JSON type. Unknown fields are ignored so the service can add fields without breaking us.
+
+Two converters share the hooks: a fast one for the success path, and one with detailed
+validation that only runs after the fast one failed, to name the offending field
+(``user.balance_eur``) in the error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+import attrs
+import cattrs
+
+from ._exceptions import APIResponseValidationError
+from ._models import Profile
+
+__all__ = ["decode_profile", "json_loads", "make_converter"]
+
+try:  # orjson is an optional extra (accountapi[fast]): same results, parsed faster.
+    import orjson
+
+    json_loads: Callable[[bytes], Any] = orjson.loads
+except ImportError:  # pragma: no cover - exercised when the extra is absent
+    json_loads = json.loads
+
+_MONEY = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+
+
+def _money(value: object, _: object) -> Decimal:
+    if type(value) is not str or _MONEY.fullmatch(value) is None:
+        raise ValueError(f"expected a decimal string like '9.955000', got {_describe(value)}")
+    return Decimal(value)
+
+
+def _timestamp(value: object, _: object) -> datetime:
+    if type(value) is not str:
+        raise ValueError(f"expected an ISO 8601 timestamp string, got {_describe(value)}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"expected an ISO 8601 timestamp, got {_describe(value)}") from None
+    # The service documents ISO 8601 in UTC; a timestamp without an offset is read as UTC
+    # so that every datetime the SDK returns is timezone-aware.
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _strict(kind: type) -> Callable[[object, object], Any]:
+    def hook(value: object, _: object) -> Any:
+        if type(value) is not kind:
+            raise ValueError(f"expected a JSON {_JSON_NAMES[kind]}, got {_describe(value)}")
+        return value
+
+    return hook
+
+
+def _providers(value: object, _: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if type(value) is not list or any(type(item) is not str for item in value):
+        raise ValueError(f"expected a list of strings or null, got {_describe(value)}")
+    return tuple(value)
+
+
+_JSON_NAMES: Final = {str: "string", bool: "boolean", int: "integer"}
+
+
+def _describe(value: object) -> str:
+    """Name a wire value for an error message, bounded so a huge value cannot flood logs."""
+    if value is None:
+        return "null"
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+@attrs.frozen(slots=True)
+class _ProfileEnvelope:
+    """The 200 body of ``GET /v1/account/profile``: ``{"user": {...}}``."""
+
+    user: Profile
+
+
+def make_converter(*, detailed_validation: bool) -> cattrs.Converter:
+    """Build the converter that knows the wire format of every model, with strict hooks."""
+    converter = cattrs.Converter(detailed_validation=detailed_validation)
+    converter.register_structure_hook(Decimal, _money)
+    converter.register_structure_hook(datetime, _timestamp)
+    for kind in (str, bool, int):
+        converter.register_structure_hook(kind, _strict(kind))
+    converter.register_structure_hook_func(lambda t: t == tuple[str, ...], _providers)
+    return converter
+
+
+_fast: Final = make_converter(detailed_validation=False)
+_detailed: Final = make_converter(detailed_validation=True)
+# Resolve the generated structuring function once; calling it directly skips dispatch.
+_structure_user: Final[Callable[[Any, type], Profile]] = _fast.get_structure_hook(Profile)
+
+
+def decode_profile(body: bytes, *, status: int = 200, request_id: str | None = None) -> Profile:
+    """Decode a profile response body, or raise :class:`APIResponseValidationError`."""
+    try:
+        data = json_loads(body)
+    except (ValueError, RecursionError):
+        raise APIResponseValidationError(
+            "response body is not valid JSON", status=status, request_id=request_id
+        ) from None
+    if type(data) is dict:
+        user = data.get("user")
+        if type(user) is dict:
+            try:
+                return _structure_user(user, Profile)
+            except Exception:  # noqa: S110 - re-decoded below to name the failing field
+                pass
+    path, reason = _explain(data)
+    raise APIResponseValidationError(
+        f"response does not match the profile model: {reason} at {path}",
+        status=status,
+        path=path,
+        request_id=request_id,
+    )
+
+
+def _explain(data: Any) -> tuple[str, str]:
+    """Run the detailed converter over a body the fast one rejected; return (path, reason)."""
+    if type(data) is not dict:
+        return "$", f"expected a JSON object, got {_describe(data)}"
+    if "user" not in data:
+        return "user", "required field missing"
+    try:
+        _detailed.structure(data, _ProfileEnvelope)
+    except cattrs.BaseValidationError as exc:
+        first = cattrs.transform_error(exc, format_exception=_format_leaf)[0]
+        reason, _, where = first.rpartition(" @ ")
+        return where.removeprefix("$."), reason
+    except Exception as exc:
+        return "user", str(exc)
+    # The fast path failed but the detailed one did not: should not happen; say so plainly.
+    return "user", "could not be decoded"
+
+
+def _format_leaf(exc: BaseException, _type: Any) -> str:
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, ValueError):
+        return str(exc)
+    if isinstance(exc, TypeError) and _type is not None:
+        return f"expected an object for {getattr(_type, '__name__', _type)}"
+    return f"invalid value ({type(exc).__name__})"

@@ -1,0 +1,177 @@
+"""The per-key gate: at most N requests in flight per API key, and a shared 429 cool-down.
+
+The service allows 10 concurrent requests per key and answers the eleventh with 429. The
+gate keeps every request for a key within that limit, queueing the rest in arrival order,
+and after a 429 it holds back every queued or new request for that key until the
+``Retry-After`` has passed: one cool-down per key, not one retry storm per caller.
+
+:class:`KeyGate` is the interface; :class:`MemoryKeyGate` is the in-process default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Protocol, runtime_checkable
+
+from ._clock import Clock, SystemClock
+
+__all__ = ["GateTimeout", "KeyGate", "MemoryKeyGate"]
+
+
+class GateTimeout(TimeoutError):
+    """No slot (or no end of the cool-down) within the time the call had left."""
+
+
+@runtime_checkable
+class KeyGate(Protocol):
+    """Admission control per API key, shared by every call that uses the same key."""
+
+    async def acquire(self, key: str, timeout: float | None) -> None:
+        """Wait for a free slot for ``key`` and for its cool-down to pass.
+
+        Raises :class:`GateTimeout` if that cannot happen within ``timeout`` seconds.
+        """
+        ...
+
+    def release(self, key: str) -> None:
+        """Give back the slot taken by :meth:`acquire`."""
+        ...
+
+    def cool_down(self, key: str, seconds: float) -> None:
+        """Hold every request for ``key`` back for ``seconds`` (a 429's Retry-After)."""
+        ...
+
+
+class _KeyState:
+    __slots__ = ("cool_until", "in_flight", "waiters")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.cool_until = 0.0  # 0.0: not cooling down
+
+
+class MemoryKeyGate:
+    """The in-process gate: a FIFO slot queue and a cool-down deadline per key.
+
+    State exists only for keys with requests in flight, waiting or cooling down, so
+    checking a million keys one after another keeps memory flat.
+    """
+
+    __slots__ = ("_clock", "_limit", "_states")
+
+    def __init__(self, per_key: int | None = 10, *, clock: Clock | None = None) -> None:
+        if per_key is not None and (isinstance(per_key, bool) or per_key < 1):
+            raise ValueError("per_key must be a whole number >= 1 or None")
+        self._limit = per_key
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._states: dict[str, _KeyState] = {}
+
+    @property
+    def per_key(self) -> int | None:
+        return self._limit
+
+    def in_flight(self, key: str) -> int:
+        """Requests for ``key`` holding a slot right now."""
+        state = self._states.get(key)
+        return state.in_flight if state is not None else 0
+
+    def __len__(self) -> int:
+        """Keys the gate holds state for (in flight, queued or cooling down)."""
+        return len(self._states)
+
+    async def acquire(self, key: str, timeout: float | None) -> None:
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = _KeyState()
+        limit = self._limit
+        if (
+            state.cool_until == 0.0
+            and not state.waiters
+            and (limit is None or state.in_flight < limit)
+        ):
+            state.in_flight += 1
+            return
+        await self._acquire_slow(key, state, timeout)
+
+    async def _acquire_slow(self, key: str, state: _KeyState, timeout: float | None) -> None:
+        clock = self._clock
+        deadline = None if timeout is None else clock.monotonic() + timeout
+        limit = self._limit
+        if limit is None or (state.in_flight < limit and not state.waiters):
+            state.in_flight += 1
+        else:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            state.waiters.append(waiter)
+            try:
+                async with asyncio.timeout(timeout):
+                    await waiter
+            except BaseException as exc:
+                if waiter.done() and not waiter.cancelled():
+                    # The slot was handed to us as we gave up: pass it on.
+                    self.release(key)
+                else:
+                    waiter.cancel()
+                    self._forget_if_idle(key, state)
+                if isinstance(exc, TimeoutError):
+                    raise GateTimeout(f"no free slot within {timeout:.3f}s") from None
+                raise
+        try:
+            await self._wait_cool_down(state, deadline)
+        except BaseException:
+            self.release(key)
+            raise
+
+    async def _wait_cool_down(self, state: _KeyState, deadline: float | None) -> None:
+        clock = self._clock
+        while True:
+            until = state.cool_until
+            if until == 0.0:
+                return
+            now = clock.monotonic()
+            remaining = until - now
+            if remaining <= 0:
+                if state.cool_until == until:
+                    state.cool_until = 0.0
+                return
+            if deadline is not None and now + remaining > deadline:
+                raise GateTimeout(f"the key is cooling down for {remaining:.3f}s more")
+            await clock.sleep(remaining)
+            # Compare against the deadline we slept for rather than re-reading the clock,
+            # so an injected instant sleep cannot make this loop spin.
+            if state.cool_until == until:
+                state.cool_until = 0.0
+                return
+
+    def release(self, key: str) -> None:
+        state = self._states.get(key)
+        if state is None:
+            return
+        waiters = state.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes straight to the next in line
+                return
+        state.in_flight -= 1
+        self._forget_if_idle(key, state)
+
+    def cool_down(self, key: str, seconds: float) -> None:
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = _KeyState()
+        until = self._clock.monotonic() + max(seconds, 0.0)
+        if until > state.cool_until:
+            state.cool_until = until
+
+    def _forget_if_idle(self, key: str, state: _KeyState) -> None:
+        if state.in_flight or any(not w.done() for w in state.waiters):
+            return
+        if state.cool_until and state.cool_until > self._clock.monotonic():
+            return
+        if self._states.get(key) is state:
+            del self._states[key]
+
+    def __repr__(self) -> str:
+        return f"MemoryKeyGate(per_key={self._limit}, keys={len(self._states)})"

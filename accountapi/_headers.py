@@ -1,0 +1,69 @@
+"""Pure parsing of the response headers the SDK acts on. No I/O, no clock of its own."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import Final
+
+__all__ = ["MAX_RETRY_AFTER", "parse_retry_after", "request_id_from"]
+
+# A wait beyond a day is not a rate-limit hint but a broken header: fall back to backoff.
+MAX_RETRY_AFTER: Final = 86_400.0
+_SECONDS: Final = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,6})?")
+
+
+def _delta_seconds(value: str) -> float | None:
+    if _SECONDS.fullmatch(value) is None:
+        return None
+    seconds = float(value)
+    return seconds if seconds <= MAX_RETRY_AFTER else None
+
+
+def _http_date(value: str, now: float) -> float | None:
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000" means UTC with unknown origin; still UTC.
+        return None
+    try:
+        wait = when.timestamp() - now
+    except (OverflowError, OSError, ValueError):
+        return None
+    if not math.isfinite(wait) or wait > MAX_RETRY_AFTER:
+        return None
+    return max(wait, 0.0)
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds the service asked us to wait, or ``None`` when it asked nothing usable.
+
+    Reads ``Retry-After`` as delta-seconds or an HTTP-date (against ``now``, Unix seconds)
+    and ``retry-after-ms``; when both are valid the longer wins, so we are never early.
+    Malformed values ("", "inf", "-10", absurd dates, 40 digits) give ``None``, never an
+    exception, and the caller falls back to backoff.
+    """
+    waits: list[float] = []
+    raw = headers.get("Retry-After")
+    if raw is not None:
+        raw = raw.strip()
+        seconds = _delta_seconds(raw)
+        if seconds is None and raw[:1].isalpha():
+            seconds = _http_date(raw, now)
+        if seconds is not None:
+            waits.append(seconds)
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        millis = _delta_seconds(raw_ms.strip())
+        if millis is not None:
+            waits.append(millis / 1000.0)
+    return max(waits) if waits else None
+
+
+def request_id_from(headers: Mapping[str, str]) -> str | None:
+    """The service's request id from the ``X-Request-Id`` header, if any."""
+    value = headers.get("X-Request-Id")
+    return value[:200] if value else None

@@ -1,0 +1,241 @@
+"""The one I/O edge: the only module that talks to aiohttp's client.
+
+It sends one request, reads at most a bounded body, and returns a plain
+:class:`RawResponse`. Every aiohttp or socket failure leaves here as an SDK error
+(:class:`~accountapi.APIConnectionError` or :class:`~accountapi.APITimeoutError`), so
+nothing above this module ever sees an aiohttp exception, and no SDK error ever carries
+an object whose ``repr`` holds the request headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as ssl_module
+from collections.abc import Mapping
+from typing import Final
+
+import aiohttp
+from yarl import URL
+
+from ._config import Limits, Timeout
+from ._exceptions import (
+    AccountAPIError,
+    APIConnectionError,
+    APITimeoutError,
+    ClientStateError,
+)
+from ._version import __version__
+
+__all__ = ["USER_AGENT", "RawResponse", "Transport"]
+
+USER_AGENT: Final = f"accountapi-python/{__version__} aiohttp/{aiohttp.__version__}"
+
+
+class RawResponse:
+    """Status, headers and (possibly cut-off) body of one HTTP answer."""
+
+    __slots__ = ("body", "headers", "status", "truncated")
+
+    def __init__(
+        self, status: int, headers: Mapping[str, str], body: bytes, truncated: bool
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        # True when the body was larger than Limits.max_response_bytes and was not read.
+        self.truncated = truncated
+
+
+def _client_timeout(timeout: Timeout, attempt: float | None) -> aiohttp.ClientTimeout:
+    # "connect" maps to sock_connect so that waiting for a free pooled connection (a
+    # client-side queue) is not mistaken for a service that cannot be reached.
+    return aiohttp.ClientTimeout(
+        total=attempt, sock_connect=timeout.connect, sock_read=timeout.read
+    )
+
+
+def translate(exc: BaseException) -> AccountAPIError:
+    """Turn an aiohttp/socket failure into the SDK's error, keeping only a safe message."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return APITimeoutError(f"timed out connecting: {exc}", request_sent=False)
+    if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError is one too
+        return APITimeoutError("timed out waiting for the response", request_sent=True)
+    if isinstance(exc, aiohttp.ClientSSLError):  # certificate or handshake failure: not transient
+        return APIConnectionError(f"TLS error: {exc}", request_sent=False, retryable=False)
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, unreachable, DNS: never sent
+        return APIConnectionError(f"cannot connect: {exc}", request_sent=False)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # Its repr carries request_info.headers (Authorization included): keep only the status.
+        return APIConnectionError(
+            f"invalid response ({type(exc).__name__}, status {exc.status})", request_sent=True
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return APIConnectionError(
+            "server closed the connection before responding", request_sent=True
+        )
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return APIConnectionError(f"response body broken off: {exc}", request_sent=True)
+    return APIConnectionError(f"connection failed: {type(exc).__name__}: {exc}", request_sent=True)
+
+
+class Transport:
+    """Owns (or borrows) one ``aiohttp.ClientSession`` and sends requests on it.
+
+    A session passed in is used as-is and never closed here. Otherwise the session is
+    created on first use inside the running loop, so a transport can be built with no loop
+    running; using it from a second event loop raises :class:`ClientStateError`.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_limits",
+        "_loop",
+        "_max_bytes",
+        "_owns_session",
+        "_session",
+        "_ssl",
+        "_timeout",
+        "_timeouts",
+        "_trust_env",
+        "base_url",
+    )
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        timeout: Timeout,
+        limits: Limits,
+        ssl: ssl_module.SSLContext | None = None,
+        trust_env: bool = False,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.base_url = URL(base_url)
+        self._timeouts = timeout
+        self._timeout = _client_timeout(timeout, timeout.attempt)
+        self._limits = limits
+        self._max_bytes = limits.max_response_bytes
+        self._ssl = ssl
+        self._trust_env = trust_env
+        self._session = session
+        self._owns_session = session is None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    def url(self, path: str) -> URL:
+        """An absolute URL for ``path`` under the base URL (built once per endpoint)."""
+        return self.base_url.with_path(self.base_url.path.rstrip("/") + path)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def session(self) -> aiohttp.ClientSession:
+        """The session for the running loop, created on first use.
+
+        Raises :class:`ClientStateError` once closed, or from a loop other than the one
+        the client's own session was created in.
+        """
+        if self._closed:
+            raise ClientStateError("the client is closed; create a new AccountClient")
+        session = self._session
+        if session is not None and not self._owns_session:
+            return session
+        loop = asyncio.get_running_loop()
+        if session is not None:
+            if loop is self._loop:
+                return session
+            raise ClientStateError(
+                "this AccountClient is bound to another event loop; "
+                "create one client per event loop (e.g. per asyncio.run call)"
+            )
+        connector = aiohttp.TCPConnector(
+            limit=self._limits.max_connections or 0,
+            limit_per_host=0,
+            # Verification is always on: the default context, or the caller's own.
+            ssl=self._ssl if self._ssl is not None else True,
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            trust_env=self._trust_env,
+            raise_for_status=False,
+        )
+        self._session = session
+        self._loop = loop
+        return session
+
+    def _timeout_for(self, timeouts: Timeout, remaining: float | None) -> aiohttp.ClientTimeout:
+        limit = timeouts.attempt
+        if remaining is not None and (limit is None or remaining < limit):
+            return _client_timeout(timeouts, remaining)
+        if timeouts is self._timeouts:
+            return self._timeout  # built once; the common case
+        return _client_timeout(timeouts, limit)
+
+    async def request(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str],
+        timeouts: Timeout,
+        remaining: float | None,
+    ) -> RawResponse:
+        """Send one request on ``session``; return its answer or raise an SDK error.
+
+        The attempt is limited by ``timeouts`` and by ``remaining``, the seconds left
+        before the whole call's deadline.
+        """
+        failure: AccountAPIError
+        try:
+            async with session.request(
+                method,
+                url,
+                headers=headers,
+                allow_redirects=False,
+                timeout=self._timeout_for(timeouts, remaining),
+                raise_for_status=False,
+            ) as resp:
+                length = resp.content_length
+                if length is not None and length <= self._max_bytes:
+                    body = await resp.read()
+                    return RawResponse(resp.status, resp.headers, body, False)
+                body, truncated = await self._read_capped(resp, length)
+                return RawResponse(resp.status, resp.headers, body, truncated)
+        except aiohttp.ClientResponseError as exc:
+            failure = translate(exc)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise translate(exc) from exc
+        # Raised outside the except block so the ClientResponseError, whose repr holds the
+        # request headers, is neither __cause__ nor __context__ of the SDK error.
+        raise failure
+
+    async def _read_capped(
+        self, resp: aiohttp.ClientResponse, length: int | None
+    ) -> tuple[bytes, bool]:
+        """Read an unknown-length body up to the cap; a larger one is cut off, not buffered."""
+        cap = self._max_bytes
+        if length is not None:  # announced as larger than the cap: read nothing
+            return b"", True
+        chunks: list[bytes] = []
+        size = 0
+        while size <= cap:
+            chunk = await resp.content.read(cap + 1 - size)
+            if not chunk:
+                return b"".join(chunks), False
+            chunks.append(chunk)
+            size += len(chunk)
+        # Leaving the response unread makes aiohttp drop the connection instead of
+        # pooling it, so the rest of the body is never read into memory.
+        return b"".join(chunks)[:cap], True
+
+    async def aclose(self) -> None:
+        """Close the session if this transport created it; idempotent."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session and not session.closed:
+            await session.close()
+
+    def __repr__(self) -> str:
+        return f"Transport(base_url={str(self.base_url)!r})"
