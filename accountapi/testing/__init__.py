@@ -1,0 +1,16 @@
+"""Test tools for accountapi and for apps built on it.
+
+- :class:`Emulator`: the account API on a loopback port, with scripted :class:`Fault` s
+  and request accounting (``python -m accountapi.testing`` runs it standalone).
+- :class:`VirtualClock`: pass as ``AccountClient(clock=...)`` to make retry waits and
+  cool-downs instant while recording each wait asked for.
+
+The emulator imports nothing else from ``accountapi``, so tests built on it do not
+depend on the code under test.
+"""
+
+from ._clock import VirtualClock
+from ._emulator import Emulator, RequestRecord, default_profile
+from ._faults import Fault
+
+__all__ = ["Emulator", "Fault", "RequestRecord", "VirtualClock", "default_profile"]

@@ -1,0 +1,592 @@
+"""An in-process emulator of the Depicta account API, served on a real loopback socket.
+
+Tests point the SDK (or a raw aiohttp client) at `Emulator.url`; the emulator keeps the
+ground truth (profiles, per-key concurrency, every request it saw) and injects the
+`Fault`s a test scripts, down to dropped connections and half-written bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import http
+import itertools
+import json
+import os
+import secrets
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Final
+
+import attrs
+from aiohttp import web
+
+from ._faults import Fault, error_code
+
+__all__ = ["Emulator", "RequestRecord", "default_profile"]
+
+PROFILE_PATH: Final = "/v1/account/profile"
+DISMISS_PATH: Final = "/v1/account/notifications/dismiss"
+OPENAPI_PATH: Final = "/openapi.yaml"
+_ROUTES: Final[Mapping[str, str]] = {PROFILE_PATH: "GET", DISMISS_PATH: "POST"}
+
+_user_numbers = itertools.count(1)
+
+
+def default_profile() -> dict[str, Any]:
+    """A fresh wire-format profile with every field of the spec's `User`, unique per call."""
+    n = next(_user_numbers)
+    return {
+        "id": str(uuid.uuid4()),
+        "email": f"user-{n}@example.test",
+        "name": f"Test User {n}",
+        "balance_eur": "10.000000",
+        "held_eur": "0.000000",
+        "credit_limit_cents": 5000,
+        "created_at": "2025-01-02T03:04:05Z",
+        "credits_expire_at": "2027-01-01T00:00:00Z",
+        "email_verified": True,
+        "free_trial_pending_eur": None,
+        "pending_credit_notice": True,
+        "prompt_analysis_opt_in": False,
+        "providers": ["google"],
+        "two_factor_enabled": False,
+    }
+
+
+def key_hint(key: str) -> str:
+    """A recognisable but harmless form of a key: first 5 chars, an ellipsis, last 4."""
+    if len(key) >= 16:
+        return f"{key[:5]}…{key[-4:]}"
+    return f"{key[:2]}…"  # too short to show 9 characters without showing most of it
+
+
+def _new_key() -> str:
+    """A random key shaped like the service's: `dpct_` and 32 URL-safe characters."""
+    return "dpct_" + secrets.token_urlsafe(24)
+
+
+def _new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _nginx_page(status: int) -> bytes:
+    """The error page nginx serves when the upstream fails, byte for byte in shape."""
+    title = f"{status} {_reason(status)}"
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    ).encode()
+
+
+@attrs.frozen(kw_only=True)
+class RequestRecord:
+    """One request as the emulator saw it; the key appears only as a hint.
+
+    `status` is what was sent, or None when the connection was dropped (or the
+    request was abandoned) before a status line went out.
+    """
+
+    method: str
+    path: str
+    key_hint: str | None
+    authorized: bool
+    status: int | None
+    t_start: float
+    headers: Mapping[str, str] = attrs.field(hash=False)
+    fault: str | None
+    request_id: str
+
+
+@attrs.define(repr=False)
+class _KeyState:
+    """Everything the emulator holds for one key; never printed, since it holds the key."""
+
+    profile: dict[str, Any]
+    sticky: Fault | None
+    latency: float | None
+    queue: deque[Fault] = attrs.Factory(deque)
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+
+@attrs.define
+class _Exchange:
+    """What the handler has committed to so far, for the request's record."""
+
+    status: int | None = None
+    fault: str | None = None
+
+
+class Emulator:
+    """The account API on a loopback port, with scripted faults and request accounting.
+
+    Use as `async with Emulator() as emu:` or call `start()` and `close()`. All methods
+    other than those two are synchronous and must be called from the emulator's loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        per_key_limit: int | None = 10,
+        limit_retry_after: str = "1",
+        dismiss_status: int = 204,
+        latency: float = 0.0,
+        openapi_path: str | os.PathLike[str] | None = None,
+        shutdown_timeout: float = 0.1,
+    ) -> None:
+        if per_key_limit is not None and per_key_limit < 1:
+            raise ValueError(f"per_key_limit must be >= 1 or None, not {per_key_limit!r}")
+        if not 200 <= dismiss_status <= 299:
+            raise ValueError(f"dismiss_status must be a 2xx status, not {dismiss_status!r}")
+        self._host = host
+        self._port = port
+        self._per_key_limit = per_key_limit
+        self._limit_retry_after = limit_retry_after
+        self._dismiss_status = dismiss_status
+        self._openapi_path = openapi_path
+        self._shutdown_timeout = shutdown_timeout
+        self._latency = _check_latency(latency)
+
+        self._keys: dict[str, _KeyState] = {}
+        self._global_queue: deque[Fault] = deque()
+        self._records: list[RequestRecord] = []
+        # (token, path, authorized) -> count; holds unknown tokens too, never exposed.
+        self._attempts: Counter[tuple[str, str, bool]] = Counter()
+        self._limit_rejections = 0
+
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+
+    def __repr__(self) -> str:
+        where = self._url or "not started"
+        return f"<Emulator {where} keys={len(self._keys)}>"
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Base URL of the running emulator, e.g. `http://127.0.0.1:54321`."""
+        if self._url is None:
+            raise RuntimeError("the emulator is not running; use `async with` or start()")
+        return self._url
+
+    async def start(self) -> None:
+        """Bind the socket and start serving; the bound port is then in `url`."""
+        if self._runner is not None:
+            raise RuntimeError("the emulator is already running")
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=self._shutdown_timeout,
+            # A client that goes away stops its handler, so stalls do not outlive it.
+            handler_cancellation=True,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._host, self._port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        self._url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    async def close(self) -> None:
+        """Stop serving, cut stalled responses after `shutdown_timeout`, and wait for them."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        self._url = None
+        await runner.cleanup()
+        pending = {task for task in self._handlers if not task.done()}
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=self._shutdown_timeout + 1.0)
+
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- configuration -----------------------------------------------------------
+
+    def add_key(
+        self,
+        profile: Mapping[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        fault: Fault | None = None,
+        latency: float | None = None,
+    ) -> str:
+        """Register a key and return it; `profile` is merged over `default_profile()` as is.
+
+        `fault` is sticky: every request of the key gets it. `latency` overrides the
+        emulator-wide service time for this key.
+        """
+        if key is None:
+            key = _new_key()
+        elif not key or any(c.isspace() for c in key):
+            raise ValueError("key must be a non-empty string without whitespace")
+        if key in self._keys:
+            raise ValueError(f"key {key_hint(key)} is already registered")
+        merged = default_profile()
+        if profile is not None:
+            merged.update(copy.deepcopy(dict(profile)))
+        self._keys[key] = _KeyState(
+            profile=merged,
+            sticky=fault,
+            latency=None if latency is None else _check_latency(latency),
+        )
+        return key
+
+    def script(self, key: str | None, faults: Iterable[Fault]) -> None:
+        """Queue one-shot faults for a key's next requests, in order (None: any key's)."""
+        queue = self._global_queue if key is None else self._state(key).queue
+        queue.extend(faults)
+
+    def set_latency(self, seconds: float) -> None:
+        """Set the service time every request waits before its response (keys may override)."""
+        self._latency = _check_latency(seconds)
+
+    # -- ground truth and accounting ----------------------------------------------
+
+    def profile(self, key: str) -> dict[str, Any]:
+        """The key's current wire profile; the live dict, so a test may also edit it."""
+        return self._state(key).profile
+
+    def attempts(
+        self,
+        key: str,
+        path: str | None = PROFILE_PATH,
+        *,
+        include_unauthorized: bool = False,
+    ) -> int:
+        """Requests seen with this key on `path` (None: any path), whatever the outcome."""
+        return sum(
+            count
+            for (token, seen_path, authorized), count in self._attempts.items()
+            if token == key
+            and (path is None or seen_path == path)
+            and (authorized or include_unauthorized)
+        )
+
+    @property
+    def records(self) -> list[RequestRecord]:
+        """Every finished request since the last `reset_stats()`, in arrival order."""
+        return sorted(self._records, key=lambda record: record.t_start)
+
+    def max_in_flight(self, key: str) -> int:
+        """The most requests of this key the emulator was handling at one time."""
+        return self._state(key).max_in_flight
+
+    @property
+    def limit_rejections(self) -> int:
+        """How many 429s the per-key concurrency limit sent (scripted 429s not included)."""
+        return self._limit_rejections
+
+    def reset_stats(self) -> None:
+        """Forget records, attempt counts, in-flight peaks and limit rejections."""
+        self._records.clear()
+        self._attempts.clear()
+        self._limit_rejections = 0
+        for state in self._keys.values():
+            state.max_in_flight = state.in_flight
+
+    def _state(self, key: str) -> _KeyState:
+        try:
+            return self._keys[key]
+        except KeyError:
+            raise KeyError(f"unknown key {key_hint(key)}") from None
+
+    # -- serving -----------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        """Serve one request and record it, whatever happens to it."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        t_start = time.monotonic()
+        request_id = _new_request_id()
+        token = _bearer_token(request.headers.get("Authorization"))
+        state = self._keys.get(token) if token is not None else None
+        exchange = _Exchange()
+        try:
+            resp = await self._serve(request, request_id, token, state, exchange)
+            if exchange.status is None and exchange.fault != "drop":
+                exchange.status = resp.status
+            return resp
+        finally:
+            if task is not None:
+                self._handlers.discard(task)
+            self._records.append(
+                RequestRecord(
+                    method=request.method,
+                    path=request.path,
+                    key_hint=None if token is None else key_hint(token),
+                    authorized=state is not None,
+                    status=exchange.status,
+                    t_start=t_start,
+                    headers={
+                        name: value
+                        for name, value in request.headers.items()
+                        if name.lower() != "authorization"
+                    },
+                    fault=exchange.fault,
+                    request_id=request_id,
+                )
+            )
+
+    async def _serve(
+        self,
+        request: web.Request,
+        request_id: str,
+        token: str | None,
+        state: _KeyState | None,
+        exchange: _Exchange,
+    ) -> web.StreamResponse:
+        if request.path == OPENAPI_PATH and request.method in ("GET", "HEAD"):
+            return await self._openapi(request_id)
+        if token is not None:
+            self._attempts[token, request.path, state is not None] += 1
+        if state is None:
+            if "Authorization" not in request.headers:
+                message = "missing Authorization header"
+            elif token is None:
+                message = "malformed Authorization header; expected 'Bearer <key>'"
+            else:
+                message = "invalid API key"
+            return _error(401, "auth_invalid", message, request_id)
+
+        limit = self._per_key_limit
+        if limit is not None and state.in_flight >= limit:
+            self._limit_rejections += 1
+            return _error(
+                429,
+                "rate_limited",
+                f"too many concurrent requests (max {limit})",
+                request_id,
+                headers={"Retry-After": self._limit_retry_after},
+            )
+
+        state.in_flight += 1
+        state.max_in_flight = max(state.max_in_flight, state.in_flight)
+        try:
+            fault = self._next_fault(state)
+            exchange.fault = None if fault is None else fault.name
+            latency = self._latency if state.latency is None else state.latency
+            if latency:
+                await asyncio.sleep(latency)
+            if fault is None:
+                return self._route(request, state, request_id)
+            return await self._apply(fault, request, state, request_id, exchange)
+        finally:
+            state.in_flight -= 1
+
+    def _next_fault(self, state: _KeyState) -> Fault | None:
+        """The global one-shot queue first, then the key's own queue, then its sticky fault."""
+        if self._global_queue:
+            return self._global_queue.popleft()
+        if state.queue:
+            return state.queue.popleft()
+        return state.sticky
+
+    def _route(self, request: web.Request, state: _KeyState, request_id: str) -> web.Response:
+        """What the real service would answer for this authorized request."""
+        method = _ROUTES.get(request.path)
+        if method is None:
+            return _error(404, "not_found", f"no such endpoint: {request.path}", request_id)
+        if request.method != method:
+            return _error(
+                405,
+                error_code(405),
+                f"{request.method} is not allowed on {request.path}",
+                request_id,
+                headers={"Allow": method},
+            )
+        if request.path == PROFILE_PATH:
+            return web.Response(
+                body=_profile_body(state),
+                content_type="application/json",
+                headers={"X-Request-Id": request_id},
+            )
+        state.profile["pending_credit_notice"] = False
+        if self._dismiss_status == 204:
+            return web.Response(status=204, headers={"X-Request-Id": request_id})
+        return web.json_response(
+            {"dismissed": True},
+            status=self._dismiss_status,
+            headers={"X-Request-Id": request_id},
+        )
+
+    async def _apply(
+        self,
+        fault: Fault,
+        request: web.Request,
+        state: _KeyState,
+        request_id: str,
+        exchange: _Exchange,
+    ) -> web.StreamResponse:
+        """Answer with `fault` instead of the service; only `delay` lets the service run."""
+        rid = {"X-Request-Id": request_id}
+        code = fault.code if fault.code is not None else 200
+        match fault.name:
+            case "delay":
+                await asyncio.sleep(fault.seconds or 0.0)
+                return self._route(request, state, request_id)
+            case "status" | "rate_limited" | "rate_limited_ms":
+                return _error(
+                    code,
+                    fault.error or error_code(code),
+                    fault.message or _reason(code),
+                    request_id,
+                    details=fault.details,
+                    headers=dict(fault.headers),
+                )
+            case "html":
+                return web.Response(
+                    status=code,
+                    body=_nginx_page(code),
+                    headers={**rid, "Content-Type": "text/html"},
+                )
+            case "empty":
+                return web.Response(status=code, body=b"", headers=rid)
+            case "body":
+                headers = dict(rid)
+                if fault.content_type is not None:
+                    headers["Content-Type"] = fault.content_type
+                return web.Response(status=code, body=fault.data or b"", headers=headers)
+            case "redirect":
+                return web.Response(status=code, headers={**rid, "Location": fault.location or "/"})
+            case "large_body":
+                return web.Response(
+                    body=_padded(_profile_body(state), fault.n_bytes or 0),
+                    content_type="application/json",
+                    headers=rid,
+                )
+            case "drop":
+                await request.read()
+                if request.transport is not None:
+                    request.transport.abort()
+                # aiohttp's attempt to send this meets the closed transport and gives up
+                # quietly (it treats that as a client disconnect).
+                return web.Response(status=code)
+            case "truncated" | "reset_mid_body" | "stall_body":
+                exchange.status = code
+                return await _broken_body(fault, request, _profile_body(state), rid)
+            case _:
+                raise ValueError(f"the emulator does not know fault {fault.name!r}")
+
+    async def _openapi(self, request_id: str) -> web.Response:
+        """The spec text the emulator was given, so clients can see what it serves."""
+        if self._openapi_path is None:
+            return _error(404, "not_found", "no OpenAPI document configured", request_id)
+        text = await asyncio.to_thread(_read_text, self._openapi_path)
+        return web.Response(
+            text=text, content_type="application/yaml", headers={"X-Request-Id": request_id}
+        )
+
+
+async def _broken_body(
+    fault: Fault, request: web.Request, body: bytes, headers: Mapping[str, str]
+) -> web.StreamResponse:
+    """Send a 200 whose body is cut off (truncated, reset) or paused (stalled)."""
+    resp = web.StreamResponse(status=200, headers={**headers, "Content-Type": "application/json"})
+    resp.force_close()
+    if fault.name == "reset_mid_body":
+        resp.enable_chunked_encoding()
+    else:
+        resp.content_length = len(body)
+    half = len(body) // 2
+    try:
+        await resp.prepare(request)
+        await resp.write(body[:half])
+        if fault.name == "stall_body":
+            await asyncio.sleep(fault.seconds or 0.0)
+            await resp.write(body[half:])
+            await resp.write_eof()
+        elif request.transport is not None:
+            # close() rather than abort(): the half already written must reach the client.
+            request.transport.close()
+    except ConnectionError:
+        pass  # the client went away first; aiohttp finishes quietly with the closed transport
+    return resp
+
+
+def _error(
+    status: int,
+    error: str,
+    message: str,
+    request_id: str,
+    *,
+    details: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """A JSON error in the service's shape, with the request id in body and header."""
+    payload: dict[str, Any] = {"error": error, "message": message}
+    if details is not None:
+        payload["details"] = details
+    payload["request_id"] = request_id
+    return web.json_response(
+        payload, status=status, headers={**(headers or {}), "X-Request-Id": request_id}
+    )
+
+
+def _profile_body(state: _KeyState) -> bytes:
+    return json.dumps({"user": state.profile}).encode()
+
+
+def _padded(body: bytes, n_bytes: int) -> bytes:
+    """Pad a JSON object with whitespace before its closing brace to reach `n_bytes`."""
+    missing = n_bytes - len(body)
+    if missing <= 0:
+        return body
+    return body[:-1] + b" " * missing + body[-1:]
+
+
+def _bearer_token(header: str | None) -> str | None:
+    """The key in `Bearer <key>`, or None when the header is missing or malformed."""
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or any(c.isspace() for c in token):
+        return None
+    return token
+
+
+def _check_latency(seconds: float) -> float:
+    if isinstance(seconds, bool) or not 0 <= seconds < float("inf"):
+        raise ValueError(f"latency must be a finite number of seconds >= 0, not {seconds!r}")
+    return float(seconds)
+
+
+def _read_text(path: str | os.PathLike[str]) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
