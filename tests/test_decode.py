@@ -183,5 +183,6 @@ async def test_bad_money_over_the_wire_is_a_validation_error(emulator: Emulator)
             await client.account.profile()
     assert info.value.path == "user.balance_eur"
     assert info.value.status == 200
-    assert info.value.request_id is not None and info.value.request_id.startswith("req_")
+    assert info.value.request_id is not None
+    assert info.value.request_id.startswith("req_")
     assert emulator.attempts(key) == 1  # decode errors are never retried

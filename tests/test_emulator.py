@@ -75,8 +75,14 @@ async def fetch(
 
 
 def test_exported_names_are_pinned() -> None:
-    """`accountapi.testing` exports exactly the four documented names, sorted."""
-    assert accountapi.testing.__all__ == ["Emulator", "Fault", "RequestRecord", "default_profile"]
+    """`accountapi.testing` exports exactly the documented names, sorted."""
+    assert accountapi.testing.__all__ == [
+        "Emulator",
+        "Fault",
+        "RequestRecord",
+        "VirtualClock",
+        "default_profile",
+    ]
 
 
 def test_emulator_imports_nothing_else_from_accountapi() -> None:
