@@ -61,6 +61,18 @@ class AccountResource:
         ``api_key`` uses another key on the same client; ``timeout`` overrides the
         client's for this call.
         """
+        profile, _ = await self._client._request(
+            "GET", self._profile_url, parse_profile, api_key, timeout
+        )
+        return profile
+
+    async def profile_with_attempts(
+        self,
+        *,
+        api_key: str | None = None,
+        timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+    ) -> tuple[Profile, int]:
+        """Like :meth:`profile`, plus how many HTTP attempts it took (1 unless retried)."""
         return await self._client._request(
             "GET", self._profile_url, parse_profile, api_key, timeout
         )

@@ -208,8 +208,11 @@ class AccountClient:
         parse: Callable[[RawResponse], T],
         api_key: str | None,
         timeout: Timeout | float | NotGiven | None,
-    ) -> T:
-        """One API call for one key: gate, attempt, map status, retry, decode."""
+    ) -> tuple[T, int]:
+        """One API call for one key: gate, attempt, map status, retry, decode.
+
+        Returns the decoded value and the number of attempts it took.
+        """
         key = self._key(api_key)
         transport = self._transport
         session = transport.session()

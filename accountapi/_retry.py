@@ -89,10 +89,13 @@ class Retrier:
         *,
         deadline: float | None,
         key_hint: str | None,
-    ) -> T:
-        """Run ``attempt(1)``; on a retryable failure, let tenacity drive the rest."""
+    ) -> tuple[T, int]:
+        """Run ``attempt(1)``; on a retryable failure, let tenacity drive the rest.
+
+        Returns the attempt's value and how many attempts it took.
+        """
         try:
-            return await attempt(1)
+            return await attempt(1), 1
         except AccountAPIError as exc:
             exc.attempts = 1
             if not exc.retryable or self.policy.max_retries == 0:
@@ -106,7 +109,7 @@ class Retrier:
         first: AccountAPIError,
         deadline: float | None,
         key_hint: str | None,
-    ) -> T:
+    ) -> tuple[T, int]:
         policy = self.policy
         clock = self._clock
 
@@ -159,7 +162,7 @@ class Retrier:
                 if number == 1:
                     raise first  # replay the failure the bare first attempt already had
                 try:
-                    return await attempt(number)
+                    return await attempt(number), number
                 except AccountAPIError as exc:
                     exc.attempts = number
                     raise
