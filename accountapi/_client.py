@@ -39,9 +39,6 @@ __all__ = ["AccountClient"]
 
 T = TypeVar("T")
 
-# A 429 without a usable Retry-After still pauses the key this long.
-DEFAULT_COOL_DOWN: Final = 1.0
-
 
 class AccountClient:
     """An asyncio client for the account API: one connection pool, any number of keys.
@@ -120,10 +117,7 @@ class AccountClient:
         if not isinstance(policy, RetryPolicy):
             raise ConfigurationError("retry must be a RetryPolicy")
         if not isinstance(max_retries, NotGiven):
-            try:
-                policy = attrs.evolve(policy, max_retries=max_retries)
-            except (TypeError, ValueError) as exc:
-                raise ConfigurationError(str(exc)) from None
+            policy = attrs.evolve(policy, max_retries=max_retries)
         self._limits = DEFAULT_LIMITS if isinstance(limits, NotGiven) else limits
         if not isinstance(self._limits, Limits):
             raise ConfigurationError("limits must be a Limits")
@@ -249,9 +243,10 @@ class AccountClient:
             if 200 <= raw.status < 300:
                 return parse(raw)
             error = error_for_status(raw.status, raw.headers, raw.body, now=clock.time())
-            if raw.status == 429:
-                wait = error.retry_after
-                gate.cool_down(key, DEFAULT_COOL_DOWN if wait is None else wait)
+            if raw.status == 429 and error.retry_after is not None:
+                # One cool-down for the key: queued and new calls wait it out too. Without
+                # a usable Retry-After each call backs off on its own jittered schedule.
+                gate.cool_down(key, error.retry_after)
             raise error
 
         try:

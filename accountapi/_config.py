@@ -1,6 +1,6 @@
 """Value objects that configure a client: timeouts, retries, limits, and the "not given" sentinel.
 
-They import nothing of ours and hold no I/O, so they can be built anywhere (module level,
+They import only the error tree and hold no I/O, so they can be built anywhere (module level,
 settings files) and shared between clients.
 """
 
@@ -11,6 +11,8 @@ import math
 from typing import Any, Final, Literal
 
 import attrs
+
+from ._exceptions import ConfigurationError
 
 __all__ = ["NOT_GIVEN", "Limits", "NotGiven", "RetryPolicy", "Timeout"]
 
@@ -34,9 +36,13 @@ def _non_negative_or_none(_: object, attribute: attrs.Attribute[Any], value: obj
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{attribute.name} must be a number of seconds or None, got {value!r}")
+        raise ConfigurationError(
+            f"{attribute.name} must be a number of seconds or None, got {value!r}"
+        )
     if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{attribute.name} must be a positive, finite number of seconds or None")
+        raise ConfigurationError(
+            f"{attribute.name} must be a positive, finite number of seconds or None"
+        )
 
 
 @attrs.frozen(slots=True, kw_only=True)
@@ -75,14 +81,14 @@ NO_TIMEOUT: Final = Timeout(connect=None, read=None, attempt=None, total=None)
 
 def _non_negative_int(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{attribute.name} must be a whole number >= 0, got {value!r}")
+        raise ConfigurationError(f"{attribute.name} must be a whole number >= 0, got {value!r}")
 
 
 def _positive_seconds(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{attribute.name} must be a number of seconds, got {value!r}")
+        raise ConfigurationError(f"{attribute.name} must be a number of seconds, got {value!r}")
     if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{attribute.name} must be a positive, finite number of seconds")
+        raise ConfigurationError(f"{attribute.name} must be a positive, finite number of seconds")
 
 
 @attrs.frozen(slots=True, kw_only=True)
@@ -110,7 +116,9 @@ def _limit(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{attribute.name} must be a whole number >= 1 or None, got {value!r}")
+        raise ConfigurationError(
+            f"{attribute.name} must be a whole number >= 1 or None, got {value!r}"
+        )
 
 
 @attrs.frozen(slots=True, kw_only=True)

@@ -101,8 +101,8 @@ def _rebuild(cls: type[AccountAPIError], state: dict[str, Any]) -> AccountAPIErr
     return exc
 
 
-class ConfigurationError(AccountAPIError):
-    """The client or call was given arguments it cannot work with."""
+class ConfigurationError(AccountAPIError, ValueError):
+    """The client or call was given arguments it cannot work with (also a ``ValueError``)."""
 
 
 class MalformedAPIKeyError(ConfigurationError):

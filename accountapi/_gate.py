@@ -15,6 +15,7 @@ from collections import deque
 from typing import Protocol, runtime_checkable
 
 from ._clock import Clock, SystemClock
+from ._exceptions import ConfigurationError
 
 __all__ = ["GateTimeout", "KeyGate", "MemoryKeyGate"]
 
@@ -63,7 +64,7 @@ class MemoryKeyGate:
 
     def __init__(self, per_key: int | None = 10, *, clock: Clock | None = None) -> None:
         if per_key is not None and (isinstance(per_key, bool) or per_key < 1):
-            raise ValueError("per_key must be a whole number >= 1 or None")
+            raise ConfigurationError("per_key must be a whole number >= 1 or None")
         self._limit = per_key
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._states: dict[str, _KeyState] = {}

@@ -10,6 +10,7 @@ an object whose ``repr`` holds the request headers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl as ssl_module
 from collections.abc import Mapping
 from typing import Final
@@ -231,10 +232,20 @@ class Transport:
         return b"".join(chunks)[:cap], True
 
     async def aclose(self) -> None:
-        """Close the session if this transport created it; idempotent."""
+        """Close the session if this transport created it; idempotent.
+
+        Must run in the loop the session was used in while that loop is alive.
+        """
+        session = self._session
+        if session is None or not self._owns_session:
+            self._closed = True
+            return
+        bound = self._loop
+        if bound is not None and not bound.is_closed() and asyncio.get_running_loop() is not bound:
+            raise ClientStateError("close the client in the event loop it was used in")
         self._closed = True
-        session, self._session = self._session, None
-        if session is not None and self._owns_session and not session.closed:
+        self._session = None
+        with contextlib.suppress(RuntimeError):  # its loop is gone; the sockets went with it
             await session.close()
 
     def __repr__(self) -> str:
