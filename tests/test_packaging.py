@@ -1,0 +1,38 @@
+"""Packaging facts that protect users: dependency floors and the runtime dependency set."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
+
+PYPROJECT = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+
+
+def _floor(name: str) -> tuple[int, ...]:
+    for dep in PYPROJECT["project"]["dependencies"]:
+        match = re.fullmatch(rf"{name}\s*>=\s*([0-9.]+)", dep)
+        if match:
+            return tuple(int(p) for p in match.group(1).split("."))
+    raise AssertionError(f"no >= floor for {name}")
+
+
+def test_aiohttp_floor_excludes_known_cve_releases() -> None:
+    """aiohttp >= 3.14.3: earlier releases carry published CVEs (response splitting, redirect auth)."""
+    assert _floor("aiohttp") >= (3, 14, 3)
+    installed = tuple(int(p) for p in version("aiohttp").split(".")[:3])
+    assert installed >= (3, 14, 3)
+
+
+def test_runtime_dependencies_are_exactly_the_chosen_four() -> None:
+    """aiohttp, attrs, cattrs and tenacity only; everything else is an optional extra."""
+    names = sorted(
+        re.split(r"[<>=!~ \[]", d, maxsplit=1)[0] for d in PYPROJECT["project"]["dependencies"]
+    )
+    assert names == ["aiohttp", "attrs", "cattrs", "tenacity"]
+
+
+def test_typed_marker_ships() -> None:
+    """py.typed is in the package so type checkers use our hints."""
+    assert (Path(__file__).parent.parent / "accountapi" / "py.typed").exists()

@@ -1,0 +1,98 @@
+"""The public surface is pinned: adding or removing a name is a deliberate change."""
+
+from __future__ import annotations
+
+import inspect
+
+import accountapi
+import accountapi.testing
+
+PUBLIC = [
+    "NOT_GIVEN",
+    "APIConnectionError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AccountAPIError",
+    "AccountClient",
+    "AccountResource",
+    "AuthenticationError",
+    "BadGatewayError",
+    "BadRequestError",
+    "ClientStateError",
+    "Clock",
+    "ConfigurationError",
+    "ConflictError",
+    "InternalServerError",
+    "KeyGate",
+    "Limits",
+    "MalformedAPIKeyError",
+    "MemoryKeyGate",
+    "NotFoundError",
+    "NotGiven",
+    "PayloadTooLargeError",
+    "PaymentRequiredError",
+    "PermissionDeniedError",
+    "Profile",
+    "RateLimitError",
+    "RetryEvent",
+    "RetryPolicy",
+    "ServiceUnavailableError",
+    "SystemClock",
+    "Timeout",
+    "UnavailableForLegalReasonsError",
+    "UnexpectedRedirectError",
+    "UnprocessableEntityError",
+    "__version__",
+    "key_hint",
+]
+
+
+def test_exported_names_are_pinned() -> None:
+    """accountapi.__all__ is exactly the documented list."""
+    assert sorted(accountapi.__all__) == sorted(PUBLIC)
+
+
+def test_every_exported_name_exists() -> None:
+    """Everything in __all__ can be imported from accountapi itself."""
+    for name in accountapi.__all__:
+        assert hasattr(accountapi, name), name
+
+
+def test_every_exception_is_an_account_api_error() -> None:
+    """Each exported exception class derives from AccountAPIError."""
+    errors = [
+        obj
+        for obj in vars(accountapi).values()
+        if inspect.isclass(obj) and issubclass(obj, BaseException)
+    ]
+    assert len(errors) >= 20
+    assert all(issubclass(e, accountapi.AccountAPIError) for e in errors)
+
+
+def test_public_objects_say_they_come_from_accountapi() -> None:
+    """Public classes live in private modules but document themselves; none lacks a docstring."""
+    for name in accountapi.__all__:
+        obj = getattr(accountapi, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__doc__, name
+
+
+def test_library_never_imports_the_emulator_or_cli() -> None:
+    """Importing accountapi pulls in neither accountapi.testing nor the CLI's libraries."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, accountapi; "
+        "bad = [m for m in ('accountapi.testing', 'accountapi._cli', 'click', 'rich') if m in sys.modules]; "
+        "print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_testing_surface() -> None:
+    """accountapi.testing offers the emulator, faults, records and the virtual clock."""
+    for name in ("Emulator", "Fault", "RequestRecord", "VirtualClock", "default_profile"):
+        assert name in accountapi.testing.__all__

@@ -1,0 +1,153 @@
+"""Secrets stay secret, credentials stay with the service, bad keys never reach a socket."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import traceback
+
+import pytest
+
+from accountapi import (
+    AccountAPIError,
+    AccountClient,
+    APIConnectionError,
+    MalformedAPIKeyError,
+    RetryEvent,
+    UnexpectedRedirectError,
+    key_hint,
+)
+from accountapi.testing import Emulator, Fault, VirtualClock
+
+CANARY = "dpct_CANARYcanary0123456789SECRETxyz"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in seen:
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return seen
+
+
+def assert_no_canary(exc: BaseException) -> None:
+    text = "".join(traceback.format_exception(exc))
+    for link in _chain(exc):
+        text += repr(link) + str(link) + repr(getattr(link, "args", ""))
+    assert CANARY not in text
+    assert CANARY[5:] not in text
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "dpct_has space",
+        "dpct_crlf\r\nX-Injected: 1",
+        "dpct_tab\tkey",
+        "dpct_nön_ascii",
+        "dpct_\x00nul",
+        "d" * 600,
+    ],
+)
+async def test_malformed_keys_are_rejected_before_any_request(emulator: Emulator, bad: str) -> None:
+    """Whitespace, CR/LF, control, non-ASCII and oversized keys fail before a socket is touched."""
+    async with AccountClient(base_url=emulator.url) as client:
+        with pytest.raises(MalformedAPIKeyError) as info:
+            await client.account.profile(api_key=bad)
+    assert emulator.records == []
+    if bad:
+        assert bad not in str(info.value)
+    with pytest.raises(MalformedAPIKeyError):
+        AccountClient(bad)
+
+
+def test_key_hint_shows_prefix_and_last_four_only() -> None:
+    """The hint is 'dpct_…' plus four characters; short keys reveal nothing."""
+    assert key_hint(CANARY) == "dpct_…Txyz"
+    assert key_hint("dpct_short") == "…"
+
+
+async def test_canary_key_never_leaks(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:
+    """Through success, 401, 503 exhaustion, decode failure and a dead port, the key stays out of
+    reprs, messages, exception chains, tracebacks and DEBUG logs (aiohttp's included)."""
+    caplog.set_level(logging.DEBUG)
+    emulator.add_key(key=CANARY)
+    events: list[RetryEvent] = []
+    clock = VirtualClock()
+    async with AccountClient(
+        CANARY, base_url=emulator.url, clock=clock, on_retry=events.append
+    ) as client:
+        assert CANARY not in repr(client)
+        assert CANARY not in repr(client.account)
+        await client.account.profile()
+        errors: list[AccountAPIError] = []
+        for script in (
+            [Fault.status(503)] * 5,
+            [Fault.status(401)],
+            [Fault.body(b'{"user": 1}')],
+            [Fault.html(502)] * 5,
+        ):
+            emulator.script(CANARY, script)
+            with pytest.raises(AccountAPIError) as info:
+                await client.account.profile()
+            errors.append(info.value)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    async with AccountClient(CANARY, base_url=dead, clock=clock, max_retries=1) as client:
+        with pytest.raises(APIConnectionError) as conn:
+            await client.account.profile()
+        errors.append(conn.value)
+    for err in errors:
+        assert_no_canary(err)
+        assert err.key_hint == "dpct_…Txyz"
+    for event in events:
+        assert CANARY not in repr(event)
+    logged = "\n".join(f"{r.name} {r.getMessage()} {r.args!r}" for r in caplog.records)
+    assert caplog.records  # retries were logged
+    assert CANARY not in logged
+    assert CANARY not in caplog.text
+
+
+async def test_redirect_to_another_host_is_not_followed() -> None:
+    """A 302 to another server is an error; that server never sees the request or the key."""
+    async with Emulator() as service, Emulator() as elsewhere:
+        key = service.add_key(fault=Fault.redirect("placeholder"))
+        service.script(key, [Fault.redirect(f"{elsewhere.url}/v1/account/profile")])
+        async with AccountClient(key, base_url=service.url) as client:
+            with pytest.raises(UnexpectedRedirectError):
+                await client.account.profile()
+        assert elsewhere.records == []
+        assert service.attempts(key) == 1
+
+
+@pytest.mark.parametrize("status", [301, 307, 308])
+async def test_no_redirect_status_is_followed(emulator: Emulator, key: str, status: int) -> None:
+    """Permanent and temporary redirects alike are raised, not followed."""
+    emulator.script(key, [Fault.redirect(f"{emulator.url}/v1/account/profile", status=status)])
+    async with AccountClient(key, base_url=emulator.url) as client:
+        with pytest.raises(UnexpectedRedirectError) as info:
+            await client.account.profile()
+    assert info.value.status == status
+    assert emulator.attempts(key) == 1
+
+
+async def test_environment_proxies_ignored_unless_trusted(
+    emulator: Emulator, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY is ignored by default and used only with trust_env=True."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_proxy = f"http://127.0.0.1:{s.getsockname()[1]}"
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", dead_proxy)
+    monkeypatch.setenv("http_proxy", dead_proxy)
+    async with AccountClient(key, base_url=emulator.url) as client:
+        await client.account.profile()
+    async with AccountClient(key, base_url=emulator.url, trust_env=True, max_retries=0) as client:
+        with pytest.raises(APIConnectionError):
+            await client.account.profile()
+    assert emulator.attempts(key) == 1
