@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     import aiohttp
     from yarl import URL
 
+    from ._bulk import BalanceStream, KeySource
+
 from ._clock import Clock, SystemClock
 from ._config import (
     DEFAULT_LIMITS,
@@ -239,14 +241,14 @@ class AccountClient:
             try:
                 raw = await transport.request(session, method, url, headers, timeouts, remaining)
             finally:
-                gate.release(key)
+                await gate.release(key)
             if 200 <= raw.status < 300:
                 return parse(raw)
             error = error_for_status(raw.status, raw.headers, raw.body, now=clock.time())
             if raw.status == 429 and error.retry_after is not None:
                 # One cool-down for the key: queued and new calls wait it out too. Without
                 # a usable Retry-After each call backs off on its own jittered schedule.
-                gate.cool_down(key, error.retry_after)
+                await gate.cool_down(key, error.retry_after)
             raise error
 
         try:
@@ -254,3 +256,41 @@ class AccountClient:
         except AccountAPIError as exc:
             exc.key_hint = key_hint(key)
             raise
+
+    # -- many keys ---------------------------------------------------------------------
+
+    def balances(
+        self,
+        keys: KeySource,
+        *,
+        concurrency: int = 100,
+        ordered: bool = False,
+        timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        dedupe_window: int = 10_000,
+    ) -> BalanceStream:
+        """Check the profile behind every key; an async iterator of one ``BalanceResult`` per key.
+
+        ``keys`` is any iterable or async iterable of str, read lazily: at most
+        ``concurrency`` checks run at once (each also within the per-key limit and 429
+        cool-down), so memory stays flat however many keys there are. Results come as
+        they complete, or in input order with ``ordered=True`` (a reorder buffer of at
+        most ``4 * concurrency`` results). Every failure (401, 402, exhausted retries, a
+        malformed key) is that key's result; only cancellation escapes.
+
+        A key already being checked is not requested again: later occurrences share its
+        check, and so do occurrences within the last ``dedupe_window`` completed keys
+        (0 turns that off). Duplicates further apart than the window are checked again.
+        ``timeout`` applies to each key's call. Use ``async with client.balances(keys) as
+        results:`` to cancel the checks still running when the block is left early.
+        Concurrency above ``Limits.max_connections`` waits for pooled connections.
+        """
+        from ._bulk import BalanceStream
+
+        return BalanceStream(
+            self,
+            keys,
+            concurrency=concurrency,
+            ordered=ordered,
+            timeout=timeout,
+            dedupe_window=dedupe_window,
+        )

@@ -35,11 +35,11 @@ class KeyGate(Protocol):
         """
         ...
 
-    def release(self, key: str) -> None:
-        """Give back the slot taken by :meth:`acquire`."""
+    async def release(self, key: str) -> None:
+        """Give back the slot taken by :meth:`acquire`; called once per acquire, even on cancellation."""
         ...
 
-    def cool_down(self, key: str, seconds: float) -> None:
+    async def cool_down(self, key: str, seconds: float) -> None:
         """Hold every request for ``key`` back for ``seconds`` (a 429's Retry-After)."""
         ...
 
@@ -111,7 +111,7 @@ class MemoryKeyGate:
             except BaseException as exc:
                 if waiter.done() and not waiter.cancelled():
                     # The slot was handed to us as we gave up: pass it on.
-                    self.release(key)
+                    self.release_nowait(key)
                 else:
                     waiter.cancel()
                     self._forget_if_idle(key, state)
@@ -121,7 +121,7 @@ class MemoryKeyGate:
         try:
             await self._wait_cool_down(state, deadline)
         except BaseException:
-            self.release(key)
+            self.release_nowait(key)
             raise
 
     async def _wait_cool_down(self, state: _KeyState, deadline: float | None) -> None:
@@ -145,7 +145,11 @@ class MemoryKeyGate:
                 state.cool_until = 0.0
                 return
 
-    def release(self, key: str) -> None:
+    async def release(self, key: str) -> None:
+        self.release_nowait(key)
+
+    def release_nowait(self, key: str) -> None:
+        """Give back a slot; synchronous, as nothing here needs to wait."""
         state = self._states.get(key)
         if state is None:
             return
@@ -158,7 +162,11 @@ class MemoryKeyGate:
         state.in_flight -= 1
         self._forget_if_idle(key, state)
 
-    def cool_down(self, key: str, seconds: float) -> None:
+    async def cool_down(self, key: str, seconds: float) -> None:
+        self.cool_down_nowait(key, seconds)
+
+    def cool_down_nowait(self, key: str, seconds: float) -> None:
+        """Start or extend the key's cool-down; synchronous."""
         state = self._states.get(key)
         if state is None:
             state = self._states[key] = _KeyState()

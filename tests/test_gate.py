@@ -75,7 +75,7 @@ async def test_cool_down_is_per_key(emulator: Emulator, clock: VirtualClock) -> 
     async with AccountClient(base_url=emulator.url, clock=clock) as client:
         await client.account.profile(api_key=hot)
         assert len(clock.sleeps) == 1
-        client.key_gate.cool_down(hot, 30)
+        await client.key_gate.cool_down(hot, 30)
         await client.account.profile(api_key=cold)
     assert len(clock.sleeps) == 1
 
@@ -89,12 +89,12 @@ async def test_gate_queue_is_fifo_and_hands_slots_over() -> None:
     async def waiter(n: int) -> None:
         await gate.acquire("k", None)
         order.append(n)
-        gate.release("k")
+        gate.release_nowait("k")
 
     tasks = [asyncio.create_task(waiter(n)) for n in range(5)]
     await asyncio.sleep(0)
     assert gate.in_flight("k") == 1
-    gate.release("k")
+    gate.release_nowait("k")
     await asyncio.gather(*tasks)
     assert order == [0, 1, 2, 3, 4]
     assert len(gate) == 0  # idle keys are forgotten: memory stays flat
@@ -108,12 +108,12 @@ async def test_cancelled_waiter_does_not_leak_its_slot() -> None:
     second = asyncio.create_task(gate.acquire("k", None))
     await asyncio.sleep(0)
     first.cancel()
-    gate.release("k")  # hands the slot to `first`, which is being cancelled
+    gate.release_nowait("k")  # hands the slot to `first`, which is being cancelled
     with pytest.raises(asyncio.CancelledError):
         await first
     await second  # so the slot reached `second`
     assert gate.in_flight("k") == 1
-    gate.release("k")
+    gate.release_nowait("k")
     assert len(gate) == 0
 
 
@@ -123,7 +123,7 @@ async def test_waiting_for_a_slot_times_out() -> None:
     await gate.acquire("k", None)
     with pytest.raises(GateTimeout):
         await gate.acquire("k", 0.01)
-    gate.release("k")
+    gate.release_nowait("k")
     assert len(gate) == 0
 
 
@@ -131,14 +131,14 @@ async def test_cool_down_is_waited_out_without_spinning() -> None:
     """Callers arriving during a cool-down are admitted only once it has passed, with no busy loop."""
     clock = VirtualClock()
     gate = MemoryKeyGate(10, clock=clock)
-    gate.cool_down("k", 2.0)
+    gate.cool_down_nowait("k", 2.0)
     start = clock.monotonic()
     await asyncio.gather(*(gate.acquire("k", None) for _ in range(3)))
     assert clock.monotonic() - start >= 2.0
     assert 1 <= len(clock.sleeps) <= 3  # virtual time is shared: later sleepers may find it passed
     assert clock.slept == pytest.approx(2.0, abs=0.01)
     for _ in range(3):
-        gate.release("k")
+        gate.release_nowait("k")
     assert len(gate) == 0
 
 
@@ -146,7 +146,7 @@ async def test_cool_down_longer_than_the_time_left_fails_fast() -> None:
     """A cool-down that would outlast the caller's deadline raises instead of sleeping."""
     clock = VirtualClock()
     gate = MemoryKeyGate(10, clock=clock)
-    gate.cool_down("k", 30.0)
+    gate.cool_down_nowait("k", 30.0)
     with pytest.raises(GateTimeout):
         await gate.acquire("k", 5.0)
     assert clock.sleeps == []
