@@ -227,11 +227,15 @@ async def test_dismiss_status_200_sends_a_small_json_body(http: aiohttp.ClientSe
     assert isinstance(json.loads(body), dict)
 
 
-async def test_openapi_is_404_unless_a_spec_file_is_given(
+async def test_openapi_serves_the_contract_or_a_given_file(
     emu: Emulator, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    """GET /openapi.yaml is 404 by default and serves the given file's text when configured."""
-    status, _, _ = await fetch(http, emu, None, "/openapi.yaml")
+    """GET /openapi.yaml serves the packaged contract by default, a given file, or 404 with None."""
+    status, _, body = await fetch(http, emu, None, "/openapi.yaml")
+    assert status == 200
+    assert b"/v1/account/profile" in body
+    async with Emulator(openapi_path=None) as without:
+        status, _, _ = await fetch(http, without, None, "/openapi.yaml")
     assert status == 404
     spec = tmp_path / "openapi.yaml"
     spec.write_text("openapi: 3.1.0\n", encoding="utf-8")

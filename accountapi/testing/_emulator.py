@@ -13,7 +13,9 @@ import http
 import itertools
 import json
 import os
+import random
 import secrets
+import ssl as ssl_module
 import time
 import uuid
 from collections import Counter, deque
@@ -25,6 +27,9 @@ import attrs
 from aiohttp import web
 
 from ._faults import Fault, error_code
+
+# The service's contract as this emulator serves it, shipped inside the package.
+PACKAGED_OPENAPI: Final = os.path.join(os.path.dirname(__file__), "openapi.yaml")
 
 __all__ = ["Emulator", "RequestRecord", "default_profile"]
 
@@ -145,8 +150,9 @@ class Emulator:
         limit_retry_after: str = "1",
         dismiss_status: int = 204,
         latency: float = 0.0,
-        openapi_path: str | os.PathLike[str] | None = None,
+        openapi_path: str | os.PathLike[str] | None = PACKAGED_OPENAPI,
         shutdown_timeout: float = 0.1,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         if per_key_limit is not None and per_key_limit < 1:
             raise ValueError(f"per_key_limit must be >= 1 or None, not {per_key_limit!r}")
@@ -160,6 +166,9 @@ class Emulator:
         self._openapi_path = openapi_path
         self._shutdown_timeout = shutdown_timeout
         self._latency = _check_latency(latency)
+        self._ssl = ssl
+        self._mix: list[tuple[float, Fault]] = []
+        self._random = random.Random()  # noqa: S311 - fault injection, not cryptography
 
         self._keys: dict[str, _KeyState] = {}
         self._global_queue: deque[Fault] = deque()
@@ -201,14 +210,15 @@ class Emulator:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._port)
+            site = web.TCPSite(runner, self._host, self._port, ssl_context=self._ssl)
             await site.start()
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
         host, port = runner.addresses[0][:2]
-        self._url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        scheme = "https" if self._ssl is not None else "http"
+        self._url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
     async def close(self) -> None:
         """Stop serving, cut stalled responses after `shutdown_timeout`, and wait for them."""
@@ -270,6 +280,19 @@ class Emulator:
         """Queue one-shot faults for a key's next requests, in order (None: any key's)."""
         queue = self._global_queue if key is None else self._state(key).queue
         queue.extend(faults)
+
+    def set_fault_mix(self, mix: Iterable[tuple[float, Fault]], *, seed: int | None = None) -> None:
+        """Give each request of a registered key a random fault: `(probability, fault)` pairs.
+
+        Scripted and sticky faults come first; the mix applies only when neither is due.
+        Probabilities must sum to at most 1; the rest of the requests are served normally.
+        A `seed` makes the sequence of draws repeatable.
+        """
+        pairs = [(float(p), f) for p, f in mix]
+        if any(p < 0 for p, _ in pairs) or sum(p for p, _ in pairs) > 1.0 + 1e-9:
+            raise ValueError("fault mix probabilities must be >= 0 and sum to at most 1")
+        self._mix = pairs
+        self._random = random.Random(seed)  # noqa: S311 - fault injection, not cryptography
 
     def set_latency(self, seconds: float) -> None:
         """Set the service time every request waits before its response (keys may override)."""
@@ -415,7 +438,14 @@ class Emulator:
             return self._global_queue.popleft()
         if state.queue:
             return state.queue.popleft()
-        return state.sticky
+        if state.sticky is not None or not self._mix:
+            return state.sticky
+        draw = self._random.random()
+        for probability, fault in self._mix:
+            if draw < probability:
+                return fault
+            draw -= probability
+        return None
 
     def _route(self, request: web.Request, state: _KeyState, request_id: str) -> web.Response:
         """What the real service would answer for this authorized request."""
@@ -484,6 +514,10 @@ class Emulator:
                 return web.Response(status=code, body=fault.data or b"", headers=headers)
             case "redirect":
                 return web.Response(status=code, headers={**rid, "Location": fault.location or "/"})
+            case "large_body" if fault.chunked:
+                return await _chunked_body(
+                    request, _padded(_profile_body(state), fault.n_bytes or 0), rid
+                )
             case "large_body":
                 return web.Response(
                     body=_padded(_profile_body(state), fault.n_bytes or 0),
@@ -536,6 +570,22 @@ async def _broken_body(
             request.transport.close()
     except ConnectionError:
         pass  # the client went away first; aiohttp finishes quietly with the closed transport
+    return resp
+
+
+async def _chunked_body(
+    request: web.Request, body: bytes, headers: Mapping[str, str]
+) -> web.StreamResponse:
+    """Send a 200 body with chunked encoding, so its size is unknown until the end."""
+    resp = web.StreamResponse(status=200, headers={**headers, "Content-Type": "application/json"})
+    resp.enable_chunked_encoding()
+    try:
+        await resp.prepare(request)
+        for start in range(0, len(body), 65536):
+            await resp.write(body[start : start + 65536])
+        await resp.write_eof()
+    except ConnectionError:
+        pass  # the client stopped reading (e.g. over its size cap) and closed the connection
     return resp
 
 

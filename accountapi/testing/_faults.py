@@ -94,6 +94,7 @@ class Fault:
     seconds: float | None = None
     n_bytes: int | None = None
     location: str | None = None
+    chunked: bool = False
 
     @classmethod
     def status(
@@ -182,11 +183,15 @@ class Fault:
         return cls(name="stall_body", code=200, seconds=_check_seconds(seconds))
 
     @classmethod
-    def large_body(cls, n_bytes: int) -> Fault:
-        """A valid 200 profile body padded with JSON whitespace to `n_bytes` bytes."""
+    def large_body(cls, n_bytes: int, *, chunked: bool = False) -> Fault:
+        """A valid 200 profile body padded with JSON whitespace to `n_bytes` bytes.
+
+        `chunked=True` sends it without a Content-Length, in 64 KiB chunks, so the client
+        cannot know the size up front.
+        """
         if n_bytes < 0:
             raise ValueError(f"n_bytes must be >= 0, not {n_bytes!r}")
-        return cls(name="large_body", code=200, n_bytes=n_bytes)
+        return cls(name="large_body", code=200, n_bytes=n_bytes, chunked=chunked)
 
     @classmethod
     def redirect(cls, location: str, status: int = 302) -> Fault:
