@@ -128,16 +128,19 @@ class FailingResolver(AbstractResolver):
 async def test_dns_failure_is_retried_then_raised(clock: VirtualClock) -> None:
     """A name that does not resolve never reached the service: retried, then APIConnectionError."""
     resolver = FailingResolver()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver)) as session:
-        async with AccountClient(
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver))
+    async with (
+        session,
+        AccountClient(
             "dpct_" + "n" * 32,
             base_url="https://account.invalid",
             session=session,
             clock=clock,
             max_retries=2,
-        ) as client:
-            with pytest.raises(APIConnectionError) as info:
-                await client.account.profile()
+        ) as client,
+    ):
+        with pytest.raises(APIConnectionError) as info:
+            await client.account.profile()
     assert info.value.request_sent is False
     assert info.value.attempts == 3
     assert resolver.lookups == 3
@@ -178,9 +181,7 @@ async def test_cancel_mid_request_frees_slot_and_connection(emulator: Emulator, 
     emulator.script(key, [Fault.delay(10)])
     async with AccountClient(key, base_url=emulator.url, limits=ONE_CONNECTION) as client:
         task = asyncio.create_task(client.account.profile())
-        async with asyncio.timeout(5):
-            while emulator.attempts(key) < 1:
-                await asyncio.sleep(0.005)
+        await emulator.wait_for_attempts(key, 1)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

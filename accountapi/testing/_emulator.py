@@ -177,6 +177,8 @@ class Emulator:
         self._attempts: Counter[tuple[str, str, bool]] = Counter()
         self._limit_rejections = 0
 
+        self._arrival_waiters: list[asyncio.Future[None]] = []
+
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -320,6 +322,20 @@ class Emulator:
             and (authorized or include_unauthorized)
         )
 
+    async def wait_for_attempts(
+        self, key: str, count: int, path: str | None = PROFILE_PATH, *, timeout: float = 5.0
+    ) -> None:
+        """Wait until `attempts(key, path)` reaches `count`; TimeoutError after `timeout` s.
+
+        Lets a test act at the moment a request arrives instead of sleeping and hoping.
+        """
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            while self.attempts(key, path) < count:
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._arrival_waiters.append(waiter)
+                await waiter
+
     @property
     def records(self) -> list[RequestRecord]:
         """Every finished request since the last `reset_stats()`, in arrival order."""
@@ -398,6 +414,10 @@ class Emulator:
             return await self._openapi(request_id)
         if token is not None:
             self._attempts[token, request.path, state is not None] += 1
+            waiters, self._arrival_waiters = self._arrival_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
         if state is None:
             if "Authorization" not in request.headers:
                 message = "missing Authorization header"
