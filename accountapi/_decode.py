@@ -31,9 +31,21 @@ __all__ = ["decode_profile", "json_loads", "make_converter"]
 try:  # orjson is an optional extra (accountapi[fast]): same results, parsed faster.
     import orjson
 
-    json_loads: Callable[[bytes], Any] = orjson.loads
+    _HAVE_ORJSON = True
 except ImportError:  # pragma: no cover - exercised when the extra is absent
-    json_loads = json.loads
+    _HAVE_ORJSON = False
+
+
+def _loads_with_fallback(data: bytes) -> Any:
+    """orjson first; on refusal, the standard parser, which also takes integers beyond 64
+    bits (orjson rejects those, and a new field carrying one must not break decoding)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+json_loads: Callable[[bytes], Any] = _loads_with_fallback if _HAVE_ORJSON else json.loads
 
 _MONEY = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
