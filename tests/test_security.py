@@ -14,6 +14,7 @@ from accountapi import (
     APIConnectionError,
     MalformedAPIKeyError,
     RetryEvent,
+    Timeout,
     UnexpectedRedirectError,
     key_hint,
 )
@@ -70,8 +71,8 @@ def test_key_hint_shows_prefix_and_last_four_only() -> None:
 
 
 async def test_canary_key_never_leaks(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:
-    """Through success, 401, 503 exhaustion, decode failure and a dead port, the key stays out of
-    reprs, messages, exception chains, tracebacks and DEBUG logs (aiohttp's included)."""
+    """Through every status and socket fault and a dead port, the key stays out of reprs,
+    messages, exception chains, tracebacks and DEBUG logs (aiohttp's included)."""
     caplog.set_level(logging.DEBUG)
     emulator.add_key(key=CANARY)
     events: list[RetryEvent] = []
