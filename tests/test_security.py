@@ -78,18 +78,32 @@ async def test_canary_key_never_leaks(emulator: Emulator, caplog: pytest.LogCapt
     events: list[RetryEvent] = []
     clock = VirtualClock()
     async with AccountClient(
-        CANARY, base_url=emulator.url, clock=clock, on_retry=events.append
+        CANARY,
+        base_url=emulator.url,
+        clock=clock,
+        on_retry=events.append,
+        timeout=Timeout(read=0.2, total=10),
     ) as client:
         assert CANARY not in repr(client)
         assert CANARY not in repr(client.account)
         await client.account.profile()
         errors: list[AccountAPIError] = []
-        for script in (
+        every_fault = (
             [Fault.status(503)] * 5,
             [Fault.status(401)],
+            [Fault.status(429, retry_after=999)],
             [Fault.body(b'{"user": 1}')],
+            [Fault.body(b"not json")],
             [Fault.html(502)] * 5,
-        ):
+            [Fault.empty(503)] * 5,
+            [Fault.drop(), Fault.drop()],
+            [Fault.reset_mid_body()],
+            [Fault.truncated()],
+            [Fault.stall_body(1)],
+            [Fault.large_body(2 << 20)],
+            [Fault.redirect("https://elsewhere.example/")],
+        )
+        for script in every_fault:
             emulator.script(CANARY, script)
             with pytest.raises(AccountAPIError) as info:
                 await client.account.profile()
