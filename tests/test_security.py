@@ -12,8 +12,14 @@ from accountapi import (
     AccountAPIError,
     AccountClient,
     APIConnectionError,
+    APIResponseValidationError,
+    APITimeoutError,
+    AuthenticationError,
+    BadGatewayError,
     MalformedAPIKeyError,
+    RateLimitError,
     RetryEvent,
+    ServiceUnavailableError,
     Timeout,
     UnexpectedRedirectError,
     key_hint,
@@ -88,26 +94,28 @@ async def test_canary_key_never_leaks(emulator: Emulator, caplog: pytest.LogCapt
         assert CANARY not in repr(client.account)
         await client.account.profile()
         errors: list[AccountAPIError] = []
-        every_fault = (
-            [Fault.status(503)] * 5,
-            [Fault.status(401)],
-            [Fault.status(429, retry_after=999)],
-            [Fault.body(b'{"user": 1}')],
-            [Fault.body(b"not json")],
-            [Fault.html(502)] * 5,
-            [Fault.empty(503)] * 5,
-            [Fault.drop(), Fault.drop()],
-            [Fault.reset_mid_body()],
-            [Fault.truncated()],
-            [Fault.stall_body(1)],
-            [Fault.large_body(2 << 20)],
-            [Fault.redirect("https://elsewhere.example/")],
-        )
-        for script in every_fault:
+        every_fault: list[tuple[list[Fault], type[AccountAPIError]]] = [
+            ([Fault.status(503)] * 5, ServiceUnavailableError),
+            ([Fault.status(401)], AuthenticationError),
+            ([Fault.body(b'{"user": 1}')], APIResponseValidationError),
+            ([Fault.body(b"not json")], APIResponseValidationError),
+            ([Fault.html(502)] * 5, BadGatewayError),
+            ([Fault.empty(503)] * 5, ServiceUnavailableError),
+            ([Fault.drop(), Fault.drop()], APIConnectionError),
+            ([Fault.reset_mid_body()], APIConnectionError),
+            ([Fault.truncated()], APIConnectionError),
+            ([Fault.stall_body(1)], APITimeoutError),
+            ([Fault.large_body(2 << 20)], APIResponseValidationError),
+            ([Fault.redirect("https://elsewhere.example/")], UnexpectedRedirectError),
+            # Last: a long Retry-After cools the key down for the rest of this client's life.
+            ([Fault.status(429, retry_after=999)], RateLimitError),
+        ]
+        for script, expected in every_fault:
             emulator.script(CANARY, script)
-            with pytest.raises(AccountAPIError) as info:
+            with pytest.raises(expected) as info:
                 await client.account.profile()
             errors.append(info.value)
+        assert emulator.attempts(CANARY) == 1 + 5 + 1 + 1 + 1 + 5 + 5 + 2 + 1 + 1 + 1 + 1 + 1 + 1
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
