@@ -6,6 +6,7 @@
 """
 
 from ._account import AccountResource
+from ._bulk import BalanceResult, BalanceStream, BalanceSummary
 from ._client import AccountClient
 from ._clock import Clock, SystemClock
 from ._config import NOT_GIVEN, Limits, NotGiven, RetryPolicy, Timeout
@@ -51,6 +52,9 @@ __all__ = [
     "AuthenticationError",
     "BadGatewayError",
     "BadRequestError",
+    "BalanceResult",
+    "BalanceStream",
+    "BalanceSummary",
     "ClientStateError",
     "Clock",
     "ConfigurationError",

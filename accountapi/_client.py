@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from ._bulk import BalanceStream, KeySource
 
+from ._account import AccountResource
 from ._clock import Clock, SystemClock
 from ._config import (
     DEFAULT_LIMITS,
@@ -138,8 +139,6 @@ class AccountClient:
             session=session,
         )
         self._retrier = Retrier(policy, clock=self._clock, on_retry=on_retry)
-        from ._account import AccountResource  # the resource module imports this one
-
         self.account: Final = AccountResource(self)
 
     # -- lifecycle -------------------------------------------------------------------

@@ -1,0 +1,31 @@
+"""``accountapi`` and ``python -m accountapi``: the command line, from the ``cli`` extra.
+
+click and rich are imported only here, lazily, so the library never needs them; without
+them this prints how to install them and exits 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit status (see ``accountapi --help``)."""
+    try:
+        from ._cli import run
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] not in ("click", "rich"):
+            raise
+        print(
+            "accountapi: the command line needs click and rich: pip install 'accountapi[cli]'",
+            file=sys.stderr,
+        )
+        return 2
+    return run(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,517 @@
+"""Balances across many keys: a streaming engine with bounded work, and a summary of its results.
+
+:meth:`AccountClient.balances` returns a :class:`BalanceStream`. A fixed pool of
+``concurrency`` worker tasks pulls keys from the input one at a time, checks each key's
+profile through the client (per-key gate, 429 cool-down, retries, strict decoding) and
+hands a :class:`BalanceResult` to the consumer through a bounded queue, or through a
+bounded reorder buffer when ``ordered=True``. Nothing is held per input key, so a million
+keys stream in flat memory; closing the stream cancels the workers and their requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import decimal
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sized
+from decimal import Decimal
+from types import TracebackType
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+import attrs
+
+from ._config import NOT_GIVEN, NotGiven, Timeout
+from ._exceptions import (
+    AccountAPIError,
+    AuthenticationError,
+    ClientStateError,
+    ConfigurationError,
+    MalformedAPIKeyError,
+)
+from ._keys import check_key, key_hint
+from ._models import Profile
+
+if TYPE_CHECKING:
+    from ._client import AccountClient
+
+__all__ = ["BalanceResult", "BalanceStream", "BalanceSummary", "KeySource"]
+
+logger: Final = logging.getLogger("accountapi")
+
+KeySource: TypeAlias = Iterable[str] | AsyncIterable[str]
+"""What :meth:`AccountClient.balances` reads keys from: any iterable or async iterable of str."""
+
+DEFAULT_CONCURRENCY: Final = 100
+DEFAULT_DEDUPE_WINDOW: Final = 10_000
+# Results an ordered stream may hold while it waits for an earlier, slower key.
+_REORDER_FACTOR: Final = 4
+# Decimal addition at this precision never rounds: sums of money stay exact.
+_EXACT: Final = decimal.Context(prec=decimal.MAX_PREC, traps=[decimal.Inexact])
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class BalanceResult:
+    """The outcome for one input key: its profile, or the error that key ended with.
+
+    ``key`` is kept so a caller can map the result back, but it never appears in the
+    ``repr``/``str``; use ``key_hint`` (``dpct_…abcd``) to show it. ``index`` is the key's
+    position in the input; ``attempts`` the HTTP attempts its check took (0 when it failed
+    before sending anything); ``elapsed`` the seconds from taking the key to the result.
+    ``shared`` is true when this occurrence of a duplicated key reused the check of
+    another occurrence instead of making its own request.
+    """
+
+    key: str = attrs.field(repr=False)
+    key_hint: str
+    index: int
+    profile: Profile | None = None
+    error: AccountAPIError | None = None
+    attempts: int = 0
+    elapsed: float = 0.0
+    shared: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the key's profile was fetched and decoded."""
+        return self.error is None and self.profile is not None
+
+
+@attrs.define(slots=True, kw_only=True)
+class BalanceSummary:
+    """Counts by outcome and error class, and exact EUR totals, over a run of results.
+
+    Build one and :meth:`add` each result as it arrives, or ``await
+    BalanceSummary.collect(results)``. Totals are :class:`~decimal.Decimal` sums of the
+    ok profiles, computed without rounding.
+    """
+
+    total: int = 0
+    ok: int = 0
+    failed: int = 0
+    auth_failed: int = 0
+    by_error: dict[str, int] = attrs.Factory(dict)
+    total_balance_eur: Decimal = Decimal(0)
+    total_held_eur: Decimal = Decimal(0)
+
+    def add(self, result: BalanceResult) -> None:
+        """Count one result."""
+        self.total += 1
+        profile = result.profile
+        if result.error is None and profile is not None:
+            self.ok += 1
+            self.total_balance_eur = _EXACT.add(self.total_balance_eur, profile.balance_eur)
+            self.total_held_eur = _EXACT.add(self.total_held_eur, profile.held_eur)
+            return
+        self.failed += 1
+        name = type(result.error).__name__
+        self.by_error[name] = self.by_error.get(name, 0) + 1
+        if isinstance(result.error, AuthenticationError):
+            self.auth_failed += 1
+
+    @classmethod
+    async def collect(cls, results: AsyncIterable[BalanceResult]) -> BalanceSummary:
+        """Consume ``results`` (e.g. ``client.balances(keys)``) and summarise them."""
+        summary = cls()
+        async for result in results:
+            summary.add(result)
+        return summary
+
+
+class _Outcome:
+    """What one check of a key produced, shared by every occurrence of that key."""
+
+    __slots__ = ("attempts", "error", "profile")
+
+    def __init__(
+        self, profile: Profile | None, error: AccountAPIError | None, attempts: int
+    ) -> None:
+        self.profile = profile
+        self.error = error
+        self.attempts = attempts
+
+    def detached(self) -> _Outcome:
+        """A copy whose error is a fresh instance without traceback, cause or context.
+
+        Each occurrence then owns its error object, and an outcome kept in the window
+        does not keep the failed call's stack frames (and their locals) alive.
+        """
+        if self.error is None:
+            return self
+        return _Outcome(None, copy.copy(self.error), self.attempts)
+
+
+_END: Final = object()  # the unordered queue's end-of-stream marker
+
+
+class _Engine:
+    """The workers and the state they share; the :class:`BalanceStream` is only its face.
+
+    Workers reference the engine, never the stream, so dropping an unclosed stream lets
+    it be collected and cancel the workers (see :meth:`BalanceStream.__del__`).
+    """
+
+    def __init__(
+        self,
+        client: AccountClient,
+        keys: KeySource,
+        *,
+        concurrency: int,
+        ordered: bool,
+        timeout: Timeout | float | NotGiven | None,
+        dedupe_window: int,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._concurrency = concurrency
+        self._ordered = ordered
+        self._timeout = timeout
+        self._window = dedupe_window
+        self._clock = client._clock
+        # Exactly one of these is set once started: the input as a sync or async iterator.
+        self._iter: Iterator[str] | None = None
+        self._aiter: AsyncIterator[str] | None = None
+        self._exhausted = False
+        self._input_error: BaseException | None = None
+        self._crash: BaseException | None = None
+        self._taken = 0  # keys pulled from the input so far; the next key's index
+        self._running = 0  # workers not yet finished
+        self._workers: list[asyncio.Task[None]] = []
+        self._inflight: dict[str, asyncio.Future[_Outcome]] = {}
+        self._recent: OrderedDict[str, _Outcome] = OrderedDict()
+        self.started = False
+        self.closed = False
+        # Created in start(), inside the running loop.
+        self._pull_lock: asyncio.Lock
+        self._queue: asyncio.Queue[BalanceResult | object]
+        self._cond: asyncio.Condition
+        self._buffer: dict[int, BalanceResult] = {}
+        self._next = 0  # the index an ordered stream yields next
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the input and start the worker pool (called on first use, in the loop)."""
+        self.started = True
+        keys = self._keys
+        if isinstance(keys, AsyncIterable):
+            self._aiter = aiter(keys)
+        else:
+            self._iter = iter(keys)
+        self._pull_lock = asyncio.Lock()
+        self._queue = asyncio.Queue(maxsize=self._concurrency)
+        self._cond = asyncio.Condition()
+        workers = self._concurrency
+        if isinstance(keys, Sized):
+            workers = max(1, min(workers, len(keys)))
+        self._running = workers
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"accountapi-balances-{n}")
+            for n in range(workers)
+        ]
+
+    def cancel(self) -> None:
+        """Cancel every worker without waiting (safe from ``__del__``)."""
+        self.closed = True
+        for task in self._workers:
+            with contextlib.suppress(RuntimeError):  # the loop may already be closed
+                task.cancel()
+
+    async def aclose(self) -> None:
+        """Cancel the workers, wait until they have finished, and close an async input."""
+        self.cancel()
+        workers, self._workers = self._workers, []
+        if workers:
+            await asyncio.gather(*workers, return_exceptions=True)
+            await self._wake_consumer()
+        await self._close_source()
+
+    async def _wake_consumer(self) -> None:
+        """Let a consumer waiting in another task see the end instead of waiting forever."""
+        if self._ordered:
+            async with self._cond:
+                self._cond.notify_all()
+            return
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(_END)
+
+    async def _close_source(self) -> None:
+        # An async generator left open would be finalised later by the loop in a task of
+        # its own; close it here so nothing of the stream outlives it.
+        source, self._aiter, self._iter = self._aiter, None, None
+        close = getattr(source, "aclose", None)
+        if close is not None:
+            await close()
+
+    # -- the consumer's side ---------------------------------------------------------
+
+    async def next(self) -> BalanceResult:
+        """The next result; ``StopAsyncIteration`` once every key has its result."""
+        if self.closed:
+            raise StopAsyncIteration
+        if not self._ordered:
+            item = await self._queue.get()
+            if isinstance(item, BalanceResult):
+                return item
+        else:
+            async with self._cond:
+                result = await self._next_in_order()
+                if result is not None:
+                    return result
+        await self.aclose()
+        failure = self._crash or self._input_error
+        if failure is not None:
+            raise failure
+        raise StopAsyncIteration
+
+    async def _next_in_order(self) -> BalanceResult | None:
+        """With the condition held: wait for the next index, or for every worker to end."""
+        cond = self._cond
+        buffer = self._buffer
+        while True:
+            await cond.wait_for(lambda: self._next in buffer or self._running == 0 or self.closed)
+            if self.closed:
+                return None
+            result = buffer.pop(self._next, None)
+            if result is None and buffer:  # only after a crash lost a key: skip the gap
+                self._next = min(buffer)
+                continue
+            if result is not None:
+                self._next += 1
+                cond.notify_all()  # a worker may be waiting for room in the buffer
+            return result
+
+    # -- the workers' side -----------------------------------------------------------
+
+    async def _work(self) -> None:
+        """Take keys until the input runs out; deliver one result for each."""
+        try:
+            while (item := await self._pull()) is not None:
+                index, key = item
+                await self._deliver(await self._check(index, key))
+        except Exception as exc:  # a bug here must end the stream, not hang it
+            # The type only: a message or traceback could quote a key.
+            logger.error("balances() worker failed with %s; ending the stream", type(exc).__name__)
+            self._crash = exc
+        finally:
+            self._running -= 1
+        if self._ordered:
+            async with self._cond:
+                self._cond.notify_all()
+        elif self._running == 0:
+            await self._queue.put(_END)
+
+    async def _pull(self) -> tuple[int, str] | None:
+        """The next key and its input index, or None when the input is used up."""
+        if self._exhausted or self.closed:
+            return None
+        try:
+            if self._iter is not None:
+                key = next(self._iter)
+            elif self._aiter is not None:
+                # Only one worker may be inside an async generator's __anext__ at a time.
+                async with self._pull_lock:
+                    if self._exhausted or self._aiter is None:
+                        return None
+                    key = await anext(self._aiter)
+            else:
+                return None
+        except (StopIteration, StopAsyncIteration):
+            self._exhausted = True
+            return None
+        except Exception as exc:  # the caller's iterable failed: finish what was taken
+            self._exhausted = True
+            self._input_error = exc
+            return None
+        index = self._taken
+        self._taken += 1
+        return index, key
+
+    async def _deliver(self, result: BalanceResult) -> None:
+        if not self._ordered:
+            await self._queue.put(result)
+            return
+        limit = _REORDER_FACTOR * self._concurrency
+        async with self._cond:
+            await self._cond.wait_for(lambda: result.index < self._next + limit)
+            self._buffer[result.index] = result
+            if result.index == self._next:
+                self._cond.notify_all()
+
+    async def _check(self, index: int, key: str) -> BalanceResult:
+        """One occurrence of a key: reuse a check in flight or in the window, else make one."""
+        start = self._clock.monotonic()
+        try:
+            check_key(key)
+        except MalformedAPIKeyError as exc:
+            hint = key_hint(key) if isinstance(key, str) else "…"
+            exc.key_hint = hint
+            return BalanceResult(key=key, key_hint=hint, index=index, error=exc)
+        shared = True
+        outcome = self._recent.get(key)
+        if outcome is not None:
+            self._recent.move_to_end(key)
+            outcome = outcome.detached()
+        elif (pending := self._inflight.get(key)) is not None:
+            # shield: this occurrence being cancelled must not cancel the shared check.
+            outcome = (await asyncio.shield(pending)).detached()
+        else:
+            shared = False
+            outcome = await self._fetch(key)
+        return BalanceResult(
+            key=key,
+            key_hint=key_hint(key),
+            index=index,
+            profile=outcome.profile,
+            error=outcome.error,
+            attempts=outcome.attempts,
+            elapsed=self._clock.monotonic() - start,
+            shared=shared,
+        )
+
+    async def _fetch(self, key: str) -> _Outcome:
+        """Check a key no other occurrence is checking, and publish the outcome."""
+        pending: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = pending
+        try:
+            outcome = await self._call(key)
+        except BaseException:
+            pending.cancel()
+            raise
+        finally:
+            del self._inflight[key]
+        pending.set_result(outcome)
+        if self._window:
+            self._recent[key] = outcome.detached()
+            if len(self._recent) > self._window:
+                self._recent.popitem(last=False)
+        return outcome
+
+    async def _call(self, key: str) -> _Outcome:
+        """The profile call; every failure but cancellation becomes the key's outcome."""
+        try:
+            profile, attempts = await self._client.account.profile_with_attempts(
+                api_key=key, timeout=self._timeout
+            )
+        except AccountAPIError as exc:
+            return _Outcome(None, exc, exc.attempts)
+        except Exception as exc:
+            # A bug, not the service: report it as this key's error and keep the others going.
+            hint = key_hint(key)
+            logger.error(
+                "unexpected %s while checking key %s; reported as that key's error",
+                type(exc).__name__,
+                hint,
+            )
+            error = AccountAPIError(
+                f"unexpected {type(exc).__name__} while checking the key "
+                "(a bug in accountapi; see __cause__)",
+                key_hint=hint,
+            )
+            error.__cause__ = exc
+            return _Outcome(None, error, 0)
+        return _Outcome(profile, None, attempts)
+
+
+class BalanceStream:
+    """An async iterator of :class:`BalanceResult`, one per input key; see :meth:`AccountClient.balances`.
+
+    Work starts on the first ``__anext__``. Use it as ``async with client.balances(keys)
+    as results:`` (or wrap it in :func:`contextlib.aclosing`) so that leaving the block
+    early cancels the checks still running and waits for them. Cancelling the task that
+    iterates does the same. A stream dropped after a bare ``break`` cancels its checks
+    when it is garbage-collected, without waiting for them.
+    """
+
+    __slots__ = ("_engine",)
+
+    def __init__(
+        self,
+        client: AccountClient,
+        keys: KeySource,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        ordered: bool = False,
+        timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        dedupe_window: int = DEFAULT_DEDUPE_WINDOW,
+    ) -> None:
+        if isinstance(keys, str | bytes):
+            raise ConfigurationError(
+                "keys must be an iterable of API keys, not a single str or bytes"
+            )
+        if not isinstance(keys, Iterable | AsyncIterable):
+            raise ConfigurationError(
+                f"keys must be an iterable or async iterable of str, not {type(keys).__name__}"
+            )
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(
+                f"concurrency must be a whole number >= 1, not {concurrency!r}"
+            )
+        if (
+            isinstance(dedupe_window, bool)
+            or not isinstance(dedupe_window, int)
+            or dedupe_window < 0
+        ):
+            raise ConfigurationError(
+                f"dedupe_window must be a whole number >= 0, not {dedupe_window!r}"
+            )
+        if not isinstance(timeout, NotGiven):
+            try:
+                Timeout.coerce(timeout)
+            except (TypeError, ValueError) as exc:
+                raise ConfigurationError(f"timeout: {exc}") from None
+        if client.closed:
+            raise ClientStateError("the client is closed; create a new AccountClient")
+        self._engine = _Engine(
+            client,
+            keys,
+            concurrency=concurrency,
+            ordered=bool(ordered),
+            timeout=timeout,
+            dedupe_window=dedupe_window,
+        )
+
+    def __aiter__(self) -> BalanceStream:
+        return self
+
+    async def __anext__(self) -> BalanceResult:
+        engine = self._engine
+        if not engine.started and not engine.closed:
+            engine.start()
+        try:
+            return await engine.next()
+        except StopAsyncIteration:
+            raise
+        except BaseException:
+            # Cancelled (or failed) while waiting: take the checks in flight down with us.
+            await engine.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        """Stop: cancel the checks in flight and wait until they have ended. Idempotent."""
+        await self._engine.aclose()
+
+    async def __aenter__(self) -> BalanceStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        # Best effort after a bare ``break``: the workers hold the engine, not this object.
+        engine = getattr(self, "_engine", None)
+        if engine is not None and not engine.closed:
+            engine.cancel()
+
+    def __repr__(self) -> str:
+        engine = self._engine
+        state = "closed" if engine.closed else "running" if engine.started else "not started"
+        return f"<BalanceStream {state}>"
