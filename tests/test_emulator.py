@@ -616,6 +616,41 @@ async def test_cli_serves_prints_keys_and_exits_cleanly_on_sigterm(
     assert rest == b""
 
 
+async def test_cli_keys_file_is_owner_only_even_if_it_existed(tmp_path: Path) -> None:
+    """--keys-file writes the keys with mode 0600, tightening a file that was world-readable."""
+    path = tmp_path / "keys.txt"
+    path.write_text("old\n")
+    path.chmod(0o644)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "accountapi.testing",
+        "--port",
+        "0",
+        "--keys",
+        "2",
+        "--keys-file",
+        str(path),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(15):
+            assert b"listening on" in await proc.stderr.readline()
+            proc.send_signal(signal.SIGTERM)
+            await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert path.stat().st_mode & 0o777 == 0o600
+    keys = path.read_text().split()
+    assert len(keys) == 2
+    assert all(k.startswith("dpct_") for k in keys)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -82,6 +82,8 @@ def _write_keys_file(path: str, keys: Sequence[str]) -> None:
     """Write keys readable by the owner only, since they authenticate to the emulator."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
+        if hasattr(os, "fchmod"):
+            os.fchmod(f.fileno(), 0o600)  # O_CREAT's mode does not apply to an existing file
         f.writelines(f"{key}\n" for key in keys)
 
 
