@@ -37,6 +37,7 @@ from ._exceptions import (
 from ._gate import KeyGate, MemoryKeyGate
 from ._keys import key_hint
 from ._models import Profile
+from ._redis_gate import RedisKeyGate
 from ._retry import RetryEvent
 from ._version import __version__
 
@@ -71,6 +72,7 @@ __all__ = [
     "PermissionDeniedError",
     "Profile",
     "RateLimitError",
+    "RedisKeyGate",
     "RetryEvent",
     "RetryPolicy",
     "ServiceUnavailableError",

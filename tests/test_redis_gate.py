@@ -1,0 +1,661 @@
+"""RedisKeyGate: one per-key limit and one cool-down shared by processes, against a real Redis.
+
+Every test starts its own ``redis-server`` on a free loopback port (no persistence) and
+stops it afterwards; the multi-process tests start ``tests/redis_worker.py`` workers
+against the emulator running in the test's own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from accountapi import AccountClient, APIConnectionError, ClientStateError, ConfigurationError
+from accountapi._gate import GateTimeout
+from accountapi._redis_gate import RedisKeyGate
+from accountapi.testing import Emulator, Fault
+
+WORKER = Path(__file__).with_name("redis_worker.py")
+KEY = "dpct_" + "K" * 28 + "z9Q4"  # shaped like a real key; the emulator is not involved
+
+
+# -- a real redis-server per test ---------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _pings(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """A ``redis-server`` child process on a loopback port, with no persistence."""
+
+    def __init__(self, executable: str) -> None:
+        self.executable = executable
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        for _ in range(3):  # another process may take the free port before redis binds it
+            self.port = _free_port()
+            proc = subprocess.Popen(
+                [
+                    *(self.executable, "--port", str(self.port), "--bind", "127.0.0.1"),
+                    *("--save", "", "--appendonly", "no", "--loglevel", "warning"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 5.0
+            while proc.poll() is None and time.monotonic() < deadline:
+                if _pings(self.port):
+                    self.process = proc
+                    return
+                time.sleep(0.01)
+            proc.kill()
+            proc.wait()
+        raise RuntimeError("redis-server did not start answering PING within 5s")
+
+    def kill(self) -> None:
+        """Stop the server at once (SIGKILL), as a crash or a lost host would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections open, commands never answered."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail(
+            "redis-server is not installed; the RedisKeyGate tests need it: "
+            "apt-get install -y redis-server (.ci/run installs it where missing)"
+        )
+    server = RedisServer(executable)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """A plain client for looking at what the gate left in Redis."""
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+GateFactory = Callable[..., RedisKeyGate]
+
+
+@pytest.fixture
+async def make_gate(redis_server: RedisServer) -> AsyncIterator[GateFactory]:
+    """Gates on the test's Redis (each one a stand-in for a process); all closed at teardown."""
+    gates: list[RedisKeyGate] = []
+
+    def make(**options: Any) -> RedisKeyGate:
+        options.setdefault("url", redis_server.url)
+        gate = RedisKeyGate(**options)
+        gates.append(gate)
+        return gate
+
+    try:
+        yield make
+    finally:
+        for gate in gates:
+            await gate.aclose()
+
+
+async def _eventually(condition: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    """Poll ``condition`` until it holds; fail the test if it does not within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not await condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {within}s")
+        await asyncio.sleep(0.005)
+
+
+async def _queue_length(client: aioredis.Redis) -> int:
+    total = 0
+    async for name in client.scan_iter(match="accountapi:gate:*:queue"):
+        total += int(await client.zcard(name))
+    return total
+
+
+_SCRIPT_COMMANDS = frozenset(
+    {"time", "zremrangebyscore", "zrangebyscore", "zrem", "zrank", "zadd", "zcard", "zscore"}
+    | {"zcount", "pttl", "pexpire", "incr", "set", "exists", "publish"}
+)
+
+
+async def _command_calls(client: aioredis.Redis) -> dict[str, int]:
+    stats = await client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+# -- one process: acquire, release, cool-down, timeouts, cancellation --------------------
+
+
+async def test_uncontended_calls_cost_one_or_two_round_trips(
+    make_gate: GateFactory, redis_client: aioredis.Redis
+) -> None:
+    """An isolated acquire + release is two EVALSHAs; back to back on a key, the release rides on the next acquire."""
+    gate = make_gate()
+    for _ in range(3):  # load the scripts and open the connections first
+        await gate.acquire(KEY, None)
+        gate.release(KEY)
+    assert await gate.in_flight(KEY) == 0
+    await redis_client.config_resetstat()
+    await gate.acquire(KEY, None)
+    gate.release(KEY)
+    assert await gate.in_flight(KEY) == 0  # the release landed: acquire, release, count
+    calls = await _command_calls(redis_client)
+    assert calls.pop("evalsha") == 3
+    # commandstats also counts the commands the scripts run inside Redis; no other command
+    # came from the client.
+    assert set(calls) - _SCRIPT_COMMANDS <= {"config|resetstat", "info"}
+
+    await redis_client.config_resetstat()
+    for _ in range(20):
+        await gate.acquire(KEY, None)
+        gate.release(KEY)
+    assert await gate.in_flight(KEY) == 0
+    calls = await _command_calls(redis_client)
+    assert calls.pop("evalsha") == 20 + 1 + 1  # 20 acquires, the last release, the count
+    assert set(calls) - _SCRIPT_COMMANDS <= {"config|resetstat", "info"}
+
+
+async def test_limit_holds_and_waiting_times_out(make_gate: GateFactory) -> None:
+    """With per_key=2 held, a third acquire raises GateTimeout after its timeout and leaves no trace."""
+    gate = make_gate(per_key=2)
+    await gate.acquire(KEY, None)
+    await gate.acquire(KEY, None)
+    start = time.monotonic()
+    with pytest.raises(GateTimeout):
+        await gate.acquire(KEY, 0.1)
+    assert 0.09 <= time.monotonic() - start < 0.5
+    assert await gate.in_flight(KEY) == 2
+    gate.release(KEY)
+    await asyncio.wait_for(gate.acquire(KEY, 1.0), 1.0)
+    assert await gate.in_flight(KEY) == 2
+
+
+async def test_waiters_across_processes_are_served_in_arrival_order(
+    make_gate: GateFactory, redis_client: aioredis.Redis
+) -> None:
+    """Waiters from two gates (two processes) get a freed slot strictly in the order they queued."""
+    gates = [make_gate(per_key=1), make_gate(per_key=1)]
+    await gates[0].acquire(KEY, None)
+    order: list[int] = []
+
+    async def waiter(n: int) -> None:
+        gate = gates[n % 2]
+        await gate.acquire(KEY, 10.0)
+        order.append(n)
+        gate.release(KEY)
+
+    tasks = []
+    for n in range(6):
+        tasks.append(asyncio.create_task(waiter(n)))
+        await _eventually(lambda n=n: _is(n + 1, _queue_length(redis_client)))  # type: ignore[misc]
+    gates[0].release(KEY)
+    await asyncio.wait_for(asyncio.gather(*tasks), 10.0)
+    assert order == [0, 1, 2, 3, 4, 5]
+    assert await _queue_length(redis_client) == 0
+
+
+async def _is(expected: int, value: Awaitable[int]) -> bool:
+    return await value == expected
+
+
+async def test_cool_down_is_shared_and_waited_out(make_gate: GateFactory) -> None:
+    """A cool-down set through one gate holds back another gate's acquire until its TTL passes."""
+    first, second = make_gate(), make_gate()
+    await first.cool_down(KEY, 0.3)
+    start = time.monotonic()
+    await second.acquire(KEY, 5.0)
+    assert time.monotonic() - start >= 0.28
+    second.release(KEY)
+
+
+async def test_cool_down_longer_than_the_timeout_fails_fast(make_gate: GateFactory) -> None:
+    """An acquire whose timeout ends before the shared cool-down does raises at once."""
+    first, second = make_gate(), make_gate()
+    await first.cool_down(KEY, 5.0)
+    start = time.monotonic()
+    with pytest.raises(GateTimeout, match="cooling down"):
+        await second.acquire(KEY, 1.0)
+    assert time.monotonic() - start < 0.5
+    assert await second.in_flight(KEY) == 0
+
+
+async def test_cancelled_waiter_leaves_nothing_behind(
+    make_gate: GateFactory, redis_client: aioredis.Redis
+) -> None:
+    """Cancelling an acquire that waits in line removes its place and takes no slot."""
+    gate = make_gate(per_key=1)
+    await gate.acquire(KEY, None)
+    task = asyncio.create_task(gate.acquire(KEY, None))
+    await _eventually(lambda: _is(1, _queue_length(redis_client)))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await gate.in_flight(KEY) == 1
+    assert await _queue_length(redis_client) == 0
+    gate.release(KEY)
+    assert await gate.in_flight(KEY) == 0
+
+
+async def test_cancellation_at_any_point_leaks_no_lease(make_gate: GateFactory) -> None:
+    """Acquires cancelled at every step of their Redis round trip leave no lease behind."""
+    gate = make_gate()
+    for steps in range(12):
+        task = asyncio.create_task(gate.acquire(KEY, None))
+        for _ in range(steps):
+            await asyncio.sleep(0)  # advance the acquire by one event-loop step
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if not task.cancelled():
+            gate.release(KEY)  # it finished before the cancel: a normal holder
+        assert await gate.in_flight(KEY) == 0, f"leaked after {steps} steps"
+
+
+async def test_release_in_a_cancelled_task_still_frees_the_slot(make_gate: GateFactory) -> None:
+    """A holder cancelled while in flight still frees its slot from its finally block."""
+    gate = make_gate(per_key=1)
+    held = asyncio.Event()
+
+    async def call() -> None:
+        await gate.acquire(KEY, None)
+        try:
+            held.set()
+            await asyncio.Event().wait()
+        finally:
+            gate.release(KEY)
+
+    task = asyncio.create_task(call())
+    await held.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await gate.in_flight(KEY) == 0
+
+
+async def test_leases_are_renewed_while_held(make_gate: GateFactory) -> None:
+    """A slot held more than twice as long as lease_ttl stays held: the live holder renews it."""
+    holder, other = make_gate(per_key=1, lease_ttl=1.0), make_gate(per_key=1, lease_ttl=1.0)
+    await holder.acquire(KEY, None)
+    with pytest.raises(GateTimeout):
+        await other.acquire(KEY, 2.2)
+    assert await other.in_flight(KEY) == 1
+    holder.release(KEY)
+    await other.acquire(KEY, 1.0)
+
+
+async def test_aclose_frees_held_slots_and_closes_its_client(
+    make_gate: GateFactory, redis_client: aioredis.Redis
+) -> None:
+    """Closing a gate frees its slots at once; a closed gate refuses to acquire; a passed-in client stays open."""
+    closing, observer = make_gate(), make_gate()
+    shared = make_gate(client=redis_client)
+    await closing.acquire(KEY, None)
+    await shared.acquire(KEY, None)
+    await closing.aclose()
+    await shared.aclose()
+    assert await observer.in_flight(KEY) == 0
+    with pytest.raises(ClientStateError):
+        await closing.acquire(KEY, None)
+    assert await redis_client.ping()
+
+
+async def test_api_keys_are_never_stored_in_clear(
+    emulator: Emulator,
+    make_gate: GateFactory,
+    redis_client: aioredis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After calls, a 429 cool-down, held slots and waiters, no Redis key name or value contains the API key."""
+    caplog.set_level(logging.DEBUG, logger="accountapi")
+    key = emulator.add_key()
+    emulator.script(key, [Fault.rate_limited(0.2)])
+    gate = make_gate(per_key=1)
+    async with AccountClient(key, base_url=emulator.url, key_gate=gate) as client:
+        await asyncio.gather(*(client.account.profile() for _ in range(3)))
+    await gate.acquire(key, None)
+    waiter = asyncio.create_task(gate.acquire(key, None))
+    await _eventually(lambda: _is(1, _queue_length(redis_client)))
+    await gate.cool_down(key, 5.0)
+    secret = key.encode()
+    seen = 0
+    async for name in redis_client.scan_iter():
+        seen += 1
+        assert secret not in name
+        assert secret[-12:] not in name
+        dumped = await redis_client.dump(name)
+        assert dumped is not None
+        assert secret not in dumped
+    assert seen >= 4  # leases, queue, queue expiry, tickets, cool-down
+    assert key not in caplog.text
+    waiter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiter
+
+
+def test_missing_redis_package_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the redis package, building the gate says to install accountapi[redis]."""
+    for name in [m for m in sys.modules if m == "redis" or m.startswith("redis.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ConfigurationError, match=r"accountapi\[redis\]"):
+        RedisKeyGate()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"per_key": 0},
+        {"per_key": True},
+        {"lease_ttl": 0.1},
+        {"lease_ttl": float("nan")},
+        {"socket_timeout": 0},
+        {"on_redis_error": "ignore"},
+        {"namespace": ""},
+        {"url": ""},
+    ],
+)
+def test_arguments_are_validated(options: dict[str, Any]) -> None:
+    """Nonsense limits, TTLs, timeouts, modes, namespaces or URLs are configuration errors."""
+    with pytest.raises(ConfigurationError):
+        RedisKeyGate(**options)
+
+
+# -- Redis unavailable: fall back with one WARNING, or fail with a typed error -------------
+
+
+def _gate_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.name == "accountapi" and r.levelno == logging.WARNING and "key gate" in r.message
+    ]
+
+
+async def test_unreachable_redis_falls_back_to_the_local_limit_with_one_warning(
+    emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With nothing listening, calls still run, at most 10 in flight, and one WARNING is logged."""
+    key = emulator.add_key(latency=0.02)
+    gate = RedisKeyGate(f"redis://127.0.0.1:{_free_port()}/0", retry_interval=0.05)
+    async with gate, AccountClient(key, base_url=emulator.url, key_gate=gate) as client:
+        await asyncio.wait_for(asyncio.gather(*(client.account.profile() for _ in range(30))), 10)
+    assert emulator.max_in_flight(key) == 10
+    assert emulator.limit_rejections == 0
+    assert len(_gate_warnings(caplog)) == 1
+    assert key not in caplog.text
+
+
+async def test_unreachable_redis_raises_in_raise_mode(emulator: Emulator) -> None:
+    """With on_redis_error="raise", a call fails fast with APIConnectionError and sends nothing."""
+    key = emulator.add_key()
+    gate = RedisKeyGate(f"redis://127.0.0.1:{_free_port()}/0", on_redis_error="raise")
+    async with gate, AccountClient(key, base_url=emulator.url, key_gate=gate) as client:
+        start = time.monotonic()
+        with pytest.raises(APIConnectionError, match="key gate unavailable") as info:
+            await client.account.profile()
+        with pytest.raises(APIConnectionError, match="key gate unavailable"):
+            await client.account.profile()  # during the outage: without asking Redis again
+    assert time.monotonic() - start < 1.0
+    assert info.value.request_sent is False
+    assert info.value.retryable is False
+    assert emulator.attempts(key) == 0
+
+
+async def test_redis_stopped_mid_run_falls_back_without_429s(
+    emulator: Emulator,
+    redis_server: RedisServer,
+    make_gate: GateFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis killed while calls hold and wait for slots: all finish, still at most 10 in flight, one WARNING."""
+    key = emulator.add_key(latency=0.1)
+    gate = make_gate(retry_interval=0.2)
+    async with AccountClient(key, base_url=emulator.url, key_gate=gate, max_retries=0) as client:
+        calls = asyncio.gather(*(client.account.profile() for _ in range(40)))
+
+        async def busy() -> bool:
+            return emulator.attempts(key) >= 10
+
+        await _eventually(busy)
+        redis_server.kill()
+        profiles = await asyncio.wait_for(calls, 10)
+    assert len(profiles) == 40
+    assert emulator.limit_rejections == 0
+    assert emulator.max_in_flight(key) <= 10
+    assert len(_gate_warnings(caplog)) == 1
+    assert not gate.redis_available
+
+
+async def test_stalled_redis_never_hangs_and_is_used_again_once_it_answers(
+    make_gate: GateFactory, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A frozen Redis costs one socket timeout, then the local limit; after it resumes, Redis is used again."""
+    gate = make_gate(socket_timeout=0.2, retry_interval=0.3)
+    observer = make_gate()
+    await gate.acquire(KEY, None)
+    gate.release(KEY)
+    redis_server.pause()
+    try:
+        start = time.monotonic()
+        for _ in range(5):
+            await gate.acquire(KEY, 5.0)
+            gate.release(KEY)
+        assert time.monotonic() - start < 1.0
+        assert not gate.redis_available
+    finally:
+        redis_server.resume()
+    assert len(_gate_warnings(caplog)) == 1
+
+    async def back() -> bool:
+        await gate.acquire(KEY, 5.0)  # after retry_interval, the gate asks Redis again
+        shared = gate.redis_available and await observer.in_flight(KEY) == 1
+        gate.release(KEY)
+        return shared
+
+    await _eventually(back)
+    assert await gate.in_flight(KEY) == 0
+    assert len(_gate_warnings(caplog)) == 1
+
+
+# -- many processes ------------------------------------------------------------------------
+
+
+class Worker:
+    """One ``tests/redis_worker.py`` process."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(
+        cls, emulator: Emulator, redis: RedisServer, key: str, calls: int, lease_ttl: float
+    ) -> Worker:
+        env = {**os.environ, "ACCOUNTAPI_API_KEY": key}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(WORKER),
+            emulator.url,
+            redis.url,
+            str(calls),
+            str(lease_ttl),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        worker = cls(process)
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 20)
+        if line.strip() != b"READY":
+            await worker.kill()
+            pytest.fail(f"worker did not start: {line!r}")
+        return worker
+
+    def go(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"go\n")
+
+    async def result(self) -> dict[str, Any]:
+        out, err = await asyncio.wait_for(self.process.communicate(), 30)
+        for line in out.decode().splitlines():
+            if line.startswith("RESULT "):
+                result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+                return result
+        pytest.fail(f"worker exited {self.process.returncode} without a result: {err.decode()}")
+
+    async def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.process.communicate()
+
+
+@pytest.fixture
+async def workers() -> AsyncIterator[list[Worker]]:
+    """Workers started by a test; any still running at teardown are killed."""
+    started: list[Worker] = []
+    try:
+        yield started
+    finally:
+        for worker in started:
+            await worker.kill()
+
+
+async def test_four_workers_share_one_limit(
+    emulator: Emulator, redis_server: RedisServer, workers: list[Worker]
+) -> None:
+    """Four processes making 50 concurrent calls each on one key draw no 429 and never exceed 10 in flight."""
+    key = emulator.add_key(latency=0.05)
+    workers += await asyncio.gather(
+        *(Worker.start(emulator, redis_server, key, 50, 10.0) for _ in range(4))
+    )
+    for worker in workers:
+        worker.go()
+    results = await asyncio.gather(*(w.result() for w in workers))
+    assert [r["ok"] for r in results] == [50, 50, 50, 50], results
+    assert [r["warnings"] for r in results] == [0, 0, 0, 0]  # shared through Redis throughout
+    assert emulator.limit_rejections == 0
+    assert emulator.max_in_flight(key) <= 10
+    assert emulator.max_in_flight(key) >= 5  # the processes did overlap
+    assert emulator.attempts(key) == 200
+
+
+async def test_a_killed_workers_slots_are_freed_within_the_lease_ttl(
+    emulator: Emulator,
+    redis_server: RedisServer,
+    make_gate: GateFactory,
+    workers: list[Worker],
+) -> None:
+    """A worker SIGKILLed while holding all 10 slots (and queued for more) blocks others for at most lease_ttl."""
+    ttl = 1.0
+    key = emulator.add_key()
+    emulator.script(key, [Fault.delay(30.0)] * 10)  # the doomed worker's first ten calls hang
+    worker = await Worker.start(emulator, redis_server, key, 30, ttl)
+    workers.append(worker)
+    observer = make_gate(lease_ttl=ttl)
+    worker.go()
+
+    async def full() -> bool:
+        return (
+            emulator.attempts(key) == 10  # its ten hanging requests took the scripted delays
+            and await observer.in_flight(key) == 10
+            and await _queue_length(observer_client) == 20
+        )
+
+    async with aioredis.Redis.from_url(redis_server.url) as observer_client:
+        await _eventually(full, within=10)
+    worker.process.kill()
+    await worker.process.wait()
+    killed_at = time.monotonic()
+    assert await observer.in_flight(key) == 10  # nothing released them: only the TTL will
+
+    gate = make_gate(lease_ttl=ttl)
+    async with AccountClient(key, base_url=emulator.url, key_gate=gate, max_retries=0) as client:
+        profiles = await asyncio.wait_for(
+            asyncio.gather(*(client.account.profile() for _ in range(10))), 10
+        )
+    waited = time.monotonic() - killed_at
+    assert len(profiles) == 10
+    assert waited < ttl + 0.5
+    assert emulator.limit_rejections == 0
+
+
+async def test_a_429_in_one_process_pauses_the_others(
+    emulator: Emulator, redis_server: RedisServer, workers: list[Worker]
+) -> None:
+    """After one worker's 429 with Retry-After: 1, no worker's request reaches the service for a second."""
+    key = emulator.add_key()
+    # Nine requests hold their slots for 0.4 s; the tenth is answered 429 at once, so the
+    # only slot freed before the cool-down is the rejected one, freed together with it.
+    emulator.script(key, [*[Fault.delay(0.4)] * 9, Fault.rate_limited(1)])
+    workers += await asyncio.gather(
+        *(Worker.start(emulator, redis_server, key, 20, 10.0) for _ in range(3))
+    )
+    for worker in workers:
+        worker.go()
+    results = await asyncio.gather(*(w.result() for w in workers))
+    assert [r["ok"] for r in results] == [20, 20, 20], results
+    assert [r["warnings"] for r in results] == [0, 0, 0]
+    records = [r for r in emulator.records if r.path == "/v1/account/profile"]
+    rejected = next(r for r in records if r.status == 429)
+    first_wave = [r for r in records if r.t_start < rejected.t_start + 0.005]
+    later = [r for r in records if r.t_start >= rejected.t_start + 0.005]
+    assert len(first_wave) <= 10
+    assert len(later) == 61 - len(first_wave)  # 60 calls + the retry of the rejected one
+    early = [
+        round(r.t_start - rejected.t_start, 3) for r in later if r.t_start - rejected.t_start < 1.0
+    ]
+    assert early == []
+    assert emulator.limit_rejections == 0
