@@ -43,6 +43,14 @@ __all__ = ["AccountClient"]
 T = TypeVar("T")
 
 
+def _headers_for(key: str) -> dict[str, str]:
+    return {
+        "Authorization": "Bearer " + key,
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+    }
+
+
 class AccountClient:
     """An asyncio client for the account API: one connection pool, any number of keys.
 
@@ -79,6 +87,7 @@ class AccountClient:
     __slots__ = (
         "_api_key",
         "_clock",
+        "_default_headers",
         "_gate",
         "_limits",
         "_retrier",
@@ -114,6 +123,8 @@ class AccountClient:
                 "set them on the aiohttp.ClientSession you pass instead"
             )
         self._api_key = resolve_api_key(api_key)
+        # Built once for the default key; other keys get theirs per call.
+        self._default_headers = _headers_for(self._api_key or "")
         base = check_base_url(resolve_base_url(base_url), allow_insecure_http=allow_insecure_http)
         self._timeout = Timeout.coerce(timeout)
         policy = DEFAULT_RETRY if isinstance(retry, NotGiven) else retry
@@ -215,11 +226,7 @@ class AccountClient:
         clock = self._clock
         gate = self._gate
         deadline = None if timeouts.total is None else clock.monotonic() + timeouts.total
-        headers = {
-            "Authorization": "Bearer " + key,
-            "Accept": "application/json",
-            "User-Agent": USER_AGENT,
-        }
+        headers = self._default_headers if key is self._api_key else _headers_for(key)
 
         async def attempt(number: int) -> T:
             remaining = None if deadline is None else deadline - clock.monotonic()
@@ -239,19 +246,30 @@ class AccountClient:
                 ) from None
             try:
                 raw = await transport.request(session, method, url, headers, timeouts, remaining)
+                if 200 <= raw.status < 300:
+                    return parse(raw)
+                error = error_for_status(raw.status, raw.headers, raw.body, now=clock.time())
+                if raw.status == 429 and error.retry_after is not None:
+                    # One cool-down for the key: queued and new calls wait it out too. It
+                    # starts before the slot is released, so no other caller (in any
+                    # process, with a shared gate) slips in between. Without a usable
+                    # Retry-After each call backs off on its own jittered schedule.
+                    await gate.cool_down(key, error.retry_after)
+                raise error
             finally:
-                await gate.release(key)
-            if 200 <= raw.status < 300:
-                return parse(raw)
-            error = error_for_status(raw.status, raw.headers, raw.body, now=clock.time())
-            if raw.status == 429 and error.retry_after is not None:
-                # One cool-down for the key: queued and new calls wait it out too. Without
-                # a usable Retry-After each call backs off on its own jittered schedule.
-                await gate.cool_down(key, error.retry_after)
-            raise error
+                gate.release(key)
 
+        # The success path is this bare await; retries start only after a failure.
         try:
-            return await self._retrier.call(attempt, deadline=deadline, key_hint=key_hint(key))
+            return await attempt(1), 1
+        except AccountAPIError as exc:
+            exc.attempts = 1
+            if not self._retrier.should_retry(exc):
+                exc.key_hint = key_hint(key)
+                raise
+            first = exc
+        try:
+            return await self._retrier.retry(attempt, first, deadline=deadline, key=key)
         except AccountAPIError as exc:
             exc.key_hint = key_hint(key)
             raise

@@ -49,18 +49,20 @@ def _non_negative_or_none(_: object, attribute: attrs.Attribute[Any], value: obj
 class Timeout:
     """How long a call may take; ``None`` in any field means "no limit".
 
-    - ``connect``: to open a TCP/TLS connection (or wait for one from the pool).
+    - ``connect``: to open a TCP/TLS connection (waiting for a free pooled connection
+      does not count).
     - ``read``: between two reads from the socket once the request is sent.
     - ``attempt``: one HTTP attempt, start to last byte.
     - ``total``: the whole call, retries and waits included (the deadline).
 
     aiohttp's own default is a single five-minute total; these defaults are meant for a
-    request handler that would rather fail than hang.
+    request handler that would rather fail than hang. A ``read`` limit no shorter than
+    ``attempt`` (as by default) is enforced by the attempt's timer alone, which is cheaper.
     """
 
     connect: float | None = attrs.field(default=5.0, validator=_non_negative_or_none)
     read: float | None = attrs.field(default=15.0, validator=_non_negative_or_none)
-    attempt: float | None = attrs.field(default=20.0, validator=_non_negative_or_none)
+    attempt: float | None = attrs.field(default=15.0, validator=_non_negative_or_none)
     total: float | None = attrs.field(default=60.0, validator=_non_negative_or_none)
 
     @classmethod

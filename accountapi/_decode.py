@@ -77,6 +77,17 @@ def _strict(kind: type) -> Callable[[object, object], Any]:
     return hook
 
 
+def _equals(kind: Any) -> Callable[[Any], bool]:
+    return lambda candidate: bool(candidate == kind)
+
+
+def _optional(hook: Callable[[object, object], Any]) -> Callable[[object, object], Any]:
+    def optional(value: object, kind: object) -> Any:
+        return None if value is None else hook(value, kind)
+
+    return optional
+
+
 def _providers(value: object, _: object) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -112,7 +123,16 @@ def make_converter(*, detailed_validation: bool) -> cattrs.Converter:
     converter.register_structure_hook(datetime, _timestamp)
     for kind in (str, bool, int):
         converter.register_structure_hook(kind, _strict(kind))
-    converter.register_structure_hook_func(lambda t: t == tuple[str, ...], _providers)
+    converter.register_structure_hook_func(_equals(tuple[str, ...]), _providers)
+    # Concrete hooks for the optional fields, so the generated Profile function calls
+    # them directly instead of going through cattrs' generic Optional dispatch per call.
+    optional_hooks: dict[Any, Callable[[object, object], Any]] = {
+        str | None: _optional(_strict(str)),
+        datetime | None: _optional(_timestamp),
+        Decimal | None: _optional(_money),
+    }
+    for union, hook in optional_hooks.items():
+        converter.register_structure_hook_func(_equals(union), hook)
     return converter
 
 

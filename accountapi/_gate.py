@@ -35,13 +35,20 @@ class KeyGate(Protocol):
         """
         ...
 
-    async def release(self, key: str) -> None:
-        """Give back the slot taken by :meth:`acquire`; called once per acquire, even on cancellation."""
+    def release(self, key: str) -> None:
+        """Give back the slot taken by :meth:`acquire`; called once per acquire, even on
+        cancellation, so it must neither wait nor raise (a shared gate sends it in the
+        background)."""
         ...
 
     async def cool_down(self, key: str, seconds: float) -> None:
         """Hold every request for ``key`` back for ``seconds`` (a 429's Retry-After)."""
         ...
+
+
+def _expire(waiter: asyncio.Future[None], timeout: float) -> None:
+    if not waiter.done():
+        waiter.set_exception(GateTimeout(f"no free slot within {timeout:.3f}s"))
 
 
 class _KeyState:
@@ -103,25 +110,29 @@ class MemoryKeyGate:
         if limit is None or (state.in_flight < limit and not state.waiters):
             state.in_flight += 1
         else:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
             state.waiters.append(waiter)
+            # A bare timer that fails the future is much cheaper than asyncio.timeout()
+            # here, where every queued call of a busy key passes.
+            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter, timeout)
             try:
-                async with asyncio.timeout(timeout):
-                    await waiter
-            except BaseException as exc:
-                if waiter.done() and not waiter.cancelled():
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                     # The slot was handed to us as we gave up: pass it on.
-                    self.release_nowait(key)
+                    self.release(key)
                 else:
                     waiter.cancel()
                     self._forget_if_idle(key, state)
-                if isinstance(exc, TimeoutError):
-                    raise GateTimeout(f"no free slot within {timeout:.3f}s") from None
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
         try:
             await self._wait_cool_down(state, deadline)
         except BaseException:
-            self.release_nowait(key)
+            self.release(key)
             raise
 
     async def _wait_cool_down(self, state: _KeyState, deadline: float | None) -> None:
@@ -145,11 +156,7 @@ class MemoryKeyGate:
                 state.cool_until = 0.0
                 return
 
-    async def release(self, key: str) -> None:
-        self.release_nowait(key)
-
-    def release_nowait(self, key: str) -> None:
-        """Give back a slot; synchronous, as nothing here needs to wait."""
+    def release(self, key: str) -> None:
         state = self._states.get(key)
         if state is None:
             return

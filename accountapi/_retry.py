@@ -1,8 +1,9 @@
 """Retries, driven by tenacity, that cost nothing when the first attempt succeeds.
 
-The first attempt runs bare. Only when it fails with a retryable error does the call hand
-over to a ``tenacity.AsyncRetrying`` loop, which replays that failure as its own attempt 1
-and then decides every wait, sleep and further attempt. Measured here, entering
+The client runs the first attempt bare. Only when it fails with a retryable error does
+the call hand over to :meth:`Retrier.retry`: a ``tenacity.AsyncRetrying`` loop that
+replays that failure as its own attempt 1 and then decides every wait, sleep and
+further attempt. Measured here, entering
 ``AsyncRetrying`` for every call cost about a third of raw aiohttp's throughput; this way
 the success path pays one ``try`` block.
 
@@ -26,6 +27,7 @@ from tenacity import AsyncRetrying, RetryCallState
 from ._clock import Clock
 from ._config import RetryPolicy
 from ._exceptions import AccountAPIError, APIStatusError
+from ._keys import key_hint
 
 __all__ = ["Retrier", "RetryEvent", "backoff_wait"]
 
@@ -83,34 +85,24 @@ class Retrier:
         self._on_retry = on_retry
         self._rand = rand
 
-    async def call(
-        self,
-        attempt: Callable[[int], Awaitable[T]],
-        *,
-        deadline: float | None,
-        key_hint: str | None,
-    ) -> tuple[T, int]:
-        """Run ``attempt(1)``; on a retryable failure, let tenacity drive the rest.
+    def should_retry(self, first: AccountAPIError) -> bool:
+        """Whether a failed first attempt goes on to :meth:`retry`."""
+        return first.retryable and self.policy.max_retries > 0
 
-        Returns the attempt's value and how many attempts it took.
-        """
-        try:
-            return await attempt(1), 1
-        except AccountAPIError as exc:
-            exc.attempts = 1
-            if not exc.retryable or self.policy.max_retries == 0:
-                raise
-            first = exc
-        return await self._retry(attempt, first, deadline, key_hint)
-
-    async def _retry(
+    async def retry(
         self,
         attempt: Callable[[int], Awaitable[T]],
         first: AccountAPIError,
+        *,
         deadline: float | None,
-        key_hint: str | None,
+        key: str,
     ) -> tuple[T, int]:
+        """Continue after ``first``, the failure of the bare attempt 1: tenacity decides
+        every wait and further ``attempt(n)``. Returns the value and the attempts taken;
+        raises the last real error, with ``attempts`` set, when it gives up.
+        """
         policy = self.policy
+        hint = key_hint(key)
         clock = self._clock
 
         def wait(state: RetryCallState) -> float:
@@ -133,7 +125,7 @@ class Retrier:
                 attempt=state.attempt_number,
                 wait=state.upcoming_sleep,
                 error=_error_of(state),
-                key_hint=key_hint,
+                key_hint=hint,
             )
             logger.info(
                 "retrying after %s (attempt %d failed, waiting %.3fs, status=%s, "
@@ -143,7 +135,7 @@ class Retrier:
                 event.wait,
                 event.status,
                 event.request_id,
-                key_hint,
+                hint,
             )
             if self._on_retry is not None:
                 self._on_retry(event)

@@ -50,9 +50,12 @@ class RawResponse:
 def _client_timeout(timeout: Timeout, attempt: float | None) -> aiohttp.ClientTimeout:
     # "connect" maps to sock_connect so that waiting for a free pooled connection (a
     # client-side queue) is not mistaken for a service that cannot be reached.
-    return aiohttp.ClientTimeout(
-        total=attempt, sock_connect=timeout.connect, sock_read=timeout.read
-    )
+    read = timeout.read
+    if read is not None and attempt is not None and read >= attempt:
+        # The attempt's own timer fires first anyway; aiohttp re-arms a sock_read timer
+        # on every chunk received, which measurably costs CPU per request for nothing.
+        read = None
+    return aiohttp.ClientTimeout(total=attempt, sock_connect=timeout.connect, sock_read=read)
 
 
 def translate(exc: BaseException) -> AccountAPIError:

@@ -89,12 +89,12 @@ async def test_gate_queue_is_fifo_and_hands_slots_over() -> None:
     async def waiter(n: int) -> None:
         await gate.acquire("k", None)
         order.append(n)
-        gate.release_nowait("k")
+        gate.release("k")
 
     tasks = [asyncio.create_task(waiter(n)) for n in range(5)]
     await asyncio.sleep(0)
     assert gate.in_flight("k") == 1
-    gate.release_nowait("k")
+    gate.release("k")
     await asyncio.gather(*tasks)
     assert order == [0, 1, 2, 3, 4]
     assert len(gate) == 0  # idle keys are forgotten: memory stays flat
@@ -108,12 +108,12 @@ async def test_cancelled_waiter_does_not_leak_its_slot() -> None:
     second = asyncio.create_task(gate.acquire("k", None))
     await asyncio.sleep(0)
     first.cancel()
-    gate.release_nowait("k")  # hands the slot to `first`, which is being cancelled
+    gate.release("k")  # hands the slot to `first`, which is being cancelled
     with pytest.raises(asyncio.CancelledError):
         await first
     await second  # so the slot reached `second`
     assert gate.in_flight("k") == 1
-    gate.release_nowait("k")
+    gate.release("k")
     assert len(gate) == 0
 
 
@@ -123,7 +123,7 @@ async def test_waiting_for_a_slot_times_out() -> None:
     await gate.acquire("k", None)
     with pytest.raises(GateTimeout):
         await gate.acquire("k", 0.01)
-    gate.release_nowait("k")
+    gate.release("k")
     assert len(gate) == 0
 
 
@@ -138,7 +138,7 @@ async def test_cool_down_is_waited_out_without_spinning() -> None:
     assert 1 <= len(clock.sleeps) <= 3  # virtual time is shared: later sleepers may find it passed
     assert clock.slept == pytest.approx(2.0, abs=0.01)
     for _ in range(3):
-        gate.release_nowait("k")
+        gate.release("k")
     assert len(gate) == 0
 
 

@@ -268,6 +268,18 @@ async def test_attempt_timeout_is_not_retried(emulator: Emulator, key: str) -> N
     assert emulator.attempts(key) == 1
 
 
+async def test_attempt_timeout_covers_a_stalled_body(emulator: Emulator, key: str) -> None:
+    """With no separate read timer, the attempt timeout still ends a body that stalls."""
+    emulator.script(key, [Fault.stall_body(5)])
+    async with AccountClient(
+        key, base_url=emulator.url, timeout=Timeout(read=None, attempt=0.3)
+    ) as client:
+        with pytest.raises(APITimeoutError) as info:
+            await client.account.profile()
+    assert info.value.request_sent is True
+    assert emulator.attempts(key) == 1
+
+
 async def test_total_deadline_cuts_a_slow_attempt(emulator: Emulator, key: str) -> None:
     """A float timeout is the whole call's deadline and also caps the attempt in flight."""
     emulator.script(key, [Fault.delay(5)])
