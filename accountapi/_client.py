@@ -44,11 +44,8 @@ T = TypeVar("T")
 
 
 def _headers_for(key: str) -> dict[str, str]:
-    return {
-        "Authorization": "Bearer " + key,
-        "Accept": "application/json",
-        "User-Agent": USER_AGENT,
-    }
+    # Two headers only: each one costs aiohttp work on every request.
+    return {"Authorization": "Bearer " + key, "User-Agent": USER_AGENT}
 
 
 class AccountClient:

@@ -46,6 +46,8 @@ def _loads_with_fallback(data: bytes) -> Any:
 
 
 json_loads: Callable[[bytes], Any] = _loads_with_fallback if _HAVE_ORJSON else json.loads
+# The parser tried first on the success path, called directly (no wrapper frame).
+_first_loads: Callable[[bytes], Any] = orjson.loads if _HAVE_ORJSON else json.loads
 
 _MONEY = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
@@ -142,11 +144,21 @@ _detailed: Final = make_converter(detailed_validation=True)
 _structure_user: Final[Callable[[Any, type], Profile]] = _fast.get_structure_hook(Profile)
 
 
+_NOT_JSON: Final = object()
+
+
 def decode_profile(body: bytes, *, status: int = 200, request_id: str | None = None) -> Profile:
     """Decode a profile response body, or raise :class:`APIResponseValidationError`."""
     try:
-        data = json_loads(body)
+        data = _first_loads(body)
     except (ValueError, RecursionError):
+        data = _NOT_JSON
+    if data is _NOT_JSON:
+        try:
+            data = json_loads(body)  # orjson refuses some valid JSON (integers over 64 bits)
+        except (ValueError, RecursionError):
+            data = _NOT_JSON
+    if data is _NOT_JSON:
         raise APIResponseValidationError(
             "response body is not valid JSON", status=status, request_id=request_id
         ) from None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 from ._clock import Clock, SystemClock
 from ._exceptions import ConfigurationError
@@ -46,18 +46,36 @@ class KeyGate(Protocol):
         ...
 
 
-def _expire(waiter: asyncio.Future[None], timeout: float) -> None:
-    if not waiter.done():
-        waiter.set_exception(GateTimeout(f"no free slot within {timeout:.3f}s"))
+_NO_DEADLINE: Final = float("inf")
 
 
 class _KeyState:
-    __slots__ = ("cool_until", "in_flight", "waiters")
+    __slots__ = ("cool_until", "in_flight", "timer", "waiters")
 
     def __init__(self) -> None:
         self.in_flight = 0
-        self.waiters: deque[asyncio.Future[None]] = deque()
+        # Queued callers in arrival order, each with its loop-time deadline.
+        self.waiters: deque[tuple[asyncio.Future[None], float]] = deque()
         self.cool_until = 0.0  # 0.0: not cooling down
+        # One timer per key for the earliest waiter deadline, armed lazily: queued calls
+        # turn over in milliseconds while deadlines are seconds away, so it rarely fires
+        # and a waiter costs no timer of its own.
+        self.timer: asyncio.TimerHandle | None = None
+
+    def expire_waiters(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the waiters whose deadline passed; re-arm for the next deadline."""
+        self.timer = None
+        now = loop.time()
+        earliest = _NO_DEADLINE
+        for waiter, deadline in self.waiters:
+            if waiter.done():
+                continue
+            if deadline <= now:
+                waiter.set_exception(GateTimeout("no free slot before the call's deadline"))
+            elif deadline < earliest:
+                earliest = deadline
+        if earliest is not _NO_DEADLINE:
+            self.timer = loop.call_at(earliest, self.expire_waiters, loop)
 
 
 class MemoryKeyGate:
@@ -112,10 +130,10 @@ class MemoryKeyGate:
         else:
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[None] = loop.create_future()
-            state.waiters.append(waiter)
-            # A bare timer that fails the future is much cheaper than asyncio.timeout()
-            # here, where every queued call of a busy key passes.
-            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter, timeout)
+            expires = _NO_DEADLINE if timeout is None else loop.time() + timeout
+            state.waiters.append((waiter, expires))
+            if expires is not _NO_DEADLINE and state.timer is None:
+                state.timer = loop.call_at(expires, state.expire_waiters, loop)
             try:
                 await waiter
             except BaseException:
@@ -126,9 +144,6 @@ class MemoryKeyGate:
                     waiter.cancel()
                     self._forget_if_idle(key, state)
                 raise
-            finally:
-                if timer is not None:
-                    timer.cancel()
         try:
             await self._wait_cool_down(state, deadline)
         except BaseException:
@@ -162,7 +177,7 @@ class MemoryKeyGate:
             return
         waiters = state.waiters
         while waiters:
-            waiter = waiters.popleft()
+            waiter, _ = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)  # the slot passes straight to the next in line
                 return
@@ -182,10 +197,13 @@ class MemoryKeyGate:
             state.cool_until = until
 
     def _forget_if_idle(self, key: str, state: _KeyState) -> None:
-        if state.in_flight or any(not w.done() for w in state.waiters):
+        if state.in_flight or any(not w.done() for w, _ in state.waiters):
             return
         if state.cool_until and state.cool_until > self._clock.monotonic():
             return
+        if state.timer is not None:
+            state.timer.cancel()
+            state.timer = None
         if self._states.get(key) is state:
             del self._states[key]
 

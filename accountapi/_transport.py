@@ -192,15 +192,22 @@ class Transport:
         before the whole call's deadline.
         """
         failure: AccountAPIError
-        try:
-            async with session.request(
+        timeout = self._timeout_for(timeouts, remaining)
+        if timeout is self._timeout and self._owns_session:
+            # Our own session already defaults to this timeout and never raises for
+            # status; leaving those arguments out saves aiohttp work on every call.
+            context = session.request(method, url, headers=headers, allow_redirects=False)
+        else:
+            context = session.request(
                 method,
                 url,
                 headers=headers,
                 allow_redirects=False,
-                timeout=self._timeout_for(timeouts, remaining),
+                timeout=timeout,
                 raise_for_status=False,
-            ) as resp:
+            )
+        try:
+            async with context as resp:
                 length = resp.content_length
                 if length is not None and length <= self._max_bytes:
                     body = await resp.read()

@@ -81,14 +81,13 @@ async def test_dismiss_accepts_200_with_any_body() -> None:
         assert emu.profile(key)["pending_credit_notice"] is False
 
 
-async def test_user_agent_and_accept_headers(
+async def test_user_agent_header(
     emulator: Emulator, key: str, client: AccountClient
 ) -> None:
-    """Requests name the SDK and its version, and ask for JSON."""
+    """Requests name the SDK and its version."""
     await client.account.profile()
     headers = emulator.records[0].headers
     assert headers["User-Agent"].startswith("accountapi-python/")
-    assert headers["Accept"] == "application/json"
 
 
 async def test_caller_session_is_used_and_left_open(emulator: Emulator, key: str) -> None:
