@@ -179,7 +179,8 @@ class _Engine:
         self._taken = 0  # keys pulled from the input so far; the next key's index
         self._running = 0  # workers not yet finished
         self._workers: list[asyncio.Task[None]] = []
-        self._inflight: dict[str, asyncio.Future[_Outcome]] = {}
+        # Keys being checked; the future exists only once a duplicate waits for it.
+        self._inflight: dict[str, asyncio.Future[_Outcome] | None] = {}
         self._recent: OrderedDict[str, _Outcome] = OrderedDict()
         self.started = False
         self.closed = False
@@ -355,7 +356,10 @@ class _Engine:
         if outcome is not None:
             self._recent.move_to_end(key)
             outcome = outcome.detached()
-        elif (pending := self._inflight.get(key)) is not None:
+        elif key in self._inflight:
+            pending = self._inflight[key]
+            if pending is None:
+                pending = self._inflight[key] = asyncio.get_running_loop().create_future()
             # shield: this occurrence being cancelled must not cancel the shared check.
             outcome = (await asyncio.shield(pending)).detached()
         else:
@@ -374,16 +378,17 @@ class _Engine:
 
     async def _fetch(self, key: str) -> _Outcome:
         """Check a key no other occurrence is checking, and publish the outcome."""
-        pending: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = pending
+        self._inflight[key] = None
         try:
             outcome = await self._call(key)
         except BaseException:
-            pending.cancel()
+            pending = self._inflight.pop(key)
+            if pending is not None:
+                pending.cancel()
             raise
-        finally:
-            del self._inflight[key]
-        pending.set_result(outcome)
+        pending = self._inflight.pop(key)
+        if pending is not None:
+            pending.set_result(outcome)
         if self._window:
             self._recent[key] = outcome.detached()
             if len(self._recent) > self._window:
@@ -393,8 +398,9 @@ class _Engine:
     async def _call(self, key: str) -> _Outcome:
         """The profile call; every failure but cancellation becomes the key's outcome."""
         try:
-            profile, attempts = await self._client.account.profile_with_attempts(
-                api_key=key, timeout=self._timeout
+            # The key passed check_key() in _check(); the client need not check it again.
+            profile, attempts = await self._client.account._profile_of_checked_key(
+                key, self._timeout
             )
         except AccountAPIError as exc:
             return _Outcome(None, exc, exc.attempts)

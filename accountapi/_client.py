@@ -211,12 +211,14 @@ class AccountClient:
         parse: Callable[[RawResponse], T],
         api_key: str | None,
         timeout: Timeout | float | NotGiven | None,
+        *,
+        key_checked: bool = False,
     ) -> tuple[T, int]:
         """One API call for one key: gate, attempt, map status, retry, decode.
 
         Returns the decoded value and the number of attempts it took.
         """
-        key = self._key(api_key)
+        key = api_key if key_checked and api_key is not None else self._key(api_key)
         transport = self._transport
         session = transport.session()
         timeouts = self._timeout if isinstance(timeout, NotGiven) else Timeout.coerce(timeout)
