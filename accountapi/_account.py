@@ -77,14 +77,6 @@ class AccountResource:
             "GET", self._profile_url, parse_profile, api_key, timeout
         )
 
-    async def _profile_of_checked_key(
-        self, key: str, timeout: Timeout | float | NotGiven | None
-    ) -> tuple[Profile, int]:
-        """:meth:`profile_with_attempts` for a key that already passed ``check_key``."""
-        return await self._client._request(
-            "GET", self._profile_url, parse_profile, key, timeout, key_checked=True
-        )
-
     async def dismiss_notifications(
         self,
         *,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 
 import attrs
 
+from ._account import PROFILE_PATH, parse_profile
 from ._config import NOT_GIVEN, NotGiven, Timeout
 from ._exceptions import (
     AccountAPIError,
@@ -164,6 +165,7 @@ class _Engine:
         dedupe_window: int,
     ) -> None:
         self._client = client
+        self._profile_url = client._url(PROFILE_PATH)
         self._keys = keys
         self._concurrency = concurrency
         self._ordered = ordered
@@ -290,7 +292,11 @@ class _Engine:
     async def _work(self) -> None:
         """Take keys until the input runs out; deliver one result for each."""
         try:
-            while (item := await self._pull()) is not None:
+            # A plain iterator is read without a coroutine per key; only an async one
+            # needs the awaitable path (and its lock).
+            while (
+                item := self._pull_sync() if self._iter is not None else await self._pull()
+            ) is not None:
                 index, key = item
                 await self._deliver(await self._check(index, key))
         except Exception as exc:  # a bug here must end the stream, not hang it
@@ -304,6 +310,23 @@ class _Engine:
                 self._cond.notify_all()
         elif self._running == 0:
             await self._queue.put(_END)
+
+    def _pull_sync(self) -> tuple[int, str] | None:
+        """:meth:`_pull` for a plain iterable."""
+        if self._exhausted or self.closed or self._iter is None:
+            return None
+        try:
+            key = next(self._iter)
+        except StopIteration:
+            self._exhausted = True
+            return None
+        except Exception as exc:  # the caller's iterable failed: finish what was taken
+            self._exhausted = True
+            self._input_error = exc
+            return None
+        index = self._taken
+        self._taken += 1
+        return index, key
 
     async def _pull(self) -> tuple[int, str] | None:
         """The next key and its input index, or None when the input is used up."""
@@ -399,8 +422,8 @@ class _Engine:
         """The profile call; every failure but cancellation becomes the key's outcome."""
         try:
             # The key passed check_key() in _check(); the client need not check it again.
-            profile, attempts = await self._client.account._profile_of_checked_key(
-                key, self._timeout
+            profile, attempts = await self._client._request(
+                "GET", self._profile_url, parse_profile, key, self._timeout, key_checked=True
             )
         except AccountAPIError as exc:
             return _Outcome(None, exc, exc.attempts)

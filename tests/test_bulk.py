@@ -20,7 +20,6 @@ import pytest
 from accountapi import (
     AccountAPIError,
     AccountClient,
-    AccountResource,
     APITimeoutError,
     AuthenticationError,
     BalanceResult,
@@ -250,18 +249,18 @@ async def test_input_is_read_lazily_and_in_flight_work_is_bounded(
     """At most `concurrency` calls run at once, and keys are pulled only as workers free up."""
     keys = [emulator.add_key(latency=0.01) for _ in range(200)]
     active = peak = 0
-    real: ProfileCall = AccountResource._profile_of_checked_key
+    real: ProfileCall = AccountClient._request
 
-    async def counting(self: AccountResource, key: str, timeout: Any) -> tuple[Profile, int]:
+    async def counting(self: AccountClient, *args: Any, **kwargs: Any) -> tuple[Profile, int]:
         nonlocal active, peak
         active += 1
         peak = max(peak, active)
         try:
-            return await real(self, key, timeout)
+            return await real(self, *args, **kwargs)
         finally:
             active -= 1
 
-    monkeypatch.setattr(AccountResource, "_profile_of_checked_key", counting)
+    monkeypatch.setattr(AccountClient, "_request", counting)
     pulled = 0
 
     async def source() -> AsyncIterator[str]:
@@ -350,14 +349,14 @@ async def test_a_bug_in_one_call_is_that_keys_result_and_logged_without_the_key(
     """A non-SDK exception from one key's call becomes an AccountAPIError result; the rest still run."""
     keys = [emulator.add_key() for _ in range(5)]
     doomed = keys[2]
-    real: ProfileCall = AccountResource._profile_of_checked_key
+    real: ProfileCall = AccountClient._request
 
-    async def buggy(self: AccountResource, key: str, timeout: Any) -> tuple[Profile, int]:
-        if key == doomed:
+    async def buggy(self: AccountClient, *args: Any, **kwargs: Any) -> tuple[Profile, int]:
+        if args[3] == doomed:  # (method, url, parse, key, timeout)
             raise RuntimeError(f"bug with {doomed}")
-        return await real(self, key, timeout)
+        return await real(self, *args, **kwargs)
 
-    monkeypatch.setattr(AccountResource, "_profile_of_checked_key", buggy)
+    monkeypatch.setattr(AccountClient, "_request", buggy)
     with caplog.at_level(logging.ERROR, logger="accountapi"):
         results = sorted(await collect(client.balances(keys)), key=lambda r: r.index)
     assert [r.ok for r in results] == [True, True, False, True, True]
