@@ -81,9 +81,7 @@ async def test_dismiss_accepts_200_with_any_body() -> None:
         assert emu.profile(key)["pending_credit_notice"] is False
 
 
-async def test_user_agent_header(
-    emulator: Emulator, key: str, client: AccountClient
-) -> None:
+async def test_user_agent_header(emulator: Emulator, key: str, client: AccountClient) -> None:
     """Requests name the SDK and its version."""
     await client.account.profile()
     headers = emulator.records[0].headers
