@@ -138,7 +138,10 @@ class Retrier:
                 hint,
             )
             if self._on_retry is not None:
-                self._on_retry(event)
+                try:
+                    self._on_retry(event)
+                except Exception:  # a broken metrics hook must not break the call
+                    logger.exception("on_retry hook raised; retrying anyway")
 
         retrying = AsyncRetrying(
             stop=stop,

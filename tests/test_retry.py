@@ -228,6 +228,22 @@ async def test_on_retry_hook_and_log_record(
     assert key not in "".join(messages)
 
 
+async def test_a_failing_on_retry_hook_does_not_break_the_call(
+    emulator: Emulator, key: str, clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception in the user's on_retry hook is logged; the retry still happens."""
+
+    def broken(event: RetryEvent) -> None:
+        raise ValueError("metrics backend down")
+
+    emulator.script(key, [Fault.status(503)])
+    async with AccountClient(key, base_url=emulator.url, clock=clock, on_retry=broken) as client:
+        profile = await client.account.profile()
+    assert profile.email
+    assert emulator.attempts(key) == 2
+    assert any("on_retry hook raised" in r.getMessage() for r in caplog.records)
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
