@@ -132,7 +132,11 @@ class MemoryKeyGate:
             waiter: asyncio.Future[None] = loop.create_future()
             expires = _NO_DEADLINE if timeout is None else loop.time() + timeout
             state.waiters.append((waiter, expires))
-            if expires is not _NO_DEADLINE and state.timer is None:
+            timer = state.timer
+            if expires is not _NO_DEADLINE and (timer is None or expires < timer.when()):
+                # Usually armed once per busy key; re-armed only for an earlier deadline.
+                if timer is not None:
+                    timer.cancel()
                 state.timer = loop.call_at(expires, state.expire_waiters, loop)
             try:
                 await waiter

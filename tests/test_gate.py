@@ -127,6 +127,22 @@ async def test_waiting_for_a_slot_times_out() -> None:
     assert len(gate) == 0
 
 
+async def test_a_shorter_deadline_queued_later_still_expires_on_time() -> None:
+    """A waiter with a short deadline behind one with a long deadline times out on its own."""
+    gate = MemoryKeyGate(1)
+    await gate.acquire("k", None)
+    patient = asyncio.create_task(gate.acquire("k", 30.0))
+    await asyncio.sleep(0)  # let it queue first
+    async with asyncio.timeout(2):  # bounds the test if the short deadline were missed
+        with pytest.raises(GateTimeout):
+            await gate.acquire("k", 0.05)
+    assert not patient.done()
+    gate.release("k")  # hands the slot to the patient waiter
+    await patient
+    gate.release("k")
+    assert len(gate) == 0
+
+
 async def test_cool_down_is_waited_out_without_spinning() -> None:
     """Callers arriving during a cool-down are admitted only once it has passed, with no busy loop."""
     clock = VirtualClock()
