@@ -201,7 +201,7 @@ class MemoryKeyGate:
             state.cool_until = until
 
     def _forget_if_idle(self, key: str, state: _KeyState) -> None:
-        if state.in_flight or any(not w.done() for w, _ in state.waiters):
+        if state.in_flight or (state.waiters and any(not w.done() for w, _ in state.waiters)):
             return
         if state.cool_until and state.cool_until > self._clock.monotonic():
             return
