@@ -90,6 +90,7 @@ class AccountClient:
         "_retrier",
         "_timeout",
         "_transport",
+        "_try_acquire",
         "account",
     )
 
@@ -137,6 +138,9 @@ class AccountClient:
             key_gate
             if key_gate is not None
             else MemoryKeyGate(self._limits.per_key, clock=self._clock)
+        )
+        self._try_acquire: Callable[[str], bool] | None = (
+            self._gate.try_acquire if type(self._gate) is MemoryKeyGate else None
         )
         self._transport = Transport(
             base_url=base,
@@ -221,9 +225,11 @@ class AccountClient:
         key = api_key if key_checked and api_key is not None else self._key(api_key)
         transport = self._transport
         session = transport.session()
-        timeouts = self._timeout if isinstance(timeout, NotGiven) else Timeout.coerce(timeout)
+        timeouts = self._timeout if timeout is NOT_GIVEN else Timeout.coerce(timeout)
         clock = self._clock
         gate = self._gate
+        # The in-process gate can hand out a free slot synchronously: no coroutine to wait.
+        try_acquire = self._try_acquire
         deadline = None if timeouts.total is None else clock.monotonic() + timeouts.total
         headers = self._default_headers if key is self._api_key else _headers_for(key)
 
@@ -235,14 +241,15 @@ class AccountClient:
                     request_sent=False,
                     retryable=False,
                 )
-            try:
-                await gate.acquire(key, remaining)
-            except GateTimeout as exc:
-                raise APITimeoutError(
-                    f"no request slot for the key before the call's deadline: {exc}",
-                    request_sent=False,
-                    retryable=False,
-                ) from None
+            if try_acquire is None or not try_acquire(key):
+                try:
+                    await gate.acquire(key, remaining)
+                except GateTimeout as exc:
+                    raise APITimeoutError(
+                        f"no request slot for the key before the call's deadline: {exc}",
+                        request_sent=False,
+                        retryable=False,
+                    ) from None
             try:
                 raw = await transport.request(session, method, url, headers, timeouts, remaining)
                 if 200 <= raw.status < 300:

@@ -52,8 +52,9 @@ _NO_DEADLINE: Final = float("inf")
 class _KeyState:
     __slots__ = ("cool_until", "in_flight", "timer", "waiters")
 
-    def __init__(self) -> None:
-        self.in_flight = 0
+    def __init__(self, in_flight: int = 1) -> None:
+        # Created by the first caller to take a slot (or by a cool-down, with 0).
+        self.in_flight = in_flight
         # Queued callers in arrival order, each with its loop-time deadline.
         self.waiters: deque[tuple[asyncio.Future[None], float]] = deque()
         self.cool_until = 0.0  # 0.0: not cooling down
@@ -107,10 +108,17 @@ class MemoryKeyGate:
         """Keys the gate holds state for (in flight, queued or cooling down)."""
         return len(self._states)
 
-    async def acquire(self, key: str, timeout: float | None) -> None:
+    def try_acquire(self, key: str) -> bool:
+        """Take a slot for ``key`` if one is free right now, without waiting; True if taken.
+
+        False when the key is at its limit, has callers queued, or is cooling down: then
+        :meth:`acquire` waits in line. The client tries this first, so an uncontended call
+        costs no extra coroutine.
+        """
         state = self._states.get(key)
         if state is None:
-            state = self._states[key] = _KeyState()
+            self._states[key] = _KeyState()
+            return True
         limit = self._limit
         if (
             state.cool_until == 0.0
@@ -118,8 +126,12 @@ class MemoryKeyGate:
             and (limit is None or state.in_flight < limit)
         ):
             state.in_flight += 1
-            return
-        await self._acquire_slow(key, state, timeout)
+            return True
+        return False
+
+    async def acquire(self, key: str, timeout: float | None) -> None:
+        if not self.try_acquire(key):
+            await self._acquire_slow(key, self._states[key], timeout)
 
     async def _acquire_slow(self, key: str, state: _KeyState, timeout: float | None) -> None:
         clock = self._clock
@@ -186,6 +198,9 @@ class MemoryKeyGate:
                 waiter.set_result(None)  # the slot passes straight to the next in line
                 return
         state.in_flight -= 1
+        if state.in_flight == 0 and state.cool_until == 0.0 and state.timer is None:
+            del self._states[key]  # the common case: an idle key, nothing to check
+            return
         self._forget_if_idle(key, state)
 
     async def cool_down(self, key: str, seconds: float) -> None:
@@ -195,7 +210,7 @@ class MemoryKeyGate:
         """Start or extend the key's cool-down; synchronous."""
         state = self._states.get(key)
         if state is None:
-            state = self._states[key] = _KeyState()
+            state = self._states[key] = _KeyState(in_flight=0)
         until = self._clock.monotonic() + max(seconds, 0.0)
         if until > state.cool_until:
             state.cool_until = until
