@@ -15,7 +15,7 @@ import contextlib
 import copy
 import decimal
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sized
 from decimal import Decimal
 from types import TracebackType
@@ -32,7 +32,7 @@ from ._exceptions import (
     ConfigurationError,
     MalformedAPIKeyError,
 )
-from ._keys import check_key, key_hint
+from ._keys import check_key, key_hint, match_key
 from ._models import Profile
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ _REORDER_FACTOR: Final = 4
 _EXACT: Final = decimal.Context(prec=decimal.MAX_PREC, traps=[decimal.Inexact])
 
 
-@attrs.frozen(slots=True, kw_only=True)
+@attrs.frozen(slots=True, kw_only=True, repr=False)
 class BalanceResult:
     """The outcome for one input key: its profile, or the error that key ended with.
 
@@ -65,8 +65,7 @@ class BalanceResult:
     another occurrence instead of making its own request.
     """
 
-    key: str = attrs.field(repr=False)
-    key_hint: str
+    key: str
     index: int
     profile: Profile | None = None
     error: AccountAPIError | None = None
@@ -75,9 +74,21 @@ class BalanceResult:
     shared: bool = False
 
     @property
+    def key_hint(self) -> str:
+        """The key as a hint (``dpct_…abcd``), safe to log and show."""
+        return key_hint(self.key) if isinstance(self.key, str) else "…"
+
+    @property
     def ok(self) -> bool:
         """True when the key's profile was fetched and decoded."""
         return self.error is None and self.profile is not None
+
+    def __repr__(self) -> str:
+        return (
+            f"BalanceResult(key_hint={self.key_hint!r}, index={self.index!r}, "
+            f"profile={self.profile!r}, error={self.error!r}, attempts={self.attempts!r}, "
+            f"elapsed={self.elapsed!r}, shared={self.shared!r})"
+        )
 
 
 @attrs.define(slots=True, kw_only=True)
@@ -121,37 +132,46 @@ class BalanceSummary:
         return summary
 
 
-class _Outcome:
-    """What one check of a key produced, shared by every occurrence of that key."""
-
-    __slots__ = ("attempts", "error", "profile")
-
-    def __init__(
-        self, profile: Profile | None, error: AccountAPIError | None, attempts: int
-    ) -> None:
-        self.profile = profile
-        self.error = error
-        self.attempts = attempts
-
-    def detached(self) -> _Outcome:
-        """A copy whose error is a fresh instance without traceback, cause or context.
-
-        Each occurrence then owns its error object, and an outcome kept in the window
-        does not keep the failed call's stack frames (and their locals) alive.
-        """
-        if self.error is None:
-            return self
-        return _Outcome(None, copy.copy(self.error), self.attempts)
+# What one check of a key produced (profile, error, attempts), shared by every occurrence
+# of that key. A plain tuple: one is made per key, so it must cost next to nothing.
+_Outcome: TypeAlias = tuple[Profile | None, AccountAPIError | None, int]
 
 
-_END: Final = object()  # the unordered queue's end-of-stream marker
+def _detached(outcome: _Outcome) -> _Outcome:
+    """A copy whose error is a fresh instance without traceback, cause or context.
+
+    Each occurrence then owns its error object, and an outcome kept in the window does not
+    keep the failed call's stack frames (and their locals) alive.
+    """
+    error = outcome[1]
+    if error is None:
+        return outcome
+    return (None, copy.copy(error), outcome[2])
+
+
+def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:
+    while waiters:
+        waiter = waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return
+
+
+def _wake_all(waiters: deque[asyncio.Future[None]]) -> None:
+    while waiters:
+        waiter = waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 class _Engine:
     """The workers and the state they share; the :class:`BalanceStream` is only its face.
 
-    Workers reference the engine, never the stream, so dropping an unclosed stream lets
-    it be collected and cancel the workers (see :meth:`BalanceStream.__del__`).
+    Results travel from workers to the consumer through a deque (unordered) or a dict by
+    input index (ordered), each bounded; a side that must wait parks a future of its own
+    and the other side wakes it. Workers reference the engine, never the stream, so
+    dropping an unclosed stream lets it be collected and cancel the workers (see
+    :meth:`BalanceStream.__del__`).
     """
 
     def __init__(
@@ -171,7 +191,7 @@ class _Engine:
         self._ordered = ordered
         self._timeout = timeout
         self._window = dedupe_window
-        self._clock = client._clock
+        self._monotonic = client._clock.monotonic
         # Exactly one of these is set once started: the input as a sync or async iterator.
         self._iter: Iterator[str] | None = None
         self._aiter: AsyncIterator[str] | None = None
@@ -186,12 +206,15 @@ class _Engine:
         self._recent: OrderedDict[str, _Outcome] = OrderedDict()
         self.started = False
         self.closed = False
-        # Created in start(), inside the running loop.
-        self._pull_lock: asyncio.Lock
-        self._queue: asyncio.Queue[BalanceResult | object]
-        self._cond: asyncio.Condition
+        # Results not yet taken: in completion order, or by input index when ordered.
+        self._ready: deque[BalanceResult] = deque()
         self._buffer: dict[int, BalanceResult] = {}
         self._next = 0  # the index an ordered stream yields next
+        # How many results may wait for the consumer (ordered: how far past _next).
+        self._capacity = concurrency * (_REORDER_FACTOR if ordered else 1)
+        self._consumers: deque[asyncio.Future[None]] = deque()  # waiting for a result
+        self._blocked: deque[asyncio.Future[None]] = deque()  # workers waiting for room
+        self._pull_lock: asyncio.Lock  # created in start(), inside the running loop
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -204,8 +227,6 @@ class _Engine:
         else:
             self._iter = iter(keys)
         self._pull_lock = asyncio.Lock()
-        self._queue = asyncio.Queue(maxsize=self._concurrency)
-        self._cond = asyncio.Condition()
         workers = self._concurrency
         if isinstance(keys, Sized):
             workers = max(1, min(workers, len(keys)))
@@ -228,18 +249,9 @@ class _Engine:
         workers, self._workers = self._workers, []
         if workers:
             await asyncio.gather(*workers, return_exceptions=True)
-            await self._wake_consumer()
+        # A consumer waiting in another task must see the end instead of waiting forever.
+        _wake_all(self._consumers)
         await self._close_source()
-
-    async def _wake_consumer(self) -> None:
-        """Let a consumer waiting in another task see the end instead of waiting forever."""
-        if self._ordered:
-            async with self._cond:
-                self._cond.notify_all()
-            return
-        while not self._queue.empty():
-            self._queue.get_nowait()
-        self._queue.put_nowait(_END)
 
     async def _close_source(self) -> None:
         # An async generator left open would be finalised later by the loop in a task of
@@ -251,41 +263,41 @@ class _Engine:
 
     # -- the consumer's side ---------------------------------------------------------
 
+    def take(self) -> BalanceResult | None:
+        """The next result if one is ready now, else None (never waits)."""
+        if self._ordered:
+            result = self._buffer.pop(self._next, None)
+            if result is None:
+                return None
+            self._next += 1
+            _wake_all(self._blocked)  # room opened for whichever index is next in line
+            return result
+        ready = self._ready
+        if not ready:
+            return None
+        if self._blocked:
+            _wake_one(self._blocked)
+        return ready.popleft()
+
     async def next(self) -> BalanceResult:
         """The next result; ``StopAsyncIteration`` once every key has its result."""
-        if self.closed:
-            raise StopAsyncIteration
-        if not self._ordered:
-            item = await self._queue.get()
-            if isinstance(item, BalanceResult):
-                return item
-        else:
-            async with self._cond:
-                result = await self._next_in_order()
-                if result is not None:
-                    return result
+        while not self.closed:
+            result = self.take()
+            if result is not None:
+                return result
+            if self._running == 0:
+                if self._buffer:  # only after a crash lost a key: skip the gap
+                    self._next = min(self._buffer)
+                    continue
+                break
+            waiter = asyncio.get_running_loop().create_future()
+            self._consumers.append(waiter)
+            await waiter
         await self.aclose()
         failure = self._crash or self._input_error
         if failure is not None:
             raise failure
         raise StopAsyncIteration
-
-    async def _next_in_order(self) -> BalanceResult | None:
-        """With the condition held: wait for the next index, or for every worker to end."""
-        cond = self._cond
-        buffer = self._buffer
-        while True:
-            await cond.wait_for(lambda: self._next in buffer or self._running == 0 or self.closed)
-            if self.closed:
-                return None
-            result = buffer.pop(self._next, None)
-            if result is None and buffer:  # only after a crash lost a key: skip the gap
-                self._next = min(buffer)
-                continue
-            if result is not None:
-                self._next += 1
-                cond.notify_all()  # a worker may be waiting for room in the buffer
-            return result
 
     # -- the workers' side -----------------------------------------------------------
 
@@ -298,18 +310,32 @@ class _Engine:
                 item := self._pull_sync() if self._iter is not None else await self._pull()
             ) is not None:
                 index, key = item
-                await self._deliver(await self._check(index, key))
+                result = await self._check(index, key)
+                while not self._has_room(index):
+                    waiter = asyncio.get_running_loop().create_future()
+                    self._blocked.append(waiter)
+                    await waiter
+                if self._ordered:
+                    self._buffer[index] = result
+                    if index != self._next:
+                        continue
+                else:
+                    self._ready.append(result)
+                if self._consumers:
+                    _wake_one(self._consumers)
         except Exception as exc:  # a bug here must end the stream, not hang it
             # The type only: a message or traceback could quote a key.
             logger.error("balances() worker failed with %s; ending the stream", type(exc).__name__)
             self._crash = exc
         finally:
             self._running -= 1
+            if self._running == 0 or self._crash is not None:
+                _wake_all(self._consumers)
+
+    def _has_room(self, index: int) -> bool:
         if self._ordered:
-            async with self._cond:
-                self._cond.notify_all()
-        elif self._running == 0:
-            await self._queue.put(_END)
+            return index < self._next + self._capacity
+        return len(self._ready) < self._capacity
 
     def _pull_sync(self) -> tuple[int, str] | None:
         """:meth:`_pull` for a plain iterable."""
@@ -354,95 +380,94 @@ class _Engine:
         self._taken += 1
         return index, key
 
-    async def _deliver(self, result: BalanceResult) -> None:
-        if not self._ordered:
-            await self._queue.put(result)
-            return
-        limit = _REORDER_FACTOR * self._concurrency
-        async with self._cond:
-            await self._cond.wait_for(lambda: result.index < self._next + limit)
-            self._buffer[result.index] = result
-            if result.index == self._next:
-                self._cond.notify_all()
-
     async def _check(self, index: int, key: str) -> BalanceResult:
         """One occurrence of a key: reuse a check in flight or in the window, else make one."""
-        start = self._clock.monotonic()
+        start = self._monotonic()
+        if type(key) is not str or match_key(key) is None:
+            return self._malformed(index, key)
+        inflight = self._inflight
+        if key in inflight or key in self._recent:
+            return await self._share(index, key, start)
+        inflight[key] = None
         try:
-            check_key(key)
-        except MalformedAPIKeyError as exc:
-            hint = key_hint(key) if isinstance(key, str) else "…"
-            exc.key_hint = hint
-            return BalanceResult(key=key, key_hint=hint, index=index, error=exc)
-        shared = True
+            # The key passed match_key(); the client need not check it again.
+            profile, attempts = await self._client._request(
+                "GET", self._profile_url, parse_profile, key, self._timeout, key_checked=True
+            )
+            outcome: _Outcome = (profile, None, attempts)
+        except AccountAPIError as exc:
+            outcome = (None, exc, exc.attempts)
+        except Exception as exc:
+            outcome = (None, _unexpected(key, exc), 0)
+        except BaseException:
+            pending = inflight.pop(key)
+            if pending is not None:
+                pending.cancel()
+            raise
+        pending = inflight.pop(key)
+        if pending is not None:
+            pending.set_result(outcome)
+        if self._window:
+            recent = self._recent
+            recent[key] = _detached(outcome)
+            if len(recent) > self._window:
+                recent.popitem(last=False)
+        return BalanceResult(
+            key=key,
+            index=index,
+            profile=outcome[0],
+            error=outcome[1],
+            attempts=outcome[2],
+            elapsed=self._monotonic() - start,
+        )
+
+    async def _share(self, index: int, key: str, start: float) -> BalanceResult:
+        """A repeat of a key checked within the window or being checked right now."""
         outcome = self._recent.get(key)
         if outcome is not None:
             self._recent.move_to_end(key)
-            outcome = outcome.detached()
-        elif key in self._inflight:
+        else:
             pending = self._inflight[key]
             if pending is None:
                 pending = self._inflight[key] = asyncio.get_running_loop().create_future()
             # shield: this occurrence being cancelled must not cancel the shared check.
-            outcome = (await asyncio.shield(pending)).detached()
-        else:
-            shared = False
-            outcome = await self._fetch(key)
+            outcome = await asyncio.shield(pending)
+        profile, error, attempts = _detached(outcome)
         return BalanceResult(
             key=key,
-            key_hint=key_hint(key),
             index=index,
-            profile=outcome.profile,
-            error=outcome.error,
-            attempts=outcome.attempts,
-            elapsed=self._clock.monotonic() - start,
-            shared=shared,
+            profile=profile,
+            error=error,
+            attempts=attempts,
+            elapsed=self._monotonic() - start,
+            shared=True,
         )
 
-    async def _fetch(self, key: str) -> _Outcome:
-        """Check a key no other occurrence is checking, and publish the outcome."""
-        self._inflight[key] = None
+    @staticmethod
+    def _malformed(index: int, key: object) -> BalanceResult:
         try:
-            outcome = await self._call(key)
-        except BaseException:
-            pending = self._inflight.pop(key)
-            if pending is not None:
-                pending.cancel()
-            raise
-        pending = self._inflight.pop(key)
-        if pending is not None:
-            pending.set_result(outcome)
-        if self._window:
-            self._recent[key] = outcome.detached()
-            if len(self._recent) > self._window:
-                self._recent.popitem(last=False)
-        return outcome
+            check_key(key)
+        except MalformedAPIKeyError as exc:
+            exc.key_hint = key_hint(key) if isinstance(key, str) else "…"
+            return BalanceResult(key=key, index=index, error=exc)  # type: ignore[arg-type]
+        raise AssertionError("unreachable: match_key and check_key disagree")  # pragma: no cover
 
-    async def _call(self, key: str) -> _Outcome:
-        """The profile call; every failure but cancellation becomes the key's outcome."""
-        try:
-            # The key passed check_key() in _check(); the client need not check it again.
-            profile, attempts = await self._client._request(
-                "GET", self._profile_url, parse_profile, key, self._timeout, key_checked=True
-            )
-        except AccountAPIError as exc:
-            return _Outcome(None, exc, exc.attempts)
-        except Exception as exc:
-            # A bug, not the service: report it as this key's error and keep the others going.
-            hint = key_hint(key)
-            logger.error(
-                "unexpected %s while checking key %s; reported as that key's error",
-                type(exc).__name__,
-                hint,
-            )
-            error = AccountAPIError(
-                f"unexpected {type(exc).__name__} while checking the key "
-                "(a bug in accountapi; see __cause__)",
-                key_hint=hint,
-            )
-            error.__cause__ = exc
-            return _Outcome(None, error, 0)
-        return _Outcome(profile, None, attempts)
+
+def _unexpected(key: str, exc: Exception) -> AccountAPIError:
+    """A bug, not the service: report it as this key's error and keep the others going."""
+    hint = key_hint(key)
+    logger.error(
+        "unexpected %s while checking key %s; reported as that key's error",
+        type(exc).__name__,
+        hint,
+    )
+    error = AccountAPIError(
+        f"unexpected {type(exc).__name__} while checking the key "
+        "(a bug in accountapi; see __cause__)",
+        key_hint=hint,
+    )
+    error.__cause__ = exc
+    return error
 
 
 class BalanceStream:

@@ -13,7 +13,14 @@ from typing import Final
 
 from ._exceptions import ConfigurationError, MalformedAPIKeyError
 
-__all__ = ["DEFAULT_BASE_URL", "check_key", "key_hint", "resolve_api_key", "resolve_base_url"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "check_key",
+    "key_hint",
+    "match_key",
+    "resolve_api_key",
+    "resolve_base_url",
+]
 
 DEFAULT_BASE_URL: Final = "https://api.depicta.ai"
 KEY_ENV_VARS: Final = ("ACCOUNTAPI_API_KEY", "DEPICTA_API_KEY")
@@ -22,6 +29,8 @@ URL_ENV_VARS: Final = ("ACCOUNTAPI_BASE_URL", "DEPICTA_API_URL")
 # Visible ASCII only: no space, tab, CR/LF or other control characters, nothing non-ASCII,
 # so a key can never split or smuggle a header.
 _KEY: Final = re.compile(r"[!-~]{1,512}")
+match_key: Final = _KEY.fullmatch
+"""A match when a str could be an API key, else None: :func:`check_key` without the error."""
 
 
 def key_hint(key: str) -> str:
@@ -35,7 +44,7 @@ def key_hint(key: str) -> str:
 
 def check_key(key: object) -> str:
     """Return ``key`` if it could be a valid API key, else raise :class:`MalformedAPIKeyError`."""
-    if type(key) is str and _KEY.fullmatch(key) is not None:
+    if type(key) is str and match_key(key) is not None:
         return key
     if not isinstance(key, str):
         raise MalformedAPIKeyError(f"an API key must be a str, not {type(key).__name__}")
