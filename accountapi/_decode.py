@@ -83,19 +83,30 @@ def _equals(kind: Any) -> Callable[[Any], bool]:
     return lambda candidate: bool(candidate == kind)
 
 
-def _optional(hook: Callable[[object, object], Any]) -> Callable[[object, object], Any]:
-    def optional(value: object, kind: object) -> Any:
-        return None if value is None else hook(value, kind)
+def _optional_str(value: object, _: object) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    raise ValueError(f"expected a JSON string or null, got {_describe(value)}")
 
-    return optional
+
+def _optional_timestamp(value: object, kind: object) -> datetime | None:
+    return None if value is None else _timestamp(value, kind)
+
+
+def _optional_money(value: object, kind: object) -> Decimal | None:
+    return None if value is None else _money(value, kind)
 
 
 def _providers(value: object, _: object) -> tuple[str, ...]:
     if value is None:
         return ()
-    if type(value) is not list or any(type(item) is not str for item in value):
-        raise ValueError(f"expected a list of strings or null, got {_describe(value)}")
-    return tuple(value)
+    if type(value) is list:
+        for item in value:  # a loop, not any(genexpr): the list is short and this is hot
+            if type(item) is not str:
+                break
+        else:
+            return tuple(value)
+    raise ValueError(f"expected a list of strings or null, got {_describe(value)}")
 
 
 _JSON_NAMES: Final = {str: "string", bool: "boolean", int: "integer"}
@@ -129,9 +140,9 @@ def make_converter(*, detailed_validation: bool) -> cattrs.Converter:
     # Concrete hooks for the optional fields, so the generated Profile function calls
     # them directly instead of going through cattrs' generic Optional dispatch per call.
     optional_hooks: dict[Any, Callable[[object, object], Any]] = {
-        str | None: _optional(_strict(str)),
-        datetime | None: _optional(_timestamp),
-        Decimal | None: _optional(_money),
+        str | None: _optional_str,
+        datetime | None: _optional_timestamp,
+        Decimal | None: _optional_money,
     }
     for union, hook in optional_hooks.items():
         converter.register_structure_hook_func(_equals(union), hook)
