@@ -6,7 +6,7 @@ instruction counts do not. Each variant runs in its own process under
 fast responder; the difference divided by the extra requests is the cost of one request,
 free of start-up and import costs. Ratios are to raw aiohttp + ``json.loads``.
 
-    python -m benchmarks.instructions [--small 200] [--large 1200]
+    python -m benchmarks.instructions [--small 200] [--large 1200] [--only raw,balances]
 
 Needs ``valgrind`` (Debian's package); prints a table and writes
 ``benchmarks/results/instructions.json``. Loopback only, bounded counts.
@@ -117,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions")
     parser.add_argument("--small", type=int, default=200)
     parser.add_argument("--large", type=int, default=1200)
+    parser.add_argument(
+        "--only",
+        help="comma-separated variants to count (a partial run does not overwrite the results file)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "URL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -128,9 +132,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     extra = args.large - args.small
     rows: dict[str, float] = {}
+    chosen = list(VARIANTS) if not args.only else args.only.split(",")
+    unknown = sorted(set(chosen) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    if "raw" not in chosen:
+        chosen.insert(0, "raw")  # every ratio is to raw
     plan = cpu_plan(True)
     with ResponderProcess(plan) as responder:
-        for variant in VARIANTS:
+        for variant in chosen:
             small = _count(variant, responder.url, args.small)
             large = _count(variant, responder.url, args.large)
             rows[variant] = (large - small) / extra
@@ -139,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     for variant, per_request in rows.items():
         ratio = per_request / raw
         print(f"{variant:14s} {per_request:21,.0f} {ratio:6.3f}  {VARIANTS[variant]}")
+    if args.only:
+        return 0
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(
         json.dumps(
