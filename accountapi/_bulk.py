@@ -149,6 +149,9 @@ def _detached(outcome: _Outcome) -> _Outcome:
     return (None, copy.copy(error), outcome[2])
 
 
+_NO_KEY: Final = object()  # what _pull() returns once the async input has no more keys
+
+
 def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:
     while waiters:
         waiter = waiters.popleft()
@@ -265,6 +268,8 @@ class _Engine:
 
     def take(self) -> BalanceResult | None:
         """The next result if one is ready now, else None (never waits)."""
+        if self.closed:
+            return None
         if self._ordered:
             result = self._buffer.pop(self._next, None)
             if result is None:
@@ -303,24 +308,40 @@ class _Engine:
 
     async def _work(self) -> None:
         """Take keys until the input runs out; deliver one result for each."""
+        source = self._iter  # a plain iterator is read inline; an async one through _pull()
+        key: object
+        ordered = self._ordered
+        ready = self._ready
+        capacity = self._capacity
         try:
-            # A plain iterator is read without a coroutine per key; only an async one
-            # needs the awaitable path (and its lock).
-            while (
-                item := self._pull_sync() if self._iter is not None else await self._pull()
-            ) is not None:
-                index, key = item
+            while not self._exhausted and not self.closed:
+                if source is not None:
+                    try:
+                        key = next(source)
+                    except StopIteration:
+                        self._exhausted = True
+                        break
+                    except Exception as exc:  # the caller's iterable failed
+                        self._input_failed(exc)
+                        break
+                elif (key := await self._pull()) is _NO_KEY:
+                    break
+                index = self._taken
+                self._taken += 1
                 result = await self._check(index, key)
-                while not self._has_room(index):
+                # Wait for room: the consumer holds at most `capacity` results back.
+                while (
+                    index >= self._next + capacity if ordered else len(ready) >= capacity
+                ) and not self.closed:
                     waiter = asyncio.get_running_loop().create_future()
                     self._blocked.append(waiter)
                     await waiter
-                if self._ordered:
+                if ordered:
                     self._buffer[index] = result
                     if index != self._next:
                         continue
                 else:
-                    self._ready.append(result)
+                    ready.append(result)
                 if self._consumers:
                     _wake_one(self._consumers)
         except Exception as exc:  # a bug here must end the stream, not hang it
@@ -332,55 +353,29 @@ class _Engine:
             if self._running == 0 or self._crash is not None:
                 _wake_all(self._consumers)
 
-    def _has_room(self, index: int) -> bool:
-        if self._ordered:
-            return index < self._next + self._capacity
-        return len(self._ready) < self._capacity
+    def _input_failed(self, exc: Exception) -> None:
+        """The caller's iterable raised: finish the keys already taken, then raise it."""
+        self._exhausted = True
+        self._input_error = exc
 
-    def _pull_sync(self) -> tuple[int, str] | None:
-        """:meth:`_pull` for a plain iterable."""
-        if self._exhausted or self.closed or self._iter is None:
-            return None
+    async def _pull(self) -> object:
+        """The next item of an async input, or ``_NO_KEY`` when it is used up or failed."""
+        source = self._aiter
+        if source is None:
+            return _NO_KEY
         try:
-            key = next(self._iter)
-        except StopIteration:
+            # Only one worker may be inside an async generator's __anext__ at a time.
+            async with self._pull_lock:
+                if self._exhausted or self.closed:
+                    return _NO_KEY
+                return await anext(source)
+        except StopAsyncIteration:
             self._exhausted = True
-            return None
-        except Exception as exc:  # the caller's iterable failed: finish what was taken
-            self._exhausted = True
-            self._input_error = exc
-            return None
-        index = self._taken
-        self._taken += 1
-        return index, key
+        except Exception as exc:
+            self._input_failed(exc)
+        return _NO_KEY
 
-    async def _pull(self) -> tuple[int, str] | None:
-        """The next key and its input index, or None when the input is used up."""
-        if self._exhausted or self.closed:
-            return None
-        try:
-            if self._iter is not None:
-                key = next(self._iter)
-            elif self._aiter is not None:
-                # Only one worker may be inside an async generator's __anext__ at a time.
-                async with self._pull_lock:
-                    if self._exhausted or self._aiter is None:
-                        return None
-                    key = await anext(self._aiter)
-            else:
-                return None
-        except (StopIteration, StopAsyncIteration):
-            self._exhausted = True
-            return None
-        except Exception as exc:  # the caller's iterable failed: finish what was taken
-            self._exhausted = True
-            self._input_error = exc
-            return None
-        index = self._taken
-        self._taken += 1
-        return index, key
-
-    async def _check(self, index: int, key: str) -> BalanceResult:
+    async def _check(self, index: int, key: object) -> BalanceResult:
         """One occurrence of a key: reuse a check in flight or in the window, else make one."""
         start = self._monotonic()
         if type(key) is not str or match_key(key) is None:
@@ -409,7 +404,7 @@ class _Engine:
             pending.set_result(outcome)
         if self._window:
             recent = self._recent
-            recent[key] = _detached(outcome)
+            recent[key] = outcome if outcome[1] is None else _detached(outcome)
             if len(recent) > self._window:
                 recent.popitem(last=False)
         return BalanceResult(
@@ -535,6 +530,9 @@ class BalanceStream:
         engine = self._engine
         if not engine.started and not engine.closed:
             engine.start()
+        result = engine.take()
+        if result is not None:
+            return result  # the common case under load: no wait, no further coroutine
         try:
             return await engine.next()
         except StopAsyncIteration:

@@ -340,6 +340,24 @@ async def test_malformed_keys_become_results_without_requests(
     assert len(emulator.records) == 1
 
 
+async def test_an_async_input_yielding_none_gets_a_result_for_it(
+    emulator: Emulator, client: AccountClient
+) -> None:
+    """None from an async input is a malformed key with its own result, not the end of input."""
+    good = emulator.add_key()
+
+    async def source() -> AsyncIterator[str | None]:
+        for key in (good, None, good + "x", good):
+            yield key
+
+    results = sorted(await collect(client.balances(source())), key=lambda r: r.index)  # type: ignore[arg-type]
+    assert [r.index for r in results] == [0, 1, 2, 3]
+    assert isinstance(results[1].error, MalformedAPIKeyError)
+    assert results[1].key_hint == "…"
+    assert results[0].ok
+    assert results[3].ok
+
+
 async def test_a_bug_in_one_call_is_that_keys_result_and_logged_without_the_key(
     emulator: Emulator,
     client: AccountClient,
