@@ -35,17 +35,12 @@ from ._gate import GateTimeout, KeyGate, MemoryKeyGate
 from ._keys import check_key, key_hint, resolve_api_key, resolve_base_url
 from ._retry import Retrier, RetryEvent
 from ._status import error_for_status
-from ._transport import USER_AGENT, RawResponse, Transport
+from ._transport import RawResponse, Transport, request_headers
 from ._urls import check_base_url
 
 __all__ = ["AccountClient"]
 
 T = TypeVar("T")
-
-
-def _headers_for(key: str) -> dict[str, str]:
-    # Two headers only: each one costs aiohttp work on every request.
-    return {"Authorization": "Bearer " + key, "User-Agent": USER_AGENT}
 
 
 class AccountClient:
@@ -122,7 +117,7 @@ class AccountClient:
             )
         self._api_key = resolve_api_key(api_key)
         # Built once for the default key; other keys get theirs per call.
-        self._default_headers = _headers_for(self._api_key or "")
+        self._default_headers = request_headers(self._api_key or "")
         base = check_base_url(resolve_base_url(base_url), allow_insecure_http=allow_insecure_http)
         self._timeout = Timeout.coerce(timeout)
         policy = DEFAULT_RETRY if isinstance(retry, NotGiven) else retry
@@ -231,7 +226,7 @@ class AccountClient:
         # The in-process gate can hand out a free slot synchronously: no coroutine to wait.
         try_acquire = self._try_acquire
         deadline = None if timeouts.total is None else clock.monotonic() + timeouts.total
-        headers = self._default_headers if key is self._api_key else _headers_for(key)
+        headers = self._default_headers if key is self._api_key else request_headers(key)
 
         async def attempt(number: int) -> T:
             remaining = None if deadline is None else deadline - clock.monotonic()

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Final
 
 import aiohttp
+from multidict import CIMultiDict
 from yarl import URL
 
 from ._config import Limits, Timeout
@@ -27,9 +28,18 @@ from ._exceptions import (
 )
 from ._version import __version__
 
-__all__ = ["USER_AGENT", "RawResponse", "Transport"]
+__all__ = ["USER_AGENT", "RawResponse", "Transport", "request_headers"]
 
 USER_AGENT: Final = f"accountapi-python/{__version__} aiohttp/{aiohttp.__version__}"
+
+
+def request_headers(key: str) -> CIMultiDict[str]:
+    """The headers of a request made with ``key``.
+
+    Two headers only, as the ``CIMultiDict`` aiohttp converts any other mapping into on
+    every request; aiohttp copies it, so one instance can serve many requests.
+    """
+    return CIMultiDict((("Authorization", "Bearer " + key), ("User-Agent", USER_AGENT)))
 
 
 class RawResponse:
