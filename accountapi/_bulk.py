@@ -59,10 +59,12 @@ class BalanceResult:
 
     ``key`` is kept so a caller can map the result back, but it never appears in the
     ``repr``/``str``; use ``key_hint`` (``dpct_…abcd``) to show it. ``index`` is the key's
-    position in the input; ``attempts`` the HTTP attempts its check took (0 when it failed
-    before sending anything); ``elapsed`` the seconds from taking the key to the result.
+    position in the input; ``attempts`` the HTTP attempts this occurrence made (0 when it
+    failed before sending anything or was shared), so the attempts of all results add up
+    to the requests sent; ``elapsed`` the seconds from taking the key to the result.
     ``shared`` is true when this occurrence of a duplicated key reused the check of
-    another occurrence instead of making its own request.
+    another occurrence instead of making its own request (its ``error``, if any, is a
+    copy of that check's error, whose own ``attempts`` tells how many that check took).
     """
 
     key: str
@@ -132,21 +134,19 @@ class BalanceSummary:
         return summary
 
 
-# What one check of a key produced (profile, error, attempts), shared by every occurrence
-# of that key. A plain tuple: one is made per key, so it must cost next to nothing.
-_Outcome: TypeAlias = tuple[Profile | None, AccountAPIError | None, int]
+# What one check of a key produced, shared by every later occurrence of that key: the
+# profile itself, or the error. Nothing is allocated for it, so the dedupe window costs
+# no more than the profiles it keeps alive.
+_Outcome: TypeAlias = Profile | AccountAPIError
 
 
-def _detached(outcome: _Outcome) -> _Outcome:
-    """A copy whose error is a fresh instance without traceback, cause or context.
+def _detached(error: AccountAPIError) -> AccountAPIError:
+    """A copy of ``error`` without traceback, cause or context.
 
     Each occurrence then owns its error object, and an outcome kept in the window does not
     keep the failed call's stack frames (and their locals) alive.
     """
-    error = outcome[1]
-    if error is None:
-        return outcome
-    return (None, copy.copy(error), outcome[2])
+    return copy.copy(error)
 
 
 _NO_KEY: Final = object()  # what _pull() returns once the async input has no more keys
@@ -384,16 +384,21 @@ class _Engine:
         if key in inflight or key in self._recent:
             return await self._share(index, key, start)
         inflight[key] = None
+        profile: Profile | None = None
+        error: AccountAPIError | None = None
         try:
             # The key passed match_key(); the client need not check it again.
-            profile, attempts = await self._client._request(
+            fetched, attempts = await self._client._request(
                 "GET", self._profile_url, parse_profile, key, self._timeout, key_checked=True
             )
-            outcome: _Outcome = (profile, None, attempts)
+            outcome: _Outcome = fetched
+            profile = fetched
         except AccountAPIError as exc:
-            outcome = (None, exc, exc.attempts)
+            error, attempts = exc, exc.attempts
+            outcome = _detached(exc)
         except Exception as exc:
-            outcome = (None, _unexpected(key, exc), 0)
+            error, attempts = _unexpected(key, exc), 0
+            outcome = _detached(error)
         except BaseException:
             pending = inflight.pop(key)
             if pending is not None:
@@ -404,15 +409,15 @@ class _Engine:
             pending.set_result(outcome)
         if self._window:
             recent = self._recent
-            recent[key] = outcome if outcome[1] is None else _detached(outcome)
+            recent[key] = outcome
             if len(recent) > self._window:
                 recent.popitem(last=False)
         return BalanceResult(
             key=key,
             index=index,
-            profile=outcome[0],
-            error=outcome[1],
-            attempts=outcome[2],
+            profile=profile,
+            error=error,
+            attempts=attempts,
             elapsed=self._monotonic() - start,
         )
 
@@ -427,13 +432,18 @@ class _Engine:
                 pending = self._inflight[key] = asyncio.get_running_loop().create_future()
             # shield: this occurrence being cancelled must not cancel the shared check.
             outcome = await asyncio.shield(pending)
-        profile, error, attempts = _detached(outcome)
+        if isinstance(outcome, AccountAPIError):
+            return BalanceResult(
+                key=key,
+                index=index,
+                error=_detached(outcome),
+                elapsed=self._monotonic() - start,
+                shared=True,
+            )
         return BalanceResult(
             key=key,
             index=index,
-            profile=profile,
-            error=error,
-            attempts=attempts,
+            profile=outcome,
             elapsed=self._monotonic() - start,
             shared=True,
         )

@@ -305,6 +305,11 @@ async def test_duplicates_in_flight_are_checked_once(
     assert all(r.ok for r in results if r.key != bad)
     assert all(isinstance(r.error, AuthenticationError) for r in results if r.key == bad)
     assert results[2].profile == results[0].profile
+    # Attempts add up to the requests sent: a shared occurrence made none of its own.
+    assert [r.attempts for r in results if r.shared] == [0, 0, 0, 0]
+    assert sum(r.attempts for r in results) == 3
+    shared_errors = [r.error for r in results if r.shared and r.error is not None]
+    assert [e.attempts for e in shared_errors] == [1]  # the copy still tells what the check took
 
 
 async def test_dedupe_window_covers_near_duplicates_only(
