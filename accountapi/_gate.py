@@ -130,10 +130,10 @@ class MemoryKeyGate:
         return False
 
     async def acquire(self, key: str, timeout: float | None) -> None:
-        if not self.try_acquire(key):
-            await self._acquire_slow(key, self._states[key], timeout)
-
-    async def _acquire_slow(self, key: str, state: _KeyState, timeout: float | None) -> None:
+        if self.try_acquire(key):
+            return
+        # Queued behind other callers, at the limit, or cooling down.
+        state = self._states[key]
         clock = self._clock
         deadline = None if timeout is None else clock.monotonic() + timeout
         limit = self._limit

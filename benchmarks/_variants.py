@@ -80,18 +80,19 @@ def sdk_profile(**options: Any) -> Runner:
 
 async def sdk_many_keys(url: str, requests: int, concurrency: int, time_limit: float) -> Load:
     """``profile(api_key=...)`` over distinct keys on one client: the per-call key path."""
+    keys = [bench_key("tput", i) for i in range(requests)]  # input data, made before timing
     async with AccountClient(base_url=url) as client:
         profile = client.account.profile
 
         async def one(index: int) -> object:
-            return await profile(api_key=bench_key("tput", index))
+            return await profile(api_key=keys[index])
 
         return await drive(one, requests=requests, concurrency=concurrency, time_limit=time_limit)
 
 
 async def sdk_balances(url: str, requests: int, concurrency: int, time_limit: float) -> Load:
     """``client.balances(keys, concurrency=...)`` over ``requests`` distinct keys."""
-    keys = (bench_key("tput", i) for i in range(requests))
+    keys = [bench_key("tput", i) for i in range(requests)]  # input data, made before timing
     done = errors = 0
     capped = False
     async with AccountClient(base_url=url) as client:

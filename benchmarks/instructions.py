@@ -66,16 +66,16 @@ async def _drive(variant: str, url: str, requests: int) -> None:
             await pool(raw)
         return
     limits = Limits(per_key=None) if variant == "sdk-nogate" else Limits()
+    keys = [bench_key("instr", i) for i in range(requests)]  # input data, made up front
     async with AccountClient(key, base_url=url, limits=limits) as client:
         if variant == "balances":
-            keys = (bench_key("instr", i) for i in range(requests))
             async with client.balances(keys, concurrency=CONCURRENCY) as results:
                 async for _ in results:
                     pass
         elif variant == "sdk-distinct":
 
             async def distinct(index: int) -> None:
-                await client.account.profile(api_key=bench_key("instr", index))
+                await client.account.profile(api_key=keys[index])
 
             await pool(distinct)
         else:
