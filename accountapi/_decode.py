@@ -50,10 +50,11 @@ json_loads: Callable[[bytes], Any] = _loads_with_fallback if _HAVE_ORJSON else j
 _first_loads: Callable[[bytes], Any] = orjson.loads if _HAVE_ORJSON else json.loads
 
 _MONEY = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+_money_shape: Final = _MONEY.fullmatch  # bound once: this runs for every amount decoded
 
 
 def _money(value: object, _: object) -> Decimal:
-    if type(value) is not str or _MONEY.fullmatch(value) is None:
+    if type(value) is not str or _money_shape(value) is None:
         raise ValueError(f"expected a decimal string like '9.955000', got {_describe(value)}")
     return Decimal(value)
 

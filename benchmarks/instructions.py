@@ -40,6 +40,7 @@ VARIANTS: Final = {
     "sdk-nogate": "accountapi profile(), one key, Limits(per_key=None)",
     "balances": "accountapi balances(), a new key per request",
 }
+DISTINCT: Final = frozenset({"sdk-distinct", "balances"})
 _COLLECTED: Final = re.compile(r"Collected : (\d+)")
 
 
@@ -66,7 +67,8 @@ async def _drive(variant: str, url: str, requests: int) -> None:
             await pool(raw)
         return
     limits = Limits(per_key=None) if variant == "sdk-nogate" else Limits()
-    keys = [bench_key("instr", i) for i in range(requests)]  # input data, made up front
+    # Input data, made up front (and only for the variants that use distinct keys).
+    keys = [bench_key("instr", i) for i in range(requests)] if variant in DISTINCT else []
     async with AccountClient(key, base_url=url, limits=limits) as client:
         if variant == "balances":
             async with client.balances(keys, concurrency=CONCURRENCY) as results:
