@@ -47,6 +47,8 @@ class KeyGate(Protocol):
 
 
 _NO_DEADLINE: Final = float("inf")
+# The waiters of every key nobody has queued for: shared, always empty (see _KeyState).
+_NO_WAITERS: Final[deque[tuple[asyncio.Future[None], float]]] = deque(maxlen=0)
 
 
 class _KeyState:
@@ -55,8 +57,9 @@ class _KeyState:
     def __init__(self, in_flight: int = 1) -> None:
         # Created by the first caller to take a slot (or by a cool-down, with 0).
         self.in_flight = in_flight
-        # Queued callers in arrival order, each with its loop-time deadline.
-        self.waiters: deque[tuple[asyncio.Future[None], float]] = deque()
+        # Queued callers in arrival order, each with its loop-time deadline. Most keys
+        # never queue anyone: they share the empty _NO_WAITERS until a first waiter.
+        self.waiters: deque[tuple[asyncio.Future[None], float]] = _NO_WAITERS
         self.cool_until = 0.0  # 0.0: not cooling down
         # One timer per key for the earliest waiter deadline, armed lazily: queued calls
         # turn over in milliseconds while deadlines are seconds away, so it rarely fires
@@ -143,6 +146,8 @@ class MemoryKeyGate:
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[None] = loop.create_future()
             expires = _NO_DEADLINE if timeout is None else loop.time() + timeout
+            if state.waiters is _NO_WAITERS:
+                state.waiters = deque()  # never append to the shared empty one
             state.waiters.append((waiter, expires))
             timer = state.timer
             if expires is not _NO_DEADLINE and (timer is None or expires < timer.when()):
