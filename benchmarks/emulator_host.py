@@ -24,6 +24,7 @@ from typing import Any
 from accountapi.testing import Emulator, Fault
 
 from ._keys import bench_key
+from ._machine import settle_allocator
 
 __all__ = ["main"]
 
@@ -110,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.emulator_host")
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU (Linux only)")
     args = parser.parse_args(argv)
+    settle_allocator()
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
     asyncio.run(serve())

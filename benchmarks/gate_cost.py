@@ -31,6 +31,8 @@ import redis.asyncio as aioredis
 from accountapi import AccountClient, KeyGate, MemoryKeyGate
 from accountapi._redis_gate import RedisKeyGate
 
+from ._machine import settle_allocator
+
 KEY = "dpct_" + "B" * 28 + "ench"
 RUN_TIMEOUT = 60.0
 
@@ -205,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer calls, for CI (seconds)")
     args = parser.parse_args(argv)
+    settle_allocator()
     pairs, total = (300, 500) if args.quick else (3000, 5000)
     redis_proc, redis_url = start_redis()
     try:

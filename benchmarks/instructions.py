@@ -29,6 +29,7 @@ import aiohttp
 from accountapi import AccountClient, Limits
 
 from ._keys import bench_key
+from ._machine import settle_allocator
 from ._servers import ResponderProcess, cpu_plan
 
 RESULTS: Final = Path(__file__).resolve().parent / "results" / "instructions.json"
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "URL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
+        settle_allocator()
         variant, url, n = args.child
         asyncio.run(_drive(variant, url, int(n)))
         return 0

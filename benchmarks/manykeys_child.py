@@ -21,6 +21,7 @@ from accountapi import AccountClient
 
 from ._keys import bench_key, bench_keys
 from ._load import drive
+from ._machine import settle_allocator
 
 __all__ = ["main"]
 
@@ -89,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=120.0)
     parser.add_argument("--cpu", type=int, default=None)
     args = parser.parse_args(argv)
+    settle_allocator()
     if not args.url.startswith("http://127.0.0.1:"):
         parser.error("loopback URLs only")
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from ._load import run_on_loop
+from ._machine import settle_allocator
 from ._servers import ResponderProcess, cpu_plan
 from ._variants import throughput_variants
 
@@ -30,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.0005, help="sampling interval, s")
     parser.add_argument("--html", type=Path, help="write pyinstrument's HTML report here")
     args = parser.parse_args(argv)
+    settle_allocator()
     try:
         from pyinstrument import Profiler
     except ImportError:

@@ -22,6 +22,8 @@ import time
 from collections.abc import Sequence
 from typing import Final, cast
 
+from ._machine import settle_allocator
+
 __all__ = ["PROFILE_BODY", "PROFILE_PATH", "main"]
 
 PROFILE_PATH: Final = "/v1/account/profile"
@@ -143,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU (Linux only)")
     parser.add_argument("--uvloop", action="store_true", help="serve on uvloop if installed")
     args = parser.parse_args(argv)
+    settle_allocator()
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
     if args.uvloop:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from . import _environment
 from ._load import uvloop_available
-from ._machine import other_cpu_now, wait_for_quiet
+from ._machine import other_cpu_now, settle_allocator, wait_for_quiet
 from ._servers import EmulatorProcess, ResponderProcess, cpu_plan
 from ._variants import balances_available, throughput_variants
 from .decode import DecodeRow, run_decode
@@ -127,6 +127,7 @@ class Suite:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    settle_allocator()
     args = _parser().parse_args(argv)
     settings = QUICK if args.quick else FULL
     if args.requests is not None or args.rounds is not None:
