@@ -65,7 +65,8 @@ class AccountClient:
     - ``limits``: pool size, per-key concurrency (default 10, the service's maximum) and
       the largest response body read (:class:`Limits`).
     - ``session``: an ``aiohttp.ClientSession`` to use instead of the client's own; it is
-      never closed by the SDK.
+      never closed by the SDK. (The client's own session keeps no cookies; give yours
+      ``cookie_jar=aiohttp.DummyCookieJar()`` if it serves many keys.)
     - ``ssl``: an ``ssl.SSLContext`` to verify the service with (for a private CA).
       Verification cannot be turned off.
     - ``trust_env``: take proxy settings from the environment (off by default).

@@ -174,6 +174,9 @@ class Transport:
             timeout=self._timeout,
             trust_env=self._trust_env,
             raise_for_status=False,
+            # One session serves many keys: a cookie set in answer to one key must never
+            # ride along with another key's requests. The API authenticates by header only.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._session = session
         self._loop = loop

@@ -174,3 +174,19 @@ async def test_environment_proxies_ignored_unless_trusted(
         with pytest.raises(APIConnectionError):
             await client.account.profile()
     assert emulator.attempts(key) == 1
+
+
+async def test_a_cookie_set_for_one_key_never_reaches_another(emulator: Emulator) -> None:
+    """One session serves every key: the client keeps no cookies, so none crosses keys."""
+    first, second = emulator.add_key(), emulator.add_key()
+    emulator.script(first, [Fault.status(401, headers={"Set-Cookie": "tenant=first; Path=/"})])
+    # "localhost", not 127.0.0.1: aiohttp's default jar would drop cookies from an IP anyway.
+    base_url = emulator.url.replace("127.0.0.1", "localhost")
+    async with AccountClient(base_url=base_url) as client:
+        with pytest.raises(AuthenticationError):
+            await client.account.profile(api_key=first)
+        await client.account.profile(api_key=second)
+        await client.account.profile(api_key=first)
+    cookie_headers = [r.headers.get("Cookie") for r in emulator.records]
+    assert len(cookie_headers) == 3
+    assert cookie_headers == [None, None, None]
