@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ._config import Limits, Timeout
+from ._deadlines import AttemptDeadlines
 from ._exceptions import (
     AccountAPIError,
     APIConnectionError,
@@ -57,15 +58,24 @@ class RawResponse:
         self.truncated = truncated
 
 
-def _client_timeout(timeout: Timeout, attempt: float | None) -> aiohttp.ClientTimeout:
+def _client_timeout(
+    timeout: Timeout, attempt: float | None, *, total: bool = False
+) -> aiohttp.ClientTimeout:
+    """aiohttp's timeouts for one attempt limited to ``attempt`` seconds.
+
+    The attempt limit itself is enforced by :class:`AttemptDeadlines` (one timer for all
+    attempts), so aiohttp gets no ``total`` unless ``total=True`` (no task to cancel).
+    """
     # "connect" maps to sock_connect so that waiting for a free pooled connection (a
     # client-side queue) is not mistaken for a service that cannot be reached.
     read = timeout.read
     if read is not None and attempt is not None and read >= attempt:
-        # The attempt's own timer fires first anyway; aiohttp re-arms a sock_read timer
+        # The attempt's deadline comes first anyway; aiohttp re-arms a sock_read timer
         # on every chunk received, which measurably costs CPU per request for nothing.
         read = None
-    return aiohttp.ClientTimeout(total=attempt, sock_connect=timeout.connect, sock_read=read)
+    return aiohttp.ClientTimeout(
+        total=attempt if total else None, sock_connect=timeout.connect, sock_read=read
+    )
 
 
 def translate(exc: BaseException) -> AccountAPIError:
@@ -102,6 +112,7 @@ class Transport:
 
     __slots__ = (
         "_closed",
+        "_deadlines",
         "_limits",
         "_loop",
         "_max_bytes",
@@ -127,6 +138,7 @@ class Transport:
         self.base_url = URL(base_url)
         self._timeouts = timeout
         self._timeout = _client_timeout(timeout, timeout.attempt)
+        self._deadlines = AttemptDeadlines()
         self._limits = limits
         self._max_bytes = limits.max_response_bytes
         self._ssl = ssl
@@ -182,14 +194,6 @@ class Transport:
         self._loop = loop
         return session
 
-    def _timeout_for(self, timeouts: Timeout, remaining: float | None) -> aiohttp.ClientTimeout:
-        limit = timeouts.attempt
-        if remaining is not None and (limit is None or remaining < limit):
-            return _client_timeout(timeouts, remaining)
-        if timeouts is self._timeouts:
-            return self._timeout  # built once; the common case
-        return _client_timeout(timeouts, limit)
-
     async def request(
         self,
         session: aiohttp.ClientSession,
@@ -205,7 +209,17 @@ class Transport:
         before the whole call's deadline.
         """
         failure: AccountAPIError
-        timeout = self._timeout_for(timeouts, remaining)
+        limit = timeouts.attempt
+        if remaining is not None and (limit is None or remaining < limit):
+            limit = remaining
+        deadlines = self._deadlines
+        task = None if limit is None else deadlines.enter(limit)
+        timed_here = task is not None or limit is None  # aiohttp need not time the attempt
+        if timeouts is self._timeouts and limit == timeouts.attempt and timed_here:
+            timeout = self._timeout  # built once: the common case
+        else:
+            # Outside a task (task is None with a limit) aiohttp times the attempt itself.
+            timeout = _client_timeout(timeouts, limit, total=not timed_here)
         if timeout is self._timeout and self._owns_session:
             # Our own session already defaults to this timeout and never raises for
             # status; leaving those arguments out saves aiohttp work on every call.
@@ -227,10 +241,22 @@ class Transport:
                     return RawResponse(resp.status, resp.headers, body, False)
                 body, truncated = await self._read_capped(resp, length)
                 return RawResponse(resp.status, resp.headers, body, truncated)
+        except asyncio.CancelledError:
+            if task is not None and deadlines.expired(task):
+                # Whether the request had left is unknown here (it may have been
+                # waiting for a pooled connection): assume it did, so it is not retried.
+                raise APITimeoutError(
+                    f"timed out waiting for the response (attempt limit {limit:g}s)",
+                    request_sent=True,
+                ) from None
+            raise
         except aiohttp.ClientResponseError as exc:
             failure = translate(exc)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise translate(exc) from exc
+        finally:
+            if task is not None:
+                deadlines.leave(task)
         # Raised outside the except block so the ClientResponseError, whose repr holds the
         # request headers, is neither __cause__ nor __context__ of the SDK error.
         raise failure
@@ -262,12 +288,14 @@ class Transport:
         session = self._session
         if session is None or not self._owns_session:
             self._closed = True
+            self._deadlines.close()
             return
         bound = self._loop
         if bound is not None and not bound.is_closed() and asyncio.get_running_loop() is not bound:
             raise ClientStateError("close the client in the event loop it was used in")
         self._closed = True
         self._session = None
+        self._deadlines.close()
         with contextlib.suppress(RuntimeError):  # its loop is gone; the sockets went with it
             await session.close()
 

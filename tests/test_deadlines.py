@@ -1,0 +1,131 @@
+"""Attempt deadlines: one shared timer cancels overdue attempts, with asyncio.timeout's rules.
+
+The client no longer gives aiohttp a ``total`` timeout per request; these tests pin what
+replaced it: a slow attempt still ends as APITimeoutError on time, a caller's own
+cancellation or timeout is never mistaken for ours, and the task's cancel count is left
+as it was (so a TaskGroup around the call is not confused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from accountapi import AccountClient, APITimeoutError, Timeout
+from accountapi._deadlines import AttemptDeadlines
+from accountapi.testing import Emulator, Fault
+
+
+async def test_a_slow_attempt_times_out_and_leaves_the_task_uncancelled(
+    emulator: Emulator, key: str
+) -> None:
+    """The deadline's cancel request is withdrawn: the task's cancelling() is back to 0."""
+    emulator.script(key, [Fault.delay(5)])
+    async with AccountClient(key, base_url=emulator.url, timeout=Timeout(attempt=0.2)) as client:
+        started = time.monotonic()
+        with pytest.raises(APITimeoutError) as info:
+            await client.account.profile()
+        elapsed = time.monotonic() - started
+        task = asyncio.current_task()
+        assert task is not None
+        assert task.cancelling() == 0
+        assert len(client._transport._deadlines) == 0
+        # The same task goes on to make a normal call.
+        assert (await client.account.profile()).id
+    assert info.value.request_sent is True
+    assert 0.2 <= elapsed < 2.0
+
+
+async def test_a_short_deadline_queued_after_a_long_one_fires_on_time(
+    emulator: Emulator,
+) -> None:
+    """One timer serves all attempts: it re-arms for a later, earlier-expiring attempt."""
+    slow, quick = emulator.add_key(), emulator.add_key()
+    emulator.script(slow, [Fault.delay(1.0)])
+    emulator.script(quick, [Fault.delay(5)])
+    async with AccountClient(base_url=emulator.url, timeout=Timeout(attempt=3)) as client:
+        long_call = asyncio.create_task(client.account.profile(api_key=slow))
+        await emulator.wait_for_attempts(slow, 1)
+        started = time.monotonic()
+        with pytest.raises(APITimeoutError):
+            await client.account.profile(api_key=quick, timeout=Timeout(attempt=0.2))
+        assert time.monotonic() - started < 1.0
+        profile = await long_call  # the longer deadline was not cut short
+    assert profile.id
+
+
+async def test_the_callers_own_timeout_is_not_reported_as_ours(
+    emulator: Emulator, key: str
+) -> None:
+    """asyncio.timeout around a call raises TimeoutError, not APITimeoutError."""
+    emulator.script(key, [Fault.delay(5)])
+    async with AccountClient(key, base_url=emulator.url) as client:
+        with pytest.raises(TimeoutError) as info:
+            async with asyncio.timeout(0.2):
+                await client.account.profile()
+    assert not isinstance(info.value, APITimeoutError)
+
+
+async def test_cancelling_the_caller_mid_attempt_cancels(emulator: Emulator, key: str) -> None:
+    emulator.script(key, [Fault.delay(5)])
+    async with AccountClient(key, base_url=emulator.url) as client:
+        call = asyncio.create_task(client.account.profile())
+        await emulator.wait_for_attempts(key, 1)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert len(client._transport._deadlines) == 0
+
+
+async def test_a_cancel_racing_the_deadline_stays_a_cancel() -> None:
+    """Deadline passed and the task cancelled by someone else too: the cancel wins."""
+    deadlines = AttemptDeadlines()
+    outcome: list[str] = []
+    entered = asyncio.Event()
+
+    async def attempt() -> None:
+        task = deadlines.enter(0.05)
+        assert task is not None
+        entered.set()
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            outcome.append("timeout" if deadlines.expired(task) else "cancelled")
+            raise
+        finally:
+            deadlines.leave(task)
+
+    task = asyncio.create_task(attempt())
+    await entered.wait()
+    # Someone else cancels the task just after its deadline. Blocking the loop past both
+    # moments makes them due in the same iteration, deadline first, before the task runs.
+    loop = asyncio.get_running_loop()
+    loop.call_at(loop.time() + 0.06, task.cancel)
+    time.sleep(0.1)  # noqa: ASYNC251 - deliberately holds the loop to line up the race
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert outcome == ["cancelled"]
+    assert len(deadlines) == 0
+
+
+async def test_outside_a_task_nothing_is_registered() -> None:
+    """enter() from a callback (no current task) declines; the caller falls back."""
+    deadlines = AttemptDeadlines()
+    loop = asyncio.get_running_loop()
+    result = loop.create_future()
+    loop.call_soon(lambda: result.set_result(deadlines.enter(1.0)))
+    assert await result is None
+    assert len(deadlines) == 0
+
+
+async def test_close_disarms_the_timer() -> None:
+    deadlines = AttemptDeadlines()
+    task = deadlines.enter(0.05)
+    assert task is not None
+    deadlines.close()
+    assert len(deadlines) == 0
+    # Had the timer stayed armed, it would cancel this task within 0.05 s.
+    await asyncio.sleep(0.15)
+    assert task.cancelling() == 0
