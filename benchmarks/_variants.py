@@ -90,15 +90,25 @@ async def sdk_many_keys(url: str, requests: int, concurrency: int, time_limit: f
         return await drive(one, requests=requests, concurrency=concurrency, time_limit=time_limit)
 
 
-async def sdk_balances(url: str, requests: int, concurrency: int, time_limit: float) -> Load:
-    """``client.balances(keys, concurrency=...)`` over ``requests`` distinct keys."""
+def sdk_balances(**options: Any) -> Runner:
+    """``client.balances(keys, concurrency=..., **options)`` over ``requests`` distinct keys."""
+
+    async def run(url: str, requests: int, concurrency: int, time_limit: float) -> Load:
+        return await _balances_round(url, requests, concurrency, time_limit, options)
+
+    return run
+
+
+async def _balances_round(
+    url: str, requests: int, concurrency: int, time_limit: float, options: dict[str, Any]
+) -> Load:
     keys = [bench_key("tput", i) for i in range(requests)]  # input data, made before timing
     done = errors = 0
     capped = False
     async with AccountClient(base_url=url) as client:
         cpu0, t0 = time.process_time(), time.perf_counter()
         stop_at = t0 + time_limit
-        results = client.balances(keys, concurrency=concurrency)
+        results = client.balances(keys, concurrency=concurrency, **options)
         closing = getattr(results, "aclose", None)
         try:
             async for result in results:
@@ -171,15 +181,23 @@ def throughput_variants(*, with_uvloop: bool, with_httpx: bool) -> list[Variant]
         ),
     ]
     if balances_available():
-        rows.append(
+        rows += [
             Variant(
                 "balances",
                 "accountapi balances(), distinct keys",
                 "asyncio",
-                sdk_balances,
+                sdk_balances(),
                 "raw",
-            )
-        )
+            ),
+            Variant(
+                "balances_no_window",
+                "accountapi balances(dedupe_window=0), distinct keys",
+                "asyncio",
+                sdk_balances(dedupe_window=0),
+                "balances",
+                "what keeping the last 10,000 profiles for repeats costs",
+            ),
+        ]
     if with_httpx:
         rows.append(
             Variant("httpx", "httpx.AsyncClient + decode_profile", "asyncio", httpx_decode, "raw")
