@@ -317,8 +317,14 @@ async def test_dedupe_window_covers_near_duplicates_only(
 ) -> None:
     """A repeat within dedupe_window completed keys reuses the check; a repeat beyond it is checked again."""
     a, b, c, d = (emulator.add_key() for _ in range(4))
-    await collect(client.balances([a, b, a], concurrency=1))
+    first, _, repeat = await collect(client.balances([a, b, a], concurrency=1))
     assert emulator.attempts(a) == 1
+    # The window keeps the answer's body; the repeat gets the same profile, decoded again.
+    assert repeat.shared
+    assert not first.shared
+    assert repeat.profile == first.profile
+    assert repeat.profile is not None
+    assert repeat.profile.balance_eur == first.profile.balance_eur  # type: ignore[union-attr]
     await collect(client.balances([c, b, d, c], concurrency=1, dedupe_window=2))
     assert emulator.attempts(c) == 2
     await collect(client.balances([d, d], concurrency=1, dedupe_window=0))
