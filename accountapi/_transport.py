@@ -214,26 +214,28 @@ class Transport:
             limit = remaining
         deadlines = self._deadlines
         task = None if limit is None else deadlines.enter(limit)
-        timed_here = task is not None or limit is None  # aiohttp need not time the attempt
-        if timeouts is self._timeouts and limit == timeouts.attempt and timed_here:
-            timeout = self._timeout  # built once: the common case
-        else:
-            # Outside a task (task is None with a limit) aiohttp times the attempt itself.
-            timeout = _client_timeout(timeouts, limit, total=not timed_here)
-        if timeout is self._timeout and self._owns_session:
-            # Our own session already defaults to this timeout and never raises for
-            # status; leaving those arguments out saves aiohttp work on every call.
-            context = session.request(method, url, headers=headers, allow_redirects=False)
-        else:
-            context = session.request(
-                method,
-                url,
-                headers=headers,
-                allow_redirects=False,
-                timeout=timeout,
-                raise_for_status=False,
-            )
+        # Everything after enter() is inside the try, so leave() runs whatever happens: a
+        # task left registered could be cancelled later, outside any attempt.
         try:
+            timed_here = task is not None or limit is None  # aiohttp need not time it
+            if timeouts is self._timeouts and limit == timeouts.attempt and timed_here:
+                timeout = self._timeout  # built once: the common case
+            else:
+                # Outside a task (no task with a limit) aiohttp times the attempt itself.
+                timeout = _client_timeout(timeouts, limit, total=not timed_here)
+            if timeout is self._timeout and self._owns_session:
+                # Our own session already defaults to this timeout and never raises for
+                # status; leaving those arguments out saves aiohttp work on every call.
+                context = session.request(method, url, headers=headers, allow_redirects=False)
+            else:
+                context = session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=timeout,
+                    raise_for_status=False,
+                )
             async with context as resp:
                 length = resp.content_length
                 if length is not None and length <= self._max_bytes:
