@@ -129,3 +129,32 @@ async def test_close_disarms_the_timer() -> None:
     # Had the timer stayed armed, it would cancel this task within 0.05 s.
     await asyncio.sleep(0.15)
     assert task.cancelling() == 0
+
+
+async def test_many_attempts_share_the_timer_and_only_the_slow_ones_time_out(
+    emulator: Emulator,
+) -> None:
+    """200 concurrent calls, every tenth stalled: exactly those time out, the rest succeed."""
+    keys = [emulator.add_key() for _ in range(20)]
+    slow = set(keys[::10])
+    for key in slow:
+        emulator.script(key, [Fault.delay(3)] * 10)
+    async with AccountClient(
+        base_url=emulator.url, timeout=Timeout(attempt=0.3), max_retries=0
+    ) as client:
+
+        async def call(key: str) -> str:
+            try:
+                await client.account.profile(api_key=key)
+            except APITimeoutError:
+                return "timeout"
+            return "ok"
+
+        started = time.monotonic()
+        outcomes = await asyncio.gather(*(call(keys[i % 20]) for i in range(200)))
+        elapsed = time.monotonic() - started
+        assert len(client._transport._deadlines) == 0
+    for i, outcome in enumerate(outcomes):
+        assert outcome == ("timeout" if keys[i % 20] in slow else "ok"), i
+    assert outcomes.count("timeout") == 20
+    assert elapsed < 2.5  # the stalled ones were cut at ~0.3 s, not left for 3 s
