@@ -75,7 +75,12 @@ class AttemptDeadlines:
     def leave(self, task: asyncio.Task[object]) -> None:
         """End the attempt (in a ``finally``): its deadline no longer applies."""
         self._active.pop(task, None)
-        self._expired.discard(task)
+        if task in self._expired:
+            # Cancelled for its deadline, but no CancelledError reached expired(): code
+            # below turned it into something else. Withdraw the request all the same, so
+            # the task's cancel count is what it was before the attempt.
+            self._expired.discard(task)
+            task.uncancel()
 
     def close(self) -> None:
         """Disarm the timer and forget every attempt (the client is closing)."""

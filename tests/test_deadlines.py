@@ -158,3 +158,27 @@ async def test_many_attempts_share_the_timer_and_only_the_slow_ones_time_out(
         assert outcome == ("timeout" if keys[i % 20] in slow else "ok"), i
     assert outcomes.count("timeout") == 20
     assert elapsed < 2.5  # the stalled ones were cut at ~0.3 s, not left for 3 s
+
+
+async def test_a_deadline_cancel_turned_into_another_error_is_withdrawn() -> None:
+    """If code under the attempt converts the CancelledError, leave() still uncancels."""
+    deadlines = AttemptDeadlines()
+
+    async def attempt() -> str:
+        task = deadlines.enter(0.05)
+        assert task is not None
+        try:
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                raise ConnectionResetError("converted by a library") from None
+            return "not cancelled"
+        except ConnectionResetError:
+            return f"converted, cancelling={task.cancelling()}"
+        finally:
+            deadlines.leave(task)
+
+    task = asyncio.create_task(attempt())
+    assert await task == "converted, cancelling=1"
+    assert task.cancelling() == 0  # leave() withdrew the deadline's cancel request
+    assert len(deadlines) == 0
