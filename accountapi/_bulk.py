@@ -3,9 +3,10 @@
 :meth:`AccountClient.balances` returns a :class:`BalanceStream`. A fixed pool of
 ``concurrency`` worker tasks pulls keys from the input one at a time, checks each key's
 profile through the client (per-key gate, 429 cool-down, retries, strict decoding) and
-hands a :class:`BalanceResult` to the consumer through a bounded queue, or through a
-bounded reorder buffer when ``ordered=True``. Nothing is held per input key, so a million
-keys stream in flat memory; closing the stream cancels the workers and their requests.
+hands a :class:`BalanceResult` to the consumer through a bounded deque, or through a
+bounded reorder buffer when ``ordered=True``. Nothing is held per input key beyond the
+dedupe window's last response bodies, so a million keys stream in flat memory; closing
+the stream cancels the workers and their requests.
 """
 
 from __future__ import annotations
