@@ -6,9 +6,9 @@
 """
 
 from ._account import AccountResource
-from ._bulk import BalanceResult, BalanceStream, BalanceSummary
+from ._bulk import BalanceResult, BalanceStream, BalanceSummary, KeySource
 from ._client import AccountClient
-from ._clock import Clock, SystemClock
+from ._clock import Clock
 from ._config import NOT_GIVEN, Limits, NotGiven, RetryPolicy, Timeout
 from ._exceptions import (
     AccountAPIError,
@@ -34,7 +34,7 @@ from ._exceptions import (
     UnexpectedRedirectError,
     UnprocessableEntityError,
 )
-from ._gate import KeyGate, MemoryKeyGate
+from ._gate import MAX_COOL_DOWN, GateTimeout, KeyCoolingDown, KeyGate, MemoryKeyGate
 from ._keys import key_hint
 from ._models import Profile
 from ._redis_gate import RedisKeyGate
@@ -42,6 +42,7 @@ from ._retry import RetryEvent
 from ._version import __version__
 
 __all__ = [
+    "MAX_COOL_DOWN",
     "NOT_GIVEN",
     "APIConnectionError",
     "APIResponseValidationError",
@@ -60,8 +61,11 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "ConflictError",
+    "GateTimeout",
     "InternalServerError",
+    "KeyCoolingDown",
     "KeyGate",
+    "KeySource",
     "Limits",
     "MalformedAPIKeyError",
     "MemoryKeyGate",
@@ -76,7 +80,6 @@ __all__ = [
     "RetryEvent",
     "RetryPolicy",
     "ServiceUnavailableError",
-    "SystemClock",
     "Timeout",
     "UnavailableForLegalReasonsError",
     "UnexpectedRedirectError",

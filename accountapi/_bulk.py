@@ -30,16 +30,15 @@ from ._decode import decode_profile
 from ._exceptions import (
     AccountAPIError,
     AuthenticationError,
-    ClientStateError,
     ConfigurationError,
     MalformedAPIKeyError,
 )
-from ._keys import check_key, key_hint, match_key
+from ._keys import Credential, check_key, key_hint, match_key
 from ._models import Profile
 from ._transport import RawResponse
 
 if TYPE_CHECKING:
-    from ._client import AccountClient
+    from ._calls import CallPath
 
 __all__ = ["BalanceResult", "BalanceStream", "BalanceSummary", "KeySource"]
 
@@ -147,6 +146,20 @@ _Outcome: TypeAlias = Profile | AccountAPIError
 _Kept: TypeAlias = bytes | AccountAPIError
 
 
+# The most the dedupe window keeps, by the size of its response bodies and errors, so
+# that large answers cannot make its memory grow with the window's length.
+_WINDOW_BYTES: Final = 16 << 20
+_ERROR_WEIGHT: Final = 1024  # an error's fields besides its message and details, roughly
+
+
+def _weight(kept: _Kept) -> int:
+    """The bytes a kept outcome costs the window, roughly (its body, or its error's text)."""
+    if isinstance(kept, bytes):
+        return len(kept) + 64
+    details = getattr(kept, "details", None)
+    return _ERROR_WEIGHT + len(kept.message) + (0 if details is None else len(repr(details)))
+
+
 def _parse_keeping_body(raw: RawResponse) -> tuple[Profile, bytes]:
     """:func:`parse_profile`, also returning the body for the dedupe window."""
     return parse_profile(raw), raw.body
@@ -191,7 +204,7 @@ class _Engine:
 
     def __init__(
         self,
-        client: AccountClient,
+        calls: CallPath,
         keys: KeySource,
         *,
         concurrency: int,
@@ -199,14 +212,15 @@ class _Engine:
         timeout: Timeout | float | NotGiven | None,
         dedupe_window: int,
     ) -> None:
-        self._client = client
-        self._profile_url = client._url(PROFILE_PATH)
+        self._calls = calls
+        self._profile_url = calls.url(PROFILE_PATH)
         self._keys = keys
         self._concurrency = concurrency
         self._ordered = ordered
         self._timeout = timeout
         self._window = dedupe_window
-        self._monotonic = client._clock.monotonic
+        self._window_bytes = 0  # the size of what the dedupe window keeps, roughly
+        self._monotonic = calls.monotonic
         # Exactly one of these is set once started: the input as a sync or async iterator.
         self._iter: Iterator[str] | None = None
         self._aiter: AsyncIterator[str] | None = None
@@ -399,21 +413,22 @@ class _Engine:
         profile: Profile | None = None
         error: AccountAPIError | None = None
         try:
-            # The key passed match_key(); the client need not check it again.
-            (fetched, body), attempts = await self._client._request(
+            # The key passed match_key(); the call path need not check it again.
+            (fetched, body), attempts = await self._calls.request(
                 "GET",
                 self._profile_url,
                 _parse_keeping_body,
-                key,
+                Credential(key, valid=True),
                 self._timeout,
-                key_checked=True,
             )
             outcome: _Outcome = fetched
             kept: _Kept = body
             profile = fetched
         except AccountAPIError as exc:
-            error, attempts = exc, exc.attempts
-            outcome = kept = _detached(exc)
+            # The result's error is a detached copy too: the original's traceback holds
+            # this frame, whose locals include the key.
+            attempts = exc.attempts
+            error = outcome = kept = _detached(exc)
         except Exception as exc:
             error, attempts = _unexpected(key, exc), 0
             outcome = kept = _detached(error)
@@ -426,10 +441,7 @@ class _Engine:
         if pending is not None:
             pending.set_result(outcome)
         if self._window:
-            recent = self._recent
-            recent[key] = kept
-            if len(recent) > self._window:
-                recent.popitem(last=False)
+            self._keep(key, kept)
         return BalanceResult(
             key=key,
             index=index,
@@ -438,6 +450,21 @@ class _Engine:
             attempts=attempts,
             elapsed=self._monotonic() - start,
         )
+
+    def _keep(self, key: str, kept: _Kept) -> None:
+        """Remember a finished check for repeats, within the window's count and bytes."""
+        recent = self._recent
+        size = _weight(kept)
+        if size > _WINDOW_BYTES // 16:
+            return  # one huge answer would crowd out hundreds of ordinary ones
+        old = recent.pop(key, None)
+        if old is not None:
+            self._window_bytes -= _weight(old)
+        recent[key] = kept
+        self._window_bytes += size
+        while len(recent) > self._window or self._window_bytes > _WINDOW_BYTES:
+            _, dropped = recent.popitem(last=False)
+            self._window_bytes -= _weight(dropped)
 
     async def _share(self, index: int, key: str, start: float) -> BalanceResult:
         """A repeat of a key checked within the window or being checked right now."""
@@ -513,7 +540,7 @@ class BalanceStream:
 
     def __init__(
         self,
-        client: AccountClient,
+        calls: CallPath,
         keys: KeySource,
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
@@ -546,10 +573,8 @@ class BalanceStream:
                 Timeout.coerce(timeout)
             except (TypeError, ValueError) as exc:
                 raise ConfigurationError(f"timeout: {exc}") from None
-        if client.closed:
-            raise ClientStateError("the client is closed; create a new AccountClient")
         self._engine = _Engine(
-            client,
+            calls,
             keys,
             concurrency=concurrency,
             ordered=bool(ordered),

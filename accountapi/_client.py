@@ -5,17 +5,16 @@ from __future__ import annotations
 import ssl as ssl_module
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
 if TYPE_CHECKING:
     import aiohttp
-    from yarl import URL
-
-    from ._bulk import BalanceStream, KeySource
 
 from ._account import AccountResource
+from ._bulk import BalanceStream, KeySource
+from ._calls import CallPath
 from ._clock import Clock, SystemClock
 from ._config import (
     DEFAULT_LIMITS,
@@ -26,21 +25,14 @@ from ._config import (
     RetryPolicy,
     Timeout,
 )
-from ._exceptions import (
-    AccountAPIError,
-    APITimeoutError,
-    ConfigurationError,
-)
-from ._gate import GateTimeout, KeyGate, MemoryKeyGate
-from ._keys import check_key, key_hint, resolve_api_key, resolve_base_url
+from ._exceptions import ClientStateError, ConfigurationError
+from ._gate import KeyGate, MemoryKeyGate
+from ._keys import Credential, resolve_api_key, resolve_base_url
 from ._retry import Retrier, RetryEvent
-from ._status import error_for_status
-from ._transport import RawResponse, Transport, request_headers
+from ._transport import Transport
 from ._urls import check_base_url
 
 __all__ = ["AccountClient"]
-
-T = TypeVar("T")
 
 
 class AccountClient:
@@ -74,19 +66,19 @@ class AccountClient:
     - ``clock``: the time source and sleep (tests pass
       :class:`accountapi.testing.VirtualClock` to make waits instant).
     - ``key_gate``: the per-key admission control (:class:`KeyGate`); defaults to an
-      in-process :class:`MemoryKeyGate` with ``limits.per_key`` slots.
+      in-process :class:`MemoryKeyGate` with ``limits.per_key`` slots. A gate you pass
+      has its own ``per_key``: a non-default ``Limits.per_key`` that differs from it is
+      a :class:`ConfigurationError`.
     """
 
     __slots__ = (
-        "_api_key",
-        "_clock",
-        "_default_headers",
+        "_calls",
+        "_default_key",
         "_gate",
         "_limits",
         "_retrier",
         "_timeout",
         "_transport",
-        "_try_acquire",
         "account",
     )
 
@@ -107,6 +99,10 @@ class AccountClient:
         clock: Clock | None = None,
         key_gate: KeyGate | None = None,
     ) -> None:
+        # The key is held as a Credential from here on: an error raised below (a bad
+        # base URL, say) must not find it among this frame's locals.
+        key = None if api_key is None else Credential(api_key)
+        del api_key
         if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
             raise ConfigurationError(
                 "ssl must be an ssl.SSLContext (verification cannot be switched off)"
@@ -116,9 +112,9 @@ class AccountClient:
                 "ssl and trust_env configure the client's own session; "
                 "set them on the aiohttp.ClientSession you pass instead"
             )
-        self._api_key = resolve_api_key(api_key)
-        # Built once for the default key; other keys get theirs per call.
-        self._default_headers = request_headers(self._api_key or "")
+        default_key = resolve_api_key(key)
+        if default_key is not None:
+            default_key.check()
         base = check_base_url(resolve_base_url(base_url), allow_insecure_http=allow_insecure_http)
         self._timeout = Timeout.coerce(timeout)
         policy = DEFAULT_RETRY if isinstance(retry, NotGiven) else retry
@@ -129,15 +125,23 @@ class AccountClient:
         self._limits = DEFAULT_LIMITS if isinstance(limits, NotGiven) else limits
         if not isinstance(self._limits, Limits):
             raise ConfigurationError("limits must be a Limits")
-        self._clock: Clock = clock if clock is not None else SystemClock()
-        self._gate: KeyGate = (
-            key_gate
-            if key_gate is not None
-            else MemoryKeyGate(self._limits.per_key, clock=self._clock)
-        )
-        self._try_acquire: Callable[[str], bool] | None = (
-            self._gate.try_acquire if type(self._gate) is MemoryKeyGate else None
-        )
+        clock = clock if clock is not None else SystemClock()
+        if key_gate is None:
+            key_gate = MemoryKeyGate(self._limits.per_key, clock=clock)
+        elif not isinstance(key_gate, KeyGate):
+            raise ConfigurationError(
+                "key_gate must be a KeyGate (acquire, release, cool_down, in_flight)"
+            )
+        elif (
+            self._limits.per_key != DEFAULT_LIMITS.per_key
+            and getattr(key_gate, "per_key", None) != self._limits.per_key
+        ):
+            raise ConfigurationError(
+                f"Limits(per_key={self._limits.per_key}) does not apply to a key_gate you "
+                "pass; set per_key on the gate itself"
+            )
+        self._gate: KeyGate = key_gate
+        self._default_key = default_key
         self._transport = Transport(
             base_url=base,
             timeout=self._timeout,
@@ -146,8 +150,16 @@ class AccountClient:
             trust_env=trust_env,
             session=session,
         )
-        self._retrier = Retrier(policy, clock=self._clock, on_retry=on_retry)
-        self.account: Final = AccountResource(self)
+        self._retrier = Retrier(policy, clock=clock, on_retry=on_retry)
+        self._calls = CallPath(
+            transport=self._transport,
+            gate=key_gate,
+            retrier=self._retrier,
+            clock=clock,
+            timeout=self._timeout,
+            default_key=default_key,
+        )
+        self.account: Final = AccountResource(self._calls)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -187,94 +199,8 @@ class AccountClient:
         return self._timeout
 
     def __repr__(self) -> str:
-        hint = key_hint(self._api_key) if self._api_key else None
+        hint = self._default_key.hint if self._default_key is not None else None
         return f"AccountClient(base_url={self.base_url!r}, api_key={hint!r})"
-
-    # -- the call path ---------------------------------------------------------------
-
-    def _url(self, path: str) -> URL:
-        return self._transport.url(path)
-
-    def _key(self, api_key: str | None) -> str:
-        if api_key is not None:
-            return check_key(api_key)
-        if self._api_key is None:
-            raise ConfigurationError(
-                "no API key: pass api_key=... or set $ACCOUNTAPI_API_KEY (or $DEPICTA_API_KEY)"
-            )
-        return self._api_key
-
-    async def _request(
-        self,
-        method: str,
-        url: URL,
-        parse: Callable[[RawResponse], T],
-        api_key: str | None,
-        timeout: Timeout | float | NotGiven | None,
-        *,
-        key_checked: bool = False,
-    ) -> tuple[T, int]:
-        """One API call for one key: gate, attempt, map status, retry, decode.
-
-        Returns the decoded value and the number of attempts it took.
-        """
-        key = api_key if key_checked and api_key is not None else self._key(api_key)
-        transport = self._transport
-        session = transport.session()
-        timeouts = self._timeout if timeout is NOT_GIVEN else Timeout.coerce(timeout)
-        clock = self._clock
-        gate = self._gate
-        # The in-process gate can hand out a free slot synchronously: no coroutine to wait.
-        try_acquire = self._try_acquire
-        deadline = None if timeouts.total is None else clock.monotonic() + timeouts.total
-        headers = self._default_headers if key is self._api_key else request_headers(key)
-
-        async def attempt(number: int) -> T:
-            remaining = None if deadline is None else deadline - clock.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise APITimeoutError(
-                    f"the call's deadline of {timeouts.total}s passed before attempt {number}",
-                    request_sent=False,
-                    retryable=False,
-                )
-            if try_acquire is None or not try_acquire(key):
-                try:
-                    await gate.acquire(key, remaining)
-                except GateTimeout as exc:
-                    raise APITimeoutError(
-                        f"no request slot for the key before the call's deadline: {exc}",
-                        request_sent=False,
-                        retryable=False,
-                    ) from None
-            try:
-                raw = await transport.request(session, method, url, headers, timeouts, remaining)
-                if 200 <= raw.status < 300:
-                    return parse(raw)
-                error = error_for_status(raw.status, raw.headers, raw.body, now=clock.time())
-                if raw.status == 429 and error.retry_after is not None:
-                    # One cool-down for the key: queued and new calls wait it out too. It
-                    # starts before the slot is released, so no other caller (in any
-                    # process, with a shared gate) slips in between. Without a usable
-                    # Retry-After each call backs off on its own jittered schedule.
-                    await gate.cool_down(key, error.retry_after)
-                raise error
-            finally:
-                gate.release(key)
-
-        # The success path is this bare await; retries start only after a failure.
-        try:
-            return await attempt(1), 1
-        except AccountAPIError as exc:
-            exc.attempts = 1
-            if not self._retrier.should_retry(exc):
-                exc.key_hint = key_hint(key)
-                raise
-            first = exc
-        try:
-            return await self._retrier.retry(attempt, first, deadline=deadline, key=key)
-        except AccountAPIError as exc:
-            exc.key_hint = key_hint(key)
-            raise
 
     # -- many keys ---------------------------------------------------------------------
 
@@ -303,10 +229,10 @@ class AccountClient:
         results:`` to cancel the checks still running when the block is left early.
         Concurrency above ``Limits.max_connections`` waits for pooled connections.
         """
-        from ._bulk import BalanceStream
-
+        if self.closed:
+            raise ClientStateError("the client is closed; create a new AccountClient")
         return BalanceStream(
-            self,
+            self._calls,
             keys,
             concurrency=concurrency,
             ordered=ordered,

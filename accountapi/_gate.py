@@ -11,27 +11,66 @@ and after a 429 it holds back every queued or new request for that key until the
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections import deque
+from collections.abc import Callable
 from typing import Final, Protocol, runtime_checkable
 
 from ._clock import Clock, SystemClock
 from ._exceptions import ConfigurationError
 
-__all__ = ["GateTimeout", "KeyGate", "MemoryKeyGate"]
+__all__ = [
+    "MAX_COOL_DOWN",
+    "GateTimeout",
+    "KeyCoolingDown",
+    "KeyGate",
+    "MemoryKeyGate",
+    "fast_acquire",
+]
+
+MAX_COOL_DOWN: Final = 60.0
+"""The longest a gate holds a key back after one 429, in seconds, whatever its Retry-After.
+
+A cool-down protects the service from calls it asked us not to make yet; it is not a
+promise to stay away. A longer Retry-After (a broken gateway's ``86400``) then costs one
+request per key a minute (which, if still limited, starts a new cool-down) instead of
+parking the key for a day.
+"""
 
 
 class GateTimeout(TimeoutError):
-    """No slot (or no end of the cool-down) within the time the call had left."""
+    """No slot (or no end of the cool-down) within the time the call had left.
+
+    A custom :class:`KeyGate` raises it (or :class:`KeyCoolingDown`) from ``acquire``;
+    the client turns it into :class:`~accountapi.APITimeoutError`.
+    """
+
+
+class KeyCoolingDown(GateTimeout):
+    """The key is cooling down after a 429 for longer than the call may wait.
+
+    Raised by ``acquire`` at once, without waiting; ``retry_after`` is the time left (in
+    seconds). The client turns it into :class:`~accountapi.RateLimitError` with that
+    ``retry_after`` and nothing sent.
+    """
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"the key is cooling down after a 429 for {retry_after:.3f}s more")
+        self.retry_after = retry_after
 
 
 @runtime_checkable
 class KeyGate(Protocol):
     """Admission control per API key, shared by every call that uses the same key."""
 
-    async def acquire(self, key: str, timeout: float | None) -> None:
+    async def acquire(
+        self, key: str, timeout: float | None, *, max_cool_down: float | None = None
+    ) -> None:
         """Wait for a free slot for ``key`` and for its cool-down to pass.
 
-        Raises :class:`GateTimeout` if that cannot happen within ``timeout`` seconds.
+        Raises :class:`KeyCoolingDown` at once when the key's cool-down outlasts
+        ``timeout`` or ``max_cool_down`` seconds (the most this call may wait for one),
+        and :class:`GateTimeout` when no slot frees up within ``timeout`` seconds.
         """
         ...
 
@@ -42,13 +81,30 @@ class KeyGate(Protocol):
         ...
 
     async def cool_down(self, key: str, seconds: float) -> None:
-        """Hold every request for ``key`` back for ``seconds`` (a 429's Retry-After)."""
+        """Hold every request for ``key`` back for ``seconds`` (a 429's Retry-After),
+        at most :data:`MAX_COOL_DOWN`. The client calls it while still holding the slot
+        of the request that drew the 429, before :meth:`release`."""
+        ...
+
+    async def in_flight(self, key: str) -> int:
+        """Requests for ``key`` holding a slot right now (across processes, for a shared gate)."""
         ...
 
 
+def fast_acquire(gate: KeyGate) -> Callable[[str], bool] | None:
+    """The gate's synchronous way to take a free slot, if it has one the client may use.
+
+    Only a :class:`MemoryKeyGate` whose ``acquire`` is not overridden: its
+    ``_try_acquire`` then takes exactly the slots ``acquire`` would take without waiting,
+    and a call that gets ``False`` goes on to ``acquire`` and queues. An uncontended call
+    then costs no coroutine of the gate's.
+    """
+    if isinstance(gate, MemoryKeyGate) and type(gate).acquire is MemoryKeyGate.acquire:
+        return gate._try_acquire
+    return None
+
+
 _NO_DEADLINE: Final = float("inf")
-# The waiters of every key nobody has queued for: shared, always empty (see _KeyState).
-_NO_WAITERS: Final[deque[tuple[asyncio.Future[None], float]]] = deque(maxlen=0)
 
 
 class _KeyState:
@@ -57,9 +113,9 @@ class _KeyState:
     def __init__(self, in_flight: int = 1) -> None:
         # Created by the first caller to take a slot (or by a cool-down, with 0).
         self.in_flight = in_flight
-        # Queued callers in arrival order, each with its loop-time deadline. Most keys
-        # never queue anyone: they share the empty _NO_WAITERS until a first waiter.
-        self.waiters: deque[tuple[asyncio.Future[None], float]] = _NO_WAITERS
+        # Queued callers in arrival order, each with its loop-time deadline; None until
+        # a first caller queues (most keys never queue anyone).
+        self.waiters: deque[tuple[asyncio.Future[None], float]] | None = None
         self.cool_until = 0.0  # 0.0: not cooling down
         # One timer per key for the earliest waiter deadline, armed lazily: queued calls
         # turn over in milliseconds while deadlines are seconds away, so it rarely fires
@@ -69,6 +125,8 @@ class _KeyState:
     def expire_waiters(self, loop: asyncio.AbstractEventLoop) -> None:
         """Fail the waiters whose deadline passed; re-arm for the next deadline."""
         self.timer = None
+        if not self.waiters:
+            return
         now = loop.time()
         earliest = _NO_DEADLINE
         for waiter, deadline in self.waiters:
@@ -85,11 +143,12 @@ class _KeyState:
 class MemoryKeyGate:
     """The in-process gate: a FIFO slot queue and a cool-down deadline per key.
 
-    State exists only for keys with requests in flight, waiting or cooling down, so
-    checking a million keys one after another keeps memory flat.
+    State exists only for keys with requests in flight, waiting or cooling down (and is
+    dropped once a cool-down has ended), so checking a million keys one after another
+    keeps memory flat.
     """
 
-    __slots__ = ("_clock", "_limit", "_states")
+    __slots__ = ("_clock", "_cooling", "_limit", "_states")
 
     def __init__(self, per_key: int | None = 10, *, clock: Clock | None = None) -> None:
         if per_key is not None and (isinstance(per_key, bool) or per_key < 1):
@@ -97,12 +156,15 @@ class MemoryKeyGate:
         self._limit = per_key
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._states: dict[str, _KeyState] = {}
+        # (cool-down end, key) for every cool-down started; swept as they end, so that a
+        # key nobody calls again does not keep its state.
+        self._cooling: list[tuple[float, str]] = []
 
     @property
     def per_key(self) -> int | None:
         return self._limit
 
-    def in_flight(self, key: str) -> int:
+    async def in_flight(self, key: str) -> int:
         """Requests for ``key`` holding a slot right now."""
         state = self._states.get(key)
         return state.in_flight if state is not None else 0
@@ -111,12 +173,11 @@ class MemoryKeyGate:
         """Keys the gate holds state for (in flight, queued or cooling down)."""
         return len(self._states)
 
-    def try_acquire(self, key: str) -> bool:
+    def _try_acquire(self, key: str) -> bool:
         """Take a slot for ``key`` if one is free right now, without waiting; True if taken.
 
         False when the key is at its limit, has callers queued, or is cooling down: then
-        :meth:`acquire` waits in line. The client tries this first, so an uncontended call
-        costs no extra coroutine.
+        :meth:`acquire` waits in line (see :func:`fast_acquire`).
         """
         state = self._states.get(key)
         if state is None:
@@ -132,13 +193,18 @@ class MemoryKeyGate:
             return True
         return False
 
-    async def acquire(self, key: str, timeout: float | None) -> None:
-        if self.try_acquire(key):
+    async def acquire(
+        self, key: str, timeout: float | None, *, max_cool_down: float | None = None
+    ) -> None:
+        if self._try_acquire(key):
             return
         # Queued behind other callers, at the limit, or cooling down.
         state = self._states[key]
         clock = self._clock
-        deadline = None if timeout is None else clock.monotonic() + timeout
+        now = clock.monotonic()
+        deadline = None if timeout is None else now + timeout
+        # A cool-down longer than this call may wait fails it now, not after queueing.
+        self._check_cool_down(state, now, timeout, max_cool_down)
         limit = self._limit
         if limit is None or (state.in_flight < limit and not state.waiters):
             state.in_flight += 1
@@ -146,9 +212,10 @@ class MemoryKeyGate:
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[None] = loop.create_future()
             expires = _NO_DEADLINE if timeout is None else loop.time() + timeout
-            if state.waiters is _NO_WAITERS:
-                state.waiters = deque()  # never append to the shared empty one
-            state.waiters.append((waiter, expires))
+            waiters = state.waiters
+            if waiters is None:
+                waiters = state.waiters = deque()
+            waiters.append((waiter, expires))
             timer = state.timer
             if expires is not _NO_DEADLINE and (timer is None or expires < timer.when()):
                 # Usually armed once per busy key; re-armed only for an earlier deadline.
@@ -166,12 +233,32 @@ class MemoryKeyGate:
                     self._forget_if_idle(key, state)
                 raise
         try:
-            await self._wait_cool_down(state, deadline)
+            await self._wait_cool_down(state, deadline, max_cool_down)
         except BaseException:
             self.release(key)
             raise
 
-    async def _wait_cool_down(self, state: _KeyState, deadline: float | None) -> None:
+    def _check_cool_down(
+        self,
+        state: _KeyState,
+        now: float,
+        timeout: float | None,
+        max_cool_down: float | None,
+    ) -> None:
+        """Raise :class:`KeyCoolingDown` if the key's cool-down outlasts what the call may wait."""
+        if state.cool_until == 0.0:
+            return
+        left = state.cool_until - now
+        if left <= 0:
+            return
+        if (timeout is not None and left > timeout) or (
+            max_cool_down is not None and left > max_cool_down
+        ):
+            raise KeyCoolingDown(left)
+
+    async def _wait_cool_down(
+        self, state: _KeyState, deadline: float | None, max_cool_down: float | None
+    ) -> None:
         clock = self._clock
         while True:
             until = state.cool_until
@@ -183,8 +270,9 @@ class MemoryKeyGate:
                 if state.cool_until == until:
                     state.cool_until = 0.0
                 return
-            if deadline is not None and now + remaining > deadline:
-                raise GateTimeout(f"the key is cooling down for {remaining:.3f}s more")
+            self._check_cool_down(
+                state, now, None if deadline is None else deadline - now, max_cool_down
+            )
             await clock.sleep(remaining)
             # Compare against the deadline we slept for rather than re-reading the clock,
             # so an injected instant sleep cannot make this loop spin.
@@ -209,16 +297,29 @@ class MemoryKeyGate:
         self._forget_if_idle(key, state)
 
     async def cool_down(self, key: str, seconds: float) -> None:
-        self.cool_down_nowait(key, seconds)
+        self._cool_down_nowait(key, seconds)
 
-    def cool_down_nowait(self, key: str, seconds: float) -> None:
-        """Start or extend the key's cool-down; synchronous."""
+    def _cool_down_nowait(self, key: str, seconds: float) -> None:
+        """Start or extend the key's cool-down (at most :data:`MAX_COOL_DOWN`); synchronous."""
+        now = self._clock.monotonic()
+        self._sweep(now)
         state = self._states.get(key)
         if state is None:
             state = self._states[key] = _KeyState(in_flight=0)
-        until = self._clock.monotonic() + max(seconds, 0.0)
+        until = now + min(max(seconds, 0.0), MAX_COOL_DOWN)
         if until > state.cool_until:
             state.cool_until = until
+            heapq.heappush(self._cooling, (until, key))
+
+    def _sweep(self, now: float) -> None:
+        """Drop the state of keys whose cool-down has ended and that nothing else holds."""
+        cooling = self._cooling
+        while cooling and cooling[0][0] <= now:
+            until, key = heapq.heappop(cooling)
+            state = self._states.get(key)
+            if state is not None and state.cool_until == until:
+                state.cool_until = 0.0
+                self._forget_if_idle(key, state)
 
     def _forget_if_idle(self, key: str, state: _KeyState) -> None:
         if state.in_flight or (state.waiters and any(not w.done() for w, _ in state.waiters)):

@@ -15,6 +15,7 @@ from ._exceptions import ConfigurationError, MalformedAPIKeyError
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "Credential",
     "check_key",
     "key_hint",
     "match_key",
@@ -42,30 +43,94 @@ def key_hint(key: str) -> str:
     return f"{head}…{key[-4:]}"
 
 
-def check_key(key: object) -> str:
-    """Return ``key`` if it could be a valid API key, else raise :class:`MalformedAPIKeyError`."""
-    if type(key) is str and match_key(key) is not None:
-        return key
-    if not isinstance(key, str):
-        raise MalformedAPIKeyError(f"an API key must be a str, not {type(key).__name__}")
-    if not key:
-        raise MalformedAPIKeyError("the API key is empty")
-    # Say what is wrong without echoing the key itself.
-    raise MalformedAPIKeyError(
+class Credential:
+    """An API key as the SDK holds it: ``repr`` and ``str`` show only the hint.
+
+    Error trackers and ``traceback.TracebackException(capture_locals=True)`` record every
+    local variable of every frame an exception passed through, by its ``repr``. Inside
+    the SDK a key therefore lives in this type from the moment it is received: the raw
+    value is read (:meth:`reveal`) only where the ``Authorization`` header is built and
+    where a key gate needs it, never kept in a frame local. Building one never raises;
+    :meth:`check` says whether the value could be a key.
+    """
+
+    __slots__ = ("_headers", "_raw", "_value")
+
+    def __init__(self, value: object, *, valid: bool = False) -> None:
+        if isinstance(value, str) and type(value) is not str:
+            value = str.__str__(value)  # a str subclass: keep the characters, not the class
+        self._raw = value
+        # The key once checked ("" until then): what the header and the gate are built from.
+        self._value = value if valid and type(value) is str else ""
+        # The request headers for this key, built by the transport on first use.
+        self._headers: Mapping[str, str] | None = None
+
+    @property
+    def hint(self) -> str:
+        """The key as ``dpct_…abcd``; ``…`` for something that is not a key at all."""
+        raw = self._raw
+        return key_hint(raw) if isinstance(raw, str) else "…"
+
+    def reveal(self) -> str:
+        """The key itself, for the ``Authorization`` header and the key gate only."""
+        return self.check()._value
+
+    def check(self) -> Credential:
+        """Return self if the value could be an API key, else raise :class:`MalformedAPIKeyError`.
+
+        No frame of this method holds the value in a local, so the error's traceback
+        shows none.
+        """
+        if self._value:
+            return self
+        if type(self._raw) is str and match_key(self._raw) is not None:
+            self._value = self._raw
+            return self
+        raise _malformed(self)
+
+    def __repr__(self) -> str:
+        return f"<API key {self.hint}>"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> str:
+        raise TypeError("an API key is not pickled")
+
+
+def _malformed(credential: Credential) -> MalformedAPIKeyError:
+    """The error for a value that cannot be a key, naming it only by its hint."""
+    value = credential._raw
+    if not isinstance(value, str):
+        return MalformedAPIKeyError(f"an API key must be a str, not {type(value).__name__}")
+    if not value:
+        return MalformedAPIKeyError("the API key is empty")
+    hint = credential.hint
+    return MalformedAPIKeyError(
         "the API key contains whitespace, control or non-ASCII characters "
-        f"or is over 512 characters: {key_hint(key)}",
-        key_hint=key_hint(key),
+        f"or is over 512 characters: {hint}",
+        key_hint=hint,
     )
 
 
-def resolve_api_key(explicit: str | None, environ: Mapping[str, str] = os.environ) -> str | None:
-    """The key to use when a call names none: the argument, then $ACCOUNTAPI_API_KEY, then $DEPICTA_API_KEY."""
+def check_key(key: object) -> str:
+    """Return ``key`` (as a plain str) if it could be a valid API key, else raise
+    :class:`MalformedAPIKeyError`. A ``str`` subclass is accepted."""
+    credential = Credential(key)
+    del key
+    return credential.reveal()
+
+
+def resolve_api_key(
+    explicit: Credential | None, environ: Mapping[str, str] = os.environ
+) -> Credential | None:
+    """The key to use when a call names none: the argument, then $ACCOUNTAPI_API_KEY, then
+    $DEPICTA_API_KEY. Not checked here (see :meth:`Credential.check`)."""
     if explicit is not None:
-        return check_key(explicit)
+        return explicit
     for name in KEY_ENV_VARS:
         value = environ.get(name)
         if value:
-            return check_key(value.strip())
+            return Credential(value.strip())
     return None
 
 

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit
 
 from ._exceptions import APIConnectionError, ClientStateError, ConfigurationError
-from ._gate import GateTimeout, MemoryKeyGate
+from ._gate import MAX_COOL_DOWN, GateTimeout, KeyCoolingDown, MemoryKeyGate
 from ._keys import key_hint
 
 if TYPE_CHECKING:
@@ -364,25 +364,28 @@ class RedisKeyGate:
 
     # -- the KeyGate protocol ----------------------------------------------------------
 
-    async def acquire(self, key: str, timeout: float | None) -> None:
+    async def acquire(
+        self, key: str, timeout: float | None, *, max_cool_down: float | None = None
+    ) -> None:
         """Wait for a slot for ``key`` in Redis and for its shared cool-down to pass.
 
-        Raises :class:`~accountapi._gate.GateTimeout` when that cannot happen within
-        ``timeout`` seconds (at once, if a cool-down outlasts it). A cancelled acquire
-        leaves neither a lease nor a place in the queue behind.
+        Raises :class:`~accountapi.GateTimeout` when that cannot happen within
+        ``timeout`` seconds, and :class:`~accountapi.KeyCoolingDown` at once if a
+        cool-down outlasts ``timeout`` or ``max_cool_down``. A cancelled acquire leaves
+        neither a lease nor a place in the queue behind.
         """
         if self._closed:
             raise ClientStateError("the key gate is closed")
         loop = asyncio.get_running_loop()
         if self._redis_paused(loop):
-            await self._acquire_local(key, timeout)
+            await self._acquire_local(key, timeout, max_cool_down)
             return
         deadline = None if timeout is None else loop.time() + timeout
         h = self._hash(key)
         lease = self._new_id()
         try:
             async with asyncio.timeout(timeout):
-                await self._acquire_redis(key, h, lease, deadline)
+                await self._acquire_redis(key, h, lease, deadline, max_cool_down)
         except GateTimeout:
             raise
         except TimeoutError:
@@ -390,7 +393,7 @@ class RedisKeyGate:
         except self._redis_errors as exc:
             self._redis_failed(exc, raising=True)
             remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
-            await self._acquire_local(key, remaining)
+            await self._acquire_local(key, remaining, max_cool_down)
 
     def release(self, key: str) -> None:
         """Give back a slot of ``key``; never raises, never waits.
@@ -423,12 +426,13 @@ class RedisKeyGate:
         Slots of the key released in this tick are freed by the same script, after the
         cool-down is in place.
         """
-        ms = math.ceil(max(seconds, 0.0) * 1000)
+        seconds = min(max(seconds, 0.0), MAX_COOL_DOWN)
+        ms = math.ceil(seconds * 1000)
         if ms <= 0:
             return
         loop = asyncio.get_running_loop()
         if self._closed or self._redis_paused(loop):
-            self._local.cool_down_nowait(key, seconds)
+            self._local._cool_down_nowait(key, seconds)
             return
         h = self._hash(key)
         ids = self._pending.pop(h, [])
@@ -437,7 +441,7 @@ class RedisKeyGate:
         except self._redis_errors as exc:
             self._doubt(h, ids)
             self._redis_failed(exc, raising=False)
-            self._local.cool_down_nowait(key, seconds)
+            self._local._cool_down_nowait(key, seconds)
         except BaseException:
             if ids:  # cancelled mid-command: make sure the slots are freed all the same
                 self._spawn(self._drop(h, ids))
@@ -503,7 +507,14 @@ class RedisKeyGate:
 
     # -- acquiring through Redis ---------------------------------------------------------
 
-    async def _acquire_redis(self, key: str, h: str, lease: str, deadline: float | None) -> None:
+    async def _acquire_redis(
+        self,
+        key: str,
+        h: str,
+        lease: str,
+        deadline: float | None,
+        max_cool_down: float | None,
+    ) -> None:
         granted, ticket, cool_ms, free_left = await self._try(h, lease, 0)
         # Look the state up only now: while the script ran, another call may have dropped
         # an idle one. From here on it holds our waiter or lease, so it stays.
@@ -523,8 +534,11 @@ class RedisKeyGate:
         try:
             while True:
                 if cool_ms > 0:
-                    if deadline is not None and loop.time() + cool_ms / 1000 > deadline:
-                        raise GateTimeout(f"the key is cooling down for {cool_ms / 1000:.3f}s more")
+                    left = cool_ms / 1000
+                    if (deadline is not None and loop.time() + left > deadline) or (
+                        max_cool_down is not None and left > max_cool_down
+                    ):
+                        raise KeyCoolingDown(left)
                     await asyncio.sleep(cool_ms / 1000)
                     delay = _POLL_MIN
                     if waiters[0] is not waiter:
@@ -840,7 +854,9 @@ class RedisKeyGate:
             del self._doubtful[:5_000]
         self._doubtful.extend((now, h, id) for id in ids)
 
-    async def _acquire_local(self, key: str, timeout: float | None) -> None:
+    async def _acquire_local(
+        self, key: str, timeout: float | None, max_cool_down: float | None = None
+    ) -> None:
         """Acquire from the in-process fallback gate, counting slots still held in Redis."""
         if self._convert_held:
             self._convert_held = False
@@ -853,7 +869,7 @@ class RedisKeyGate:
                         break
                     state.held.pop()
                     self._local_held[state.key] = self._local_held.get(state.key, 0) + 1
-        await self._local.acquire(key, timeout)
+        await self._local.acquire(key, timeout, max_cool_down=max_cool_down)
         self._local_held[key] = self._local_held.get(key, 0) + 1
         logger.debug("key gate: %s admitted by the local fallback", key_hint(key))
 

@@ -27,7 +27,6 @@ from tenacity import AsyncRetrying, RetryCallState
 from ._clock import Clock
 from ._config import RetryPolicy
 from ._exceptions import AccountAPIError, APIStatusError
-from ._keys import key_hint
 
 __all__ = ["Retrier", "RetryEvent", "backoff_wait"]
 
@@ -95,14 +94,14 @@ class Retrier:
         first: AccountAPIError,
         *,
         deadline: float | None,
-        key: str,
-    ) -> tuple[T, int]:
+        key_hint: str,
+    ) -> T:
         """Continue after ``first``, the failure of the bare attempt 1: tenacity decides
-        every wait and further ``attempt(n)``. Returns the value and the attempts taken;
-        raises the last real error, with ``attempts`` set, when it gives up.
+        every wait and further ``attempt(n)``. Returns the value; raises the last real
+        error when it gives up (the caller sets its ``attempts``).
         """
         policy = self.policy
-        hint = key_hint(key)
+        hint = key_hint
         clock = self._clock
 
         def wait(state: RetryCallState) -> float:
@@ -156,11 +155,7 @@ class Retrier:
                 number = try_.retry_state.attempt_number
                 if number == 1:
                     raise first  # replay the failure the bare first attempt already had
-                try:
-                    return await attempt(number), number
-                except AccountAPIError as exc:
-                    exc.attempts = number
-                    raise
+                return await attempt(number)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
 

@@ -81,9 +81,19 @@ def _text(value: Any) -> str | None:
 
 
 def error_for_status(
-    status: int, headers: Mapping[str, str], body: bytes, *, now: float, truncated: bool = False
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+    truncated: bool = False,
+    problem: str | None = None,
 ) -> APIStatusError:
-    """Build the exception for a non-2xx response; ``now`` is Unix time for HTTP-date waits."""
+    """Build the exception for a non-2xx response; ``now`` is Unix time for HTTP-date waits.
+
+    ``truncated`` says the body was larger than the client reads (``body`` is its start);
+    ``problem`` why it could not be read at all. The class follows the status either way.
+    """
     cls = error_class(status)
     data: Any = None
     if body and not truncated:
@@ -108,10 +118,14 @@ def error_for_status(
             location = headers.get("Location")
             if location:
                 message += f" (Location: {excerpt(location.encode(), 120)})"
+        elif problem is not None:
+            message = f"unreadable response body: {problem}"
+        elif truncated:
+            message = "response body larger than Limits.max_response_bytes; not read"
         elif body_excerpt:
             message = f"unexpected response body: {body_excerpt}"
         else:
-            message = "empty response body" if not truncated else "response body too large"
+            message = "empty response body"
     return cls(
         message,
         status=status,

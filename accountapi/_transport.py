@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ._config import Limits, Timeout
+from ._content import ACCEPT_ENCODING, UndecodableBody, decode_body, is_identity
 from ._deadlines import AttemptDeadlines
 from ._exceptions import (
     AccountAPIError,
@@ -27,6 +28,7 @@ from ._exceptions import (
     APITimeoutError,
     ClientStateError,
 )
+from ._keys import Credential
 from ._version import __version__
 
 __all__ = ["USER_AGENT", "RawResponse", "Transport", "request_headers"]
@@ -37,25 +39,41 @@ USER_AGENT: Final = f"accountapi-python/{__version__} aiohttp/{aiohttp.__version
 def request_headers(key: str) -> CIMultiDict[str]:
     """The headers of a request made with ``key``.
 
-    Two headers only, as the ``CIMultiDict`` aiohttp converts any other mapping into on
-    every request; aiohttp copies it, so one instance can serve many requests.
+    Built once per key, as the ``CIMultiDict`` aiohttp converts any other mapping into on
+    every request; aiohttp copies it, so one instance can serve many requests. Kept on the
+    key's :class:`~accountapi._keys.Credential`, never in a variable of its own.
     """
-    return CIMultiDict((("Authorization", "Bearer " + key), ("User-Agent", USER_AGENT)))
+    return CIMultiDict(
+        (
+            ("Authorization", "Bearer " + key),
+            ("User-Agent", USER_AGENT),
+            ("Accept-Encoding", ACCEPT_ENCODING),
+        )
+    )
 
 
 class RawResponse:
     """Status, headers and (possibly cut-off) body of one HTTP answer."""
 
-    __slots__ = ("body", "headers", "status", "truncated")
+    __slots__ = ("body", "headers", "problem", "status", "truncated")
 
     def __init__(
-        self, status: int, headers: Mapping[str, str], body: bytes, truncated: bool
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        truncated: bool,
+        problem: str | None = None,
     ) -> None:
         self.status = status
         self.headers = headers
         self.body = body
-        # True when the body was larger than Limits.max_response_bytes and was not read.
+        # True when the body, decoded, was larger than Limits.max_response_bytes: it was
+        # not read (or inflated) further, and ``body`` holds at most the cap.
         self.truncated = truncated
+        # Why the body could not be read at all (an encoding the SDK did not ask for);
+        # ``body`` is then empty.
+        self.problem = problem
 
 
 def _client_timeout(
@@ -166,6 +184,10 @@ class Transport:
             raise ClientStateError("the client is closed; create a new AccountClient")
         session = self._session
         if session is not None and not self._owns_session:
+            if session.closed:
+                raise ClientStateError(
+                    "the aiohttp session passed as session= is closed; pass an open one"
+                )
             return session
         loop = asyncio.get_running_loop()
         if session is not None:
@@ -189,6 +211,8 @@ class Transport:
             # One session serves many keys: a cookie set in answer to one key must never
             # ride along with another key's requests. The API authenticates by header only.
             cookie_jar=aiohttp.DummyCookieJar(),
+            # Bodies are inflated (if at all) by _content.decode_body, within the size cap.
+            auto_decompress=False,
         )
         self._session = session
         self._loop = loop
@@ -199,16 +223,19 @@ class Transport:
         session: aiohttp.ClientSession,
         method: str,
         url: URL,
-        headers: Mapping[str, str],
+        key: Credential,
         timeouts: Timeout,
         remaining: float | None,
     ) -> RawResponse:
-        """Send one request on ``session``; return its answer or raise an SDK error.
+        """Send one request with ``key`` on ``session``; return its answer or raise an SDK error.
 
         The attempt is limited by ``timeouts`` and by ``remaining``, the seconds left
-        before the whole call's deadline.
+        before the whole call's deadline. Errors are raised with no exception chained:
+        aiohttp's exceptions and frames hold the request headers.
         """
         failure: AccountAPIError
+        if key._headers is None:  # once per key; kept on the key, never in a local
+            key._headers = request_headers(key._value)
         limit = timeouts.attempt
         if remaining is not None and (limit is None or remaining < limit):
             limit = remaining
@@ -224,43 +251,60 @@ class Transport:
                 # Outside a task (no task with a limit) aiohttp times the attempt itself.
                 timeout = _client_timeout(timeouts, limit, total=not timed_here)
             if timeout is self._timeout and self._owns_session:
-                # Our own session already defaults to this timeout and never raises for
-                # status; leaving those arguments out saves aiohttp work on every call.
-                context = session.request(method, url, headers=headers, allow_redirects=False)
+                # Our own session already has this timeout, never raises for status and
+                # never decompresses; leaving those arguments out saves aiohttp work.
+                context = session.request(method, url, headers=key._headers, allow_redirects=False)
             else:
                 context = session.request(
                     method,
                     url,
-                    headers=headers,
+                    headers=key._headers,
                     allow_redirects=False,
                     timeout=timeout,
                     raise_for_status=False,
+                    auto_decompress=False,
                 )
             async with context as resp:
                 length = resp.content_length
                 if length is not None and length <= self._max_bytes:
                     body = await resp.read()
-                    return RawResponse(resp.status, resp.headers, body, False)
-                body, truncated = await self._read_capped(resp, length)
+                    truncated = False
+                else:
+                    body, truncated = await self._read_capped(resp, length)
+                encoding = resp.headers.get("Content-Encoding")
+                if encoding is None or truncated or is_identity(encoding):
+                    return RawResponse(resp.status, resp.headers, body, truncated)
+                try:
+                    body, truncated = decode_body(body, encoding, self._max_bytes)
+                except UndecodableBody as exc:
+                    return RawResponse(resp.status, resp.headers, b"", False, problem=str(exc))
                 return RawResponse(resp.status, resp.headers, body, truncated)
         except asyncio.CancelledError:
             if task is not None and deadlines.expired(task):
                 # Whether the request had left is unknown here (it may have been
                 # waiting for a pooled connection): assume it did, so it is not retried.
-                raise APITimeoutError(
+                failure = APITimeoutError(
                     f"timed out waiting for the response (attempt limit {limit:g}s)",
                     request_sent=True,
-                ) from None
-            raise
-        except aiohttp.ClientResponseError as exc:
-            failure = translate(exc)
+                )
+            else:
+                raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise translate(exc) from exc
+            failure = translate(exc)
+        except RuntimeError:
+            # aiohttp's "Session is closed": a caller's session closed under us, or ours
+            # closed by aclose() while this call waited for a connection.
+            if not session.closed:
+                raise
+            failure = ClientStateError(
+                "the aiohttp session is closed; "
+                "create a new AccountClient (or pass an open session=)"
+            )
         finally:
             if task is not None:
                 deadlines.leave(task)
-        # Raised outside the except block so the ClientResponseError, whose repr holds the
-        # request headers, is neither __cause__ nor __context__ of the SDK error.
+        # Raised outside the except blocks, so no aiohttp exception is its __context__ or
+        # __cause__: their reprs and their frames' locals hold the request headers.
         raise failure
 
     async def _read_capped(

@@ -93,7 +93,7 @@ async def test_gate_queue_is_fifo_and_hands_slots_over() -> None:
 
     tasks = [asyncio.create_task(waiter(n)) for n in range(5)]
     await asyncio.sleep(0)
-    assert gate.in_flight("k") == 1
+    assert await gate.in_flight("k") == 1
     gate.release("k")
     await asyncio.gather(*tasks)
     assert order == [0, 1, 2, 3, 4]
@@ -112,7 +112,7 @@ async def test_cancelled_waiter_does_not_leak_its_slot() -> None:
     with pytest.raises(asyncio.CancelledError):
         await first
     await second  # so the slot reached `second`
-    assert gate.in_flight("k") == 1
+    assert await gate.in_flight("k") == 1
     gate.release("k")
     assert len(gate) == 0
 
@@ -147,7 +147,7 @@ async def test_cool_down_is_waited_out_without_spinning() -> None:
     """Callers arriving during a cool-down are admitted only once it has passed, with no busy loop."""
     clock = VirtualClock()
     gate = MemoryKeyGate(10, clock=clock)
-    gate.cool_down_nowait("k", 2.0)
+    await gate.cool_down("k", 2.0)
     start = clock.monotonic()
     await asyncio.gather(*(gate.acquire("k", None) for _ in range(3)))
     assert clock.monotonic() - start >= 2.0
@@ -162,11 +162,11 @@ async def test_cool_down_longer_than_the_time_left_fails_fast() -> None:
     """A cool-down that would outlast the caller's deadline raises instead of sleeping."""
     clock = VirtualClock()
     gate = MemoryKeyGate(10, clock=clock)
-    gate.cool_down_nowait("k", 30.0)
+    await gate.cool_down("k", 30.0)
     with pytest.raises(GateTimeout):
         await gate.acquire("k", 5.0)
     assert clock.sleeps == []
-    assert gate.in_flight("k") == 0
+    assert await gate.in_flight("k") == 0
 
 
 def test_gate_limit_validated() -> None:

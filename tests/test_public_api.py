@@ -8,6 +8,7 @@ import accountapi
 import accountapi.testing
 
 PUBLIC = [
+    "MAX_COOL_DOWN",
     "NOT_GIVEN",
     "APIConnectionError",
     "APIResponseValidationError",
@@ -26,8 +27,11 @@ PUBLIC = [
     "Clock",
     "ConfigurationError",
     "ConflictError",
+    "GateTimeout",
     "InternalServerError",
+    "KeyCoolingDown",
     "KeyGate",
+    "KeySource",
     "Limits",
     "MalformedAPIKeyError",
     "MemoryKeyGate",
@@ -42,7 +46,6 @@ PUBLIC = [
     "RetryEvent",
     "RetryPolicy",
     "ServiceUnavailableError",
-    "SystemClock",
     "Timeout",
     "UnavailableForLegalReasonsError",
     "UnexpectedRedirectError",
@@ -63,15 +66,36 @@ def test_every_exported_name_exists() -> None:
         assert hasattr(accountapi, name), name
 
 
+# What a KeyGate raises to the client, which turns it into APITimeoutError or
+# RateLimitError: exported for gate authors, never raised to a caller of the client.
+GATE_SIGNALS = (accountapi.GateTimeout, accountapi.KeyCoolingDown)
+
+
 def test_every_exception_is_an_account_api_error() -> None:
-    """Each exported exception class derives from AccountAPIError."""
+    """Each exported exception class a caller can see derives from AccountAPIError."""
     errors = [
         obj
         for obj in vars(accountapi).values()
-        if inspect.isclass(obj) and issubclass(obj, BaseException)
+        if inspect.isclass(obj) and issubclass(obj, BaseException) and obj not in GATE_SIGNALS
     ]
     assert len(errors) >= 20
     assert all(issubclass(e, accountapi.AccountAPIError) for e in errors)
+
+
+def test_private_helpers_stay_private() -> None:
+    """The system clock and the in-memory gate's synchronous fast paths are not public API."""
+    assert not hasattr(accountapi, "SystemClock")
+    assert not hasattr(accountapi.MemoryKeyGate, "try_acquire")
+    assert not hasattr(accountapi.MemoryKeyGate, "cool_down_nowait")
+    assert not hasattr(accountapi.AccountResource, "profile_with_attempts")
+
+
+def test_every_gate_has_one_shape() -> None:
+    """Both shipped gates implement the whole KeyGate protocol, in_flight() included, as coroutines."""
+    for gate in (accountapi.MemoryKeyGate, accountapi.RedisKeyGate):
+        for name in ("acquire", "cool_down", "in_flight"):
+            assert inspect.iscoroutinefunction(getattr(gate, name)), (gate, name)
+        assert not inspect.iscoroutinefunction(gate.release)
 
 
 def test_public_objects_say_they_come_from_accountapi() -> None:

@@ -1,0 +1,205 @@
+"""The call path: one API call for one key, from the deadline to the decoded answer.
+
+The client owns one :class:`CallPath`; the account resource and the bulk engine make
+every call through it and reach nothing else of the client. One call is: take a slot in
+the key gate, send one attempt, map the status, and on a retryable failure let the
+:class:`~accountapi._retry.Retrier` decide the waits and further attempts.
+
+**The deadline.** ``Timeout.total`` is fixed when the call starts, and every wait comes
+out of it: the queue for the key's slot, its cool-down, the backoff between attempts,
+the wait for a pooled connection, connecting, and reading. Each attempt gets what is left
+at the moment it is sent, so a call ends no later than its ``total`` plus the time the
+event loop takes to notice.
+
+**Secrets.** Error trackers record the locals of every frame an exception passes
+through. The key travels as a :class:`~accountapi._keys.Credential` (whose ``repr`` is
+its hint) and its request headers live on that object, so no frame here holds either in
+a local; errors that other code raised with such frames in their traceback are re-raised
+as detached copies.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, TypeVar
+
+from ._config import NOT_GIVEN, NotGiven, Timeout
+from ._exceptions import (
+    AccountAPIError,
+    APITimeoutError,
+    ConfigurationError,
+    RateLimitError,
+)
+from ._gate import GateTimeout, KeyCoolingDown, KeyGate, fast_acquire
+from ._keys import Credential
+from ._status import error_for_status
+
+if TYPE_CHECKING:
+    from yarl import URL
+
+    from ._clock import Clock
+    from ._retry import Retrier
+    from ._transport import RawResponse, Transport
+
+__all__ = ["CallPath"]
+
+T = TypeVar("T")
+
+_NO_KEY: Final = "no API key: pass api_key=... or set $ACCOUNTAPI_API_KEY (or $DEPICTA_API_KEY)"
+
+
+class CallPath:
+    """What resources need of the client: URLs, the clock, and :meth:`request`."""
+
+    __slots__ = (
+        "_clock",
+        "_default_key",
+        "_fast_acquire",
+        "_gate",
+        "_retrier",
+        "_timeout",
+        "_transport",
+        "monotonic",
+    )
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        gate: KeyGate,
+        retrier: Retrier,
+        clock: Clock,
+        timeout: Timeout,
+        default_key: Credential | None,
+    ) -> None:
+        self._transport = transport
+        self._gate = gate
+        self._retrier = retrier
+        self._clock = clock
+        self.monotonic: Callable[[], float] = clock.monotonic
+        self._timeout = timeout
+        self._default_key = default_key
+        # The in-process gate hands out a free slot synchronously: no coroutine to wait.
+        self._fast_acquire = fast_acquire(gate)
+
+    def url(self, path: str) -> URL:
+        """The absolute URL of an endpoint (built once per endpoint by its resource)."""
+        return self._transport.url(path)
+
+    def credential(self, api_key: Credential | None) -> Credential:
+        """The checked key for a call: ``api_key``, else the client's default key."""
+        if api_key is not None:
+            return api_key.check()
+        if self._default_key is None:
+            raise ConfigurationError(_NO_KEY)
+        return self._default_key.check()
+
+    async def request(
+        self,
+        method: str,
+        url: URL,
+        parse: Callable[[RawResponse], T],
+        api_key: Credential | None,
+        timeout: Timeout | float | NotGiven | None,
+    ) -> tuple[T, int]:
+        """One API call for one key: gate, attempt, map status, retry, decode.
+
+        Returns the decoded value and the number of requests sent. Every error raised
+        has ``attempts`` (requests sent) and ``key_hint`` set.
+        """
+        key = self.credential(api_key)
+        transport = self._transport
+        timeouts = self._timeout if timeout is NOT_GIVEN else Timeout.coerce(timeout)
+        clock = self._clock
+        gate = self._gate
+        try_acquire = self._fast_acquire
+        retrier = self._retrier
+        max_wait = retrier.policy.max_wait
+        total = timeouts.total
+        deadline = None if total is None else clock.monotonic() + total
+        sent = 0  # requests handed to the transport, across attempts
+
+        async def attempt(number: int) -> T:
+            nonlocal sent
+            failure: AccountAPIError | None = None
+            remaining = None if deadline is None else deadline - clock.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise APITimeoutError(
+                    f"the call's deadline of {total}s passed before attempt {number}",
+                    request_sent=False,
+                    retryable=False,
+                )
+            if try_acquire is None or not try_acquire(key._value):
+                try:
+                    await gate.acquire(key._value, remaining, max_cool_down=max_wait)
+                except KeyCoolingDown as exc:
+                    failure = RateLimitError(
+                        f"the key is cooling down after a 429 for {exc.retry_after:.3f}s more, "
+                        "longer than this call may wait; nothing was sent",
+                        status=429,
+                        retry_after=exc.retry_after,
+                    )
+                except GateTimeout:
+                    failure = APITimeoutError(
+                        f"no request slot for the key within the call's deadline of {total}s",
+                        request_sent=False,
+                        retryable=False,
+                    )
+                except AccountAPIError as exc:  # a shared gate's own failure
+                    failure = copy.copy(exc)  # detached: its frames hold the raw key
+                if failure is not None:
+                    raise failure
+            try:
+                if deadline is not None:
+                    # The slot may have taken a while: the attempt gets what is left now.
+                    remaining = deadline - clock.monotonic()
+                    if remaining <= 0:
+                        raise APITimeoutError(
+                            f"the call's deadline of {total}s passed while it waited "
+                            "for a request slot",
+                            request_sent=False,
+                            retryable=False,
+                        )
+                session = transport.session()  # ClientStateError once the client is closed
+                sent += 1
+                raw = await transport.request(session, method, url, key, timeouts, remaining)
+                if 200 <= raw.status < 300:
+                    return parse(raw)
+                error = error_for_status(
+                    raw.status,
+                    raw.headers,
+                    raw.body,
+                    now=clock.time(),
+                    truncated=raw.truncated,
+                    problem=raw.problem,
+                )
+                if raw.status == 429 and error.retry_after is not None:
+                    # One cool-down for the key: queued and new calls wait it out too. It
+                    # starts before the slot is released, so no other caller (in any
+                    # process, with a shared gate) slips in between. Without a usable
+                    # Retry-After each call backs off on its own jittered schedule.
+                    await gate.cool_down(key._value, error.retry_after)
+                raise error
+            finally:
+                gate.release(key._value)
+
+        # The success path is this bare await; retries start only after a failure.
+        try:
+            return await attempt(1), sent
+        except AccountAPIError as exc:
+            exc.attempts = sent
+            if not retrier.should_retry(exc):
+                exc.key_hint = key.hint
+                raise
+            first = exc
+        try:
+            value = await retrier.retry(attempt, first, deadline=deadline, key_hint=key.hint)
+        except AccountAPIError as exc:
+            exc.attempts = sent
+            exc.key_hint = key.hint
+            raise
+        return value, sent
+
+    def __repr__(self) -> str:
+        return f"CallPath(base_url={str(self._transport.base_url)!r})"
