@@ -1,0 +1,433 @@
+"""Promises at the edges: deadlines that count every wait, bounded bodies, capped cool-downs,
+shutdown, request counting and the small cases a hostile server or an impatient caller finds."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import tracemalloc
+import zlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from rawserver import RawServer, profile_body, raw_server, response
+
+from accountapi import (
+    MAX_COOL_DOWN,
+    AccountAPIError,
+    AccountClient,
+    APIConnectionError,
+    APIResponseValidationError,
+    APITimeoutError,
+    BadGatewayError,
+    ClientStateError,
+    InternalServerError,
+    Limits,
+    MemoryKeyGate,
+    RateLimitError,
+    RetryPolicy,
+    Timeout,
+)
+from accountapi.testing import Emulator, Fault, VirtualClock
+
+CAP = 1 << 20
+
+
+# -- 1. Timeout.total covers the wait for a slot --------------------------------------
+
+
+async def test_deadline_counts_the_wait_for_a_slot(emulator: Emulator) -> None:
+    """An eleventh call queued behind ten slow ones ends at its total deadline, not later."""
+    key = emulator.add_key(latency=0.6)
+    async with AccountClient(key, base_url=emulator.url, max_retries=0) as client:
+        holders = [asyncio.create_task(client.account.profile()) for _ in range(10)]
+        await emulator.wait_for_attempts(key, 10)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(APITimeoutError) as info:
+            await client.account.profile(timeout=1.0)
+        ended = loop.time() - started
+        await asyncio.gather(*holders)
+    # It got a slot at ~0.6 s and had ~0.4 s left for a 0.6 s answer: it must not run on
+    # to 1.2 s (or 1.6 s, as when the deadline ignored the queue).
+    assert ended < 1.0 + 0.2
+    assert info.value.attempts == 1
+    assert emulator.attempts(key) == 11
+
+
+async def test_deadline_spent_in_the_queue_sends_nothing(emulator: Emulator) -> None:
+    """A call whose whole deadline passes in the queue raises APITimeoutError with attempts == 0."""
+    key = emulator.add_key(latency=0.5)
+    async with AccountClient(key, base_url=emulator.url, max_retries=0) as client:
+        holders = [asyncio.create_task(client.account.profile()) for _ in range(10)]
+        await emulator.wait_for_attempts(key, 10)
+        with pytest.raises(APITimeoutError) as info:
+            await client.account.profile(timeout=0.1)
+        await asyncio.gather(*holders)
+    assert info.value.attempts == 0
+    assert info.value.request_sent is False
+    assert emulator.attempts(key) == 10
+
+
+# -- 2. The size cap bounds decoded bytes ---------------------------------------------
+
+
+def _bomb(n_bytes: int) -> bytes:
+    return gzip.compress(b" " * n_bytes, compresslevel=9)
+
+
+def _answer_once(status: int, body: bytes, headers: dict[str, str]) -> RawServer:
+    async def respond(head: bytes, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(response(status, body, headers))
+        await w.drain()
+
+    return RawServer(respond)
+
+
+@pytest.fixture
+async def gzip_server() -> AsyncIterator[RawServer]:
+    """Answers every request with a 64 MiB gzip bomb (about 64 KiB on the wire)."""
+    bomb = _bomb(64 << 20)
+
+    async def respond(head: bytes, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        status = 502 if b"X-Bomb-Status: 502" in head else 200
+        w.write(response(status, bomb, {"Content-Encoding": "gzip"}))
+        await w.drain()
+
+    async with raw_server(respond) as server:
+        yield server
+
+
+async def test_the_sdk_asks_for_an_unencoded_body(gzip_server: RawServer) -> None:
+    """Every request says Accept-Encoding: identity."""
+    async with AccountClient("dpct_" + "a" * 32, base_url=gzip_server.url) as client:
+        with pytest.raises(APIResponseValidationError):
+            await client.account.profile()
+    assert b"accept-encoding: identity" in gzip_server.heads[0].lower()
+
+
+async def test_a_gzip_bomb_costs_about_the_cap_in_memory(gzip_server: RawServer) -> None:
+    """A 64 MiB gzip body is inflated only up to max_response_bytes, then refused as too large."""
+    async with AccountClient(
+        "dpct_" + "a" * 32, base_url=gzip_server.url, limits=Limits(max_response_bytes=CAP)
+    ) as client:
+        await client.account.dismiss_notifications()  # warm up: imports, pool, buffers
+        tracemalloc.start()
+        try:
+            with pytest.raises(APIResponseValidationError, match="max_response_bytes"):
+                await client.account.profile()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 6 * CAP
+
+
+async def test_a_gzip_bomb_in_a_502_is_bounded_on_every_retry(gzip_server: RawServer) -> None:
+    """A retried 502 carrying a bomb is refused at the cap each time and keeps its class."""
+    clock = VirtualClock()
+    async with aiohttp.ClientSession(headers={"X-Bomb-Status": "502"}) as session:
+        client = AccountClient(
+            "dpct_" + "a" * 32,
+            base_url=gzip_server.url,
+            session=session,
+            clock=clock,
+            max_retries=2,
+            limits=Limits(max_response_bytes=CAP),
+        )
+        tracemalloc.start()
+        try:
+            with pytest.raises(BadGatewayError, match="max_response_bytes") as info:
+                await client.account.profile()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert info.value.attempts == 3 == gzip_server.requests
+    assert peak < 6 * CAP
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("deflate", lambda b: zlib.compress(b)[2:-4]),  # raw deflate, no zlib wrapper
+    ],
+)
+async def test_a_small_encoded_body_is_still_decoded(
+    encoding: str, compress: object, recwarn: pytest.WarningsRecorder
+) -> None:
+    """A server that compresses though not asked to still gets its profile decoded."""
+    body = profile_body(balance_eur="3.140000")
+    packed = compress(body)  # type: ignore[operator]
+    async with (
+        raw_server(_answer_once(200, packed, {"Content-Encoding": encoding}).respond) as server,
+        AccountClient("dpct_" + "a" * 32, base_url=server.url) as client,
+    ):
+        profile = await client.account.profile()
+    assert str(profile.balance_eur) == "3.140000"
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd", "gzip, gzip", "compress"])
+async def test_an_encoding_not_asked_for_is_refused(encoding: str) -> None:
+    """A body in a coding the SDK cannot bound is an APIResponseValidationError, not a crash."""
+    async with (
+        raw_server(_answer_once(200, b"\x00garbage", {"Content-Encoding": encoding}).respond) as s,
+        AccountClient("dpct_" + "a" * 32, base_url=s.url) as client,
+    ):
+        with pytest.raises(APIResponseValidationError, match="unreadable response body"):
+            await client.account.profile()
+
+
+async def test_an_oversized_error_body_is_reported_as_too_large() -> None:
+    """A 500 whose body is over the cap says so, instead of "empty response body"."""
+    big = b"x" * (2 * CAP)
+    async with (
+        raw_server(_answer_once(500, big, {}).respond) as server,
+        AccountClient(
+            "dpct_" + "a" * 32, base_url=server.url, limits=Limits(max_response_bytes=CAP)
+        ) as client,
+    ):
+        with pytest.raises(InternalServerError) as info:
+            await client.account.profile()
+    assert "max_response_bytes" in str(info.value)
+    assert "empty" not in str(info.value)
+
+
+# -- 3. A long Retry-After cannot park a key ------------------------------------------
+
+
+@pytest.mark.parametrize("timeout", [None, 60.0])
+async def test_a_day_long_retry_after_fails_later_calls_at_once(
+    emulator: Emulator, key: str, clock: VirtualClock, timeout: float | None
+) -> None:
+    """After Retry-After: 86400, calls on the key raise RateLimitError at once, nothing sent."""
+    emulator.script(key, [Fault.rate_limited(86400)])
+    async with AccountClient(key, base_url=emulator.url, clock=clock, timeout=timeout) as client:
+        with pytest.raises(RateLimitError) as first:
+            await client.account.profile()
+        assert first.value.retry_after == 86400
+        assert first.value.attempts == 1
+        with pytest.raises(RateLimitError) as second:
+            await client.account.profile()
+    assert second.value.attempts == 0
+    assert second.value.retry_after is not None
+    assert 0 < second.value.retry_after <= MAX_COOL_DOWN
+    assert emulator.attempts(key) == 1
+    assert clock.sleeps == []  # nothing waited: neither the retry nor the gate
+
+
+async def test_the_cool_down_is_capped(emulator: Emulator, key: str, clock: VirtualClock) -> None:
+    """Once MAX_COOL_DOWN has passed the key is tried again, whatever the Retry-After said."""
+    emulator.script(key, [Fault.rate_limited(86400)])
+    async with AccountClient(key, base_url=emulator.url, clock=clock) as client:
+        with pytest.raises(RateLimitError):
+            await client.account.profile()
+        clock.offset += MAX_COOL_DOWN
+        profile = await client.account.profile()
+    assert profile.email
+    assert emulator.attempts(key) == 2
+
+
+async def test_a_cool_down_longer_than_the_deadline_fails_at_once(
+    emulator: Emulator, key: str, clock: VirtualClock
+) -> None:
+    """A 20 s cool-down (within max_wait) and a 5 s deadline: RateLimitError now, retry_after ~20."""
+    async with AccountClient(key, base_url=emulator.url, clock=clock) as client:
+        await client.key_gate.cool_down(key, 20.0)
+        with pytest.raises(RateLimitError) as info:
+            await client.account.profile(timeout=5.0)
+        # With the time to wait it out, the same call waits and succeeds.
+        assert (await client.account.profile(timeout=30.0)).email
+    assert info.value.retry_after == pytest.approx(20.0, abs=0.5)
+    assert info.value.attempts == 0
+    assert emulator.attempts(key) == 1
+    assert clock.sleeps
+    assert clock.sleeps[0] == pytest.approx(20.0, abs=0.5)
+
+
+async def test_queued_calls_fail_fast_when_a_long_cool_down_starts(
+    emulator: Emulator, clock: VirtualClock
+) -> None:
+    """Calls queued behind a 429 asking for an hour raise RateLimitError; none is sent after it."""
+    key = emulator.add_key(latency=0.2)
+    emulator.script(key, [Fault.rate_limited(3600)])
+    async with AccountClient(key, base_url=emulator.url, clock=clock) as client:
+        results = await asyncio.gather(
+            *(client.account.profile() for _ in range(15)), return_exceptions=True
+        )
+    limited = [r for r in results if isinstance(r, RateLimitError)]
+    assert len(limited) >= 6  # the first wave had 10 in flight; the 5 queued all fail fast
+    assert all(isinstance(r, RateLimitError) or not isinstance(r, Exception) for r in results)
+    assert emulator.attempts(key) <= 10
+
+
+async def test_the_memory_gate_forgets_a_key_once_its_cool_down_ends() -> None:
+    """A million-key run with 429s stays flat: cooled-down keys nobody calls again are dropped."""
+    clock = VirtualClock()
+    gate = MemoryKeyGate(10, clock=clock)
+    for n in range(1000):
+        await gate.cool_down(f"key-{n}", 2.0)
+    assert len(gate) == 1000
+    clock.offset += 3.0
+    await gate.cool_down("late", 2.0)
+    assert len(gate) == 1
+    assert len(gate._cooling) == 1
+
+
+async def test_a_cool_down_is_capped_in_the_gate_itself() -> None:
+    """MemoryKeyGate.cool_down(key, 86400) holds the key back for MAX_COOL_DOWN at most."""
+    clock = VirtualClock()
+    gate = MemoryKeyGate(10, clock=clock)
+    await gate.cool_down("k", 86400.0)
+    await gate.acquire("k", None)
+    assert clock.slept == pytest.approx(MAX_COOL_DOWN, abs=0.01)
+    gate.release("k")
+
+
+# -- 4. Closing with calls queued or waiting --------------------------------------------
+
+
+async def test_aclose_fails_queued_calls_with_client_state_error(emulator: Emulator) -> None:
+    """Calls still queued for a slot when the client closes raise ClientStateError, not RuntimeError."""
+    key = emulator.add_key(latency=0.3)
+    client = AccountClient(key, base_url=emulator.url, max_retries=0)
+    calls = [asyncio.create_task(client.account.profile()) for _ in range(15)]
+    await emulator.wait_for_attempts(key, 10)
+    await client.aclose()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(r, ClientStateError | APIConnectionError) for r in results), results
+    assert sum(isinstance(r, ClientStateError) for r in results) >= 5
+    assert emulator.attempts(key) == 10
+
+
+class _HeldSleep(VirtualClock):
+    """A virtual clock whose sleeps wait until the test lets them go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeping = asyncio.Event()
+        self.wake = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeping.set()
+        await self.wake.wait()
+        await super().sleep(seconds)
+
+
+async def test_aclose_fails_a_call_waiting_to_retry(emulator: Emulator, key: str) -> None:
+    """A call in its retry backoff when the client closes raises ClientStateError."""
+    emulator.script(key, [Fault.status(503)])
+    clock = _HeldSleep()
+    client = AccountClient(key, base_url=emulator.url, clock=clock)
+    call = asyncio.create_task(client.account.profile())
+    async with asyncio.timeout(5):
+        await clock.sleeping.wait()
+    await client.aclose()
+    clock.wake.set()
+    with pytest.raises(ClientStateError) as info:
+        await call
+    assert info.value.attempts == 1
+    assert emulator.attempts(key) == 1
+
+
+async def test_a_closed_session_of_yours_is_a_client_state_error(
+    emulator: Emulator, key: str
+) -> None:
+    """An aiohttp session passed in and already closed gives ClientStateError, not RuntimeError."""
+    session = aiohttp.ClientSession()
+    await session.close()
+    client = AccountClient(key, base_url=emulator.url, session=session)
+    with pytest.raises(ClientStateError):
+        await client.account.profile()
+    assert emulator.attempts(key) == 0
+
+
+async def test_a_session_closed_under_a_queued_call(emulator: Emulator) -> None:
+    """Your session closed while calls wait for a slot: they raise SDK errors only."""
+    key = emulator.add_key(latency=0.3)
+    async with aiohttp.ClientSession() as session:
+        client = AccountClient(key, base_url=emulator.url, session=session, max_retries=0)
+        calls = [asyncio.create_task(client.account.profile()) for _ in range(12)]
+        await emulator.wait_for_attempts(key, 10)
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(r, ClientStateError | APIConnectionError) for r in results), results
+
+
+# -- 7. Smaller promises ----------------------------------------------------------------
+
+
+async def test_attempts_count_requests_sent(
+    emulator: Emulator, key: str, clock: VirtualClock
+) -> None:
+    """Exhausted retries report exactly the requests the server saw."""
+    emulator.script(key, [Fault.status(503)] * 3)
+    async with AccountClient(key, base_url=emulator.url, clock=clock, max_retries=2) as client:
+        with pytest.raises(AccountAPIError) as info:
+            await client.account.profile()
+    assert info.value.attempts == emulator.attempts(key) == 3
+
+
+async def test_a_str_subclass_key_is_accepted(emulator: Emulator, key: str) -> None:
+    """A key given as a str subclass (a settings library's secret type) works like the str."""
+
+    class Secret(str):
+        __slots__ = ()
+
+        def __repr__(self) -> str:
+            return "Secret('***')"
+
+    async with AccountClient(Secret(key), base_url=emulator.url) as client:
+        assert (await client.account.profile()).email
+        assert (await client.account.profile(api_key=Secret(key))).email
+    assert emulator.attempts(key) == 2
+
+
+async def test_a_custom_subclass_of_the_memory_gate_is_always_asked(emulator: Emulator) -> None:
+    """A MemoryKeyGate subclass that overrides acquire sees every call (no fast path around it)."""
+
+    class Counting(MemoryKeyGate):
+        __slots__ = ("calls",)
+
+        def __init__(self) -> None:
+            super().__init__(10)
+            self.calls = 0
+
+        async def acquire(
+            self, key: str, timeout: float | None, *, max_cool_down: float | None = None
+        ) -> None:
+            self.calls += 1
+            await super().acquire(key, timeout, max_cool_down=max_cool_down)
+
+    gate = Counting()
+    key = emulator.add_key()
+    async with AccountClient(key, base_url=emulator.url, key_gate=gate) as client:
+        for _ in range(3):
+            await client.account.profile()
+    assert gate.calls == 3
+    assert len(gate) == 0
+
+
+def test_per_key_with_a_gate_of_your_own_is_an_error() -> None:
+    """Limits(per_key=5) cannot apply to a key_gate you pass: a ConfigurationError says so."""
+    from accountapi import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="per_key"):
+        AccountClient("dpct_" + "a" * 32, key_gate=MemoryKeyGate(10), limits=Limits(per_key=5))
+    # Matching values, or the default, are fine.
+    AccountClient("dpct_" + "a" * 32, key_gate=MemoryKeyGate(5), limits=Limits(per_key=5))
+    AccountClient("dpct_" + "a" * 32, key_gate=MemoryKeyGate(3))
+
+
+async def test_a_gate_timeout_is_not_counted_as_an_attempt(emulator: Emulator) -> None:
+    """RetryPolicy and Timeout aside, a call that never left the gate reports attempts == 0."""
+    key = emulator.add_key(latency=0.4)
+    async with AccountClient(
+        key, base_url=emulator.url, retry=RetryPolicy(max_retries=0), timeout=Timeout(total=5)
+    ) as client:
+        holders = [asyncio.create_task(client.account.profile()) for _ in range(10)]
+        await emulator.wait_for_attempts(key, 10)
+        with pytest.raises(APITimeoutError) as info:
+            await client.account.profile(timeout=0.05)
+        await asyncio.gather(*holders)
+    assert info.value.attempts == 0
