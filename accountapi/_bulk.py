@@ -31,9 +31,8 @@ from ._exceptions import (
     AccountAPIError,
     AuthenticationError,
     ConfigurationError,
-    MalformedAPIKeyError,
 )
-from ._keys import Credential, check_key, key_hint, match_key
+from ._keys import Credential, key_hint, malformed_key_error, match_key
 from ._models import Profile
 from ._transport import RawResponse
 
@@ -501,12 +500,11 @@ class _Engine:
 
     @staticmethod
     def _malformed(index: int, key: object) -> BalanceResult:
-        try:
-            check_key(key)
-        except MalformedAPIKeyError as exc:
-            exc.key_hint = key_hint(key) if isinstance(key, str) else "…"
-            return BalanceResult(key=key, index=index, error=exc)  # type: ignore[arg-type]
-        raise AssertionError("unreachable: match_key and check_key disagree")  # pragma: no cover
+        # Built, never raised: a raised error's traceback would keep this frame's key.
+        credential = Credential(key)
+        error = malformed_key_error(credential)
+        error.key_hint = credential.hint
+        return BalanceResult(key=key, index=index, error=error)  # type: ignore[arg-type]
 
 
 def _unexpected(key: str, exc: Exception) -> AccountAPIError:

@@ -199,8 +199,11 @@ class AccountClient:
         return self._timeout
 
     def __repr__(self) -> str:
-        hint = self._default_key.hint if self._default_key is not None else None
-        return f"AccountClient(base_url={self.base_url!r}, api_key={hint!r})"
+        # Also called on a half-built client (error trackers render every frame's locals).
+        key = getattr(self, "_default_key", None)
+        transport = getattr(self, "_transport", None)
+        base = str(transport.base_url) if transport is not None else None
+        return f"AccountClient(base_url={base!r}, api_key={None if key is None else key.hint!r})"
 
     # -- many keys ---------------------------------------------------------------------
 

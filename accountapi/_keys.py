@@ -18,6 +18,7 @@ __all__ = [
     "Credential",
     "check_key",
     "key_hint",
+    "malformed_key_error",
     "match_key",
     "resolve_api_key",
     "resolve_base_url",
@@ -86,7 +87,7 @@ class Credential:
         if type(self._raw) is str and match_key(self._raw) is not None:
             self._value = self._raw
             return self
-        raise _malformed(self)
+        raise malformed_key_error(self)
 
     def __repr__(self) -> str:
         return f"<API key {self.hint}>"
@@ -97,8 +98,8 @@ class Credential:
         raise TypeError("an API key is not pickled")
 
 
-def _malformed(credential: Credential) -> MalformedAPIKeyError:
-    """The error for a value that cannot be a key, naming it only by its hint."""
+def malformed_key_error(credential: Credential) -> MalformedAPIKeyError:
+    """The error for a value that cannot be a key, naming it only by its hint (not raised)."""
     value = credential._raw
     if not isinstance(value, str):
         return MalformedAPIKeyError(f"an API key must be a str, not {type(value).__name__}")
