@@ -38,28 +38,41 @@ def _http_date(value: str, now: float) -> float | None:
     return max(wait, 0.0)
 
 
+def _values(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every value of ``name``: a repeated header is several values, not just the first."""
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        return list(getall(name, ()))
+    value = headers.get(name)
+    return [] if value is None else [value]
+
+
 def parse_retry_after(headers: Mapping[str, str], now: float) -> float | None:
     """Seconds the service asked us to wait, or ``None`` when it asked nothing usable.
 
     Reads ``Retry-After`` as delta-seconds or an HTTP-date (against ``now``, Unix seconds)
-    and ``retry-after-ms``; when both are valid the longer wins, so we are never early.
-    Malformed values ("", "inf", "-10", absurd dates, 40 digits) give ``None``, never an
-    exception, and the caller falls back to backoff.
+    and ``retry-after-ms``. Every valid value counts and the longest wins, so we are never
+    early: both headers, a header sent twice, or a proxy's folded ``"5, 120"``. Malformed
+    values ("", "inf", "-10", absurd dates, 40 digits) give ``None``, never an exception,
+    and the caller falls back to backoff.
     """
     waits: list[float] = []
-    raw = headers.get("Retry-After")
-    if raw is not None:
+    for raw in _values(headers, "Retry-After"):
         raw = raw.strip()
-        seconds = _delta_seconds(raw)
-        if seconds is None and raw[:1].isalpha():
+        if raw[:1].isalpha():  # an HTTP-date, whose own comma is not a list separator
             seconds = _http_date(raw, now)
-        if seconds is not None:
-            waits.append(seconds)
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms is not None:
-        millis = _delta_seconds(raw_ms.strip())
-        if millis is not None:
-            waits.append(millis / 1000.0)
+            if seconds is not None:
+                waits.append(seconds)
+            continue
+        for part in raw.split(","):
+            seconds = _delta_seconds(part.strip())
+            if seconds is not None:
+                waits.append(seconds)
+    for raw in _values(headers, "retry-after-ms"):
+        for part in raw.split(","):
+            millis = _delta_seconds(part.strip())
+            if millis is not None:
+                waits.append(millis / 1000.0)
     return max(waits) if waits else None
 
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Final
-from urllib.parse import urlsplit
+
+from yarl import URL
 
 from ._exceptions import ConfigurationError
 
 __all__ = ["check_base_url", "is_loopback_host"]
 
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+# A host name after IDNA encoding: letters, digits, "-", "_" and dots, nothing else (no
+# space, backslash or percent sign that a resolver would choke on much later).
+_HOST_NAME: Final = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -24,24 +29,41 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def _is_host(host: str) -> bool:
+    if _HOST_NAME.fullmatch(host):
+        return True
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def check_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
     """Return the normalised base URL (no trailing slash) or raise :class:`ConfigurationError`.
 
     ``http://`` is refused for any host but loopback unless ``allow_insecure_http`` is
     set, since the API key would cross the network in clear text.
     """
+    if not isinstance(url, str):
+        raise ConfigurationError(f"base_url must be a str, not {type(url).__name__}")
+    shown = repr(url) if "@" not in url else "(a URL with credentials in it, not shown)"
     try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        _ = parts.port  # raises ValueError on a port that is not a number
-    except ValueError:
-        raise ConfigurationError(f"base_url is not a valid URL: {url!r}") from None
+        # yarl is what aiohttp will parse it with: what it refuses here it would refuse
+        # on the first request, as a bare ValueError.
+        parts = URL(url)
+        host = parts.raw_host
+        _ = parts.port
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"base_url is not a valid URL ({exc}): {shown}") from None
     if parts.scheme not in ("http", "https") or not host:
-        raise ConfigurationError(f"base_url must be an http(s) URL with a host, got {url!r}")
-    if parts.username or parts.password:
+        raise ConfigurationError(f"base_url must be an http(s) URL with a host, got {shown}")
+    if not _is_host(host):
+        raise ConfigurationError(f"base_url has an invalid host name: {shown}")
+    if parts.raw_user or parts.raw_password:
         raise ConfigurationError("base_url must not carry credentials; pass api_key instead")
-    if parts.query or parts.fragment:
-        raise ConfigurationError(f"base_url must not have a query or fragment: {url!r}")
+    if parts.raw_query_string or parts.raw_fragment or url.rstrip().endswith(("?", "#")):
+        raise ConfigurationError(f"base_url must not have a query or fragment: {shown}")
     if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(host):
         raise ConfigurationError(
             f"refusing plain http:// to {host}: the API key would travel unencrypted; "

@@ -431,3 +431,117 @@ async def test_a_gate_timeout_is_not_counted_as_an_attempt(emulator: Emulator) -
             await client.account.profile(timeout=0.05)
         await asyncio.gather(*holders)
     assert info.value.attempts == 0
+
+
+async def test_the_longest_of_repeated_retry_after_headers_is_waited() -> None:
+    """Two Retry-After headers (1 then 3): the retry waits 3 s, never the first, shorter one."""
+    answers = [
+        b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n"
+        b"Retry-After: 1\r\nRetry-After: 3\r\n\r\n",
+        response(200, profile_body()),
+    ]
+
+    async def respond(head: bytes, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(answers.pop(0))
+        await w.drain()
+
+    clock = VirtualClock()
+    async with (
+        raw_server(respond) as server,
+        AccountClient("dpct_" + "a" * 32, base_url=server.url, clock=clock) as client,
+    ):
+        await client.account.profile()
+    assert server.requests == 2
+    assert clock.slept >= 3.0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api\\.depicta.ai",
+        "https://api .depicta.ai",
+        "https://api.depicta.ai:99999",
+        "https://[::1",
+        "https://a%00b.example",
+    ],
+)
+def test_an_unusable_base_url_is_a_configuration_error(url: str) -> None:
+    """What yarl or a resolver would refuse on the first request is refused when the client is made."""
+    from accountapi import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="base_url"):
+        AccountClient("dpct_" + "a" * 32, base_url=url)
+
+
+def test_a_base_url_with_credentials_is_never_echoed() -> None:
+    """An invalid URL holding a password is refused without repeating it."""
+    from accountapi import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as info:
+        AccountClient("dpct_" + "a" * 32, base_url="https://user:hunter2@api\\.depicta.ai")
+    assert "hunter2" not in str(info.value)
+
+
+async def test_a_status_error_from_a_real_response_pickles() -> None:
+    """An APIStatusError holding aiohttp's headers crosses a process pool: headers kept, no key."""
+    import pickle
+
+    answer = (
+        b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n"
+        b"Retry-After: 70\r\nX-Request-Id: req_1\r\n\r\n"
+    )
+
+    async def respond(head: bytes, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(answer)
+        await w.drain()
+
+    key = "dpct_" + "p" * 32
+    async with (
+        raw_server(respond) as server,
+        AccountClient(key, base_url=server.url, max_retries=0) as client,
+    ):
+        with pytest.raises(RateLimitError) as info:
+            await client.account.profile()
+    data = pickle.dumps(info.value)
+    assert key.encode() not in data
+    copy = pickle.loads(data)  # noqa: S301 - our own bytes
+    assert type(copy) is RateLimitError
+    assert (copy.status, copy.retry_after, copy.request_id) == (429, 70.0, "req_1")
+    assert copy.headers["retry-after"] == "70"
+    assert copy.key_hint == info.value.key_hint
+    assert str(copy) == str(info.value)
+
+
+# -- A malformed key is an authentication problem to a web backend ----------------------
+
+
+@pytest.mark.parametrize("bad", ["", "dpct_ with space", "dpct_\u00e9t\u00e9", "dpct_x\r\nX: y"])
+async def test_a_malformed_key_is_an_authentication_error(
+    emulator: Emulator, key: str, bad: str
+) -> None:
+    """`except AuthenticationError` (as the README's web examples do) catches a malformed key:
+    status 401, code key_malformed, nothing sent; it is still a ConfigurationError too."""
+    from accountapi import AuthenticationError, ConfigurationError, MalformedAPIKeyError
+
+    async with AccountClient(key, base_url=emulator.url) as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.account.profile(api_key=bad)
+    error = info.value
+    assert isinstance(error, MalformedAPIKeyError)
+    assert isinstance(error, ConfigurationError)
+    assert (error.status, error.code, error.attempts) == (401, "key_malformed", 0)
+    assert emulator.attempts(key) == 0
+    if bad:
+        assert bad not in str(error)
+        assert bad not in repr(error)
+
+
+async def test_a_malformed_key_counts_as_an_auth_failure_in_a_summary(
+    emulator: Emulator, key: str
+) -> None:
+    """balances() reports a malformed key as one failed result, counted with the auth failures."""
+    from accountapi import BalanceSummary
+
+    async with AccountClient(key, base_url=emulator.url) as client:
+        summary = await BalanceSummary.collect(client.balances([key, "not a key", ""]))
+    assert (summary.total, summary.ok, summary.failed, summary.auth_failed) == (3, 1, 2, 2)
