@@ -29,6 +29,7 @@ from ._exceptions import (
     ClientStateError,
 )
 from ._keys import Credential
+from ._pool import GuardedConnector, NoAnswer, UnsolicitedData
 from ._version import __version__
 
 __all__ = ["USER_AGENT", "RawResponse", "Transport", "request_headers"]
@@ -96,14 +97,27 @@ def _client_timeout(
     )
 
 
-def translate(exc: BaseException) -> AccountAPIError:
+# Methods whose request may be sent again when its connection failed before any byte of
+# the answer: reading a profile twice changes nothing. POST (dismiss) is not among them.
+_RESEND_WHEN_UNANSWERED: Final = frozenset({"GET"})
+
+
+def translate(exc: BaseException, method: str = "GET") -> AccountAPIError:
     """Turn an aiohttp/socket failure into the SDK's error, keeping only a safe message."""
+    if isinstance(exc, NoAnswer):  # the service may have seen it, but never answered
+        return APIConnectionError(
+            f"{exc.message}; the service may have received the request",
+            request_sent=True,
+            retryable=method in _RESEND_WHEN_UNANSWERED,
+        )
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return APITimeoutError(f"timed out connecting: {exc}", request_sent=False)
     if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError is one too
         return APITimeoutError("timed out waiting for the response", request_sent=True)
     if isinstance(exc, aiohttp.ClientSSLError):  # certificate or handshake failure: not transient
         return APIConnectionError(f"TLS error: {exc}", request_sent=False, retryable=False)
+    if isinstance(exc, UnsolicitedData):  # a server talking before it is asked: never sent
+        return APIConnectionError(str(exc), request_sent=False, retryable=False)
     if isinstance(exc, aiohttp.ClientConnectorError):  # refused, unreachable, DNS: never sent
         return APIConnectionError(f"cannot connect: {exc}", request_sent=False)
     if isinstance(exc, aiohttp.ClientResponseError):
@@ -197,7 +211,8 @@ class Transport:
                 "this AccountClient is bound to another event loop; "
                 "create one client per event loop (e.g. per asyncio.run call)"
             )
-        connector = aiohttp.TCPConnector(
+        # Never reuses a connection that received bytes while idle (see _pool).
+        connector = GuardedConnector(
             limit=self._limits.max_connections or 0,
             limit_per_host=0,
             # Verification is always on: the default context, or the caller's own.
@@ -214,6 +229,10 @@ class Transport:
             # Bodies are inflated (if at all) by _content.decode_body, within the size cap.
             auto_decompress=False,
         )
+        # aiohttp resends an idempotent request once, silently, when a pooled connection
+        # drops; the SDK makes that decision itself (counted in .attempts, under the retry
+        # policy and deadline), so it is switched off on the session the SDK owns.
+        session._retry_connection = False
         self._session = session
         self._loop = loop
         return session
@@ -290,7 +309,7 @@ class Transport:
             else:
                 raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            failure = translate(exc)
+            failure = translate(exc, method)
         except RuntimeError:
             # aiohttp's "Session is closed": a caller's session closed under us, or ours
             # closed by aclose() while this call waited for a connection.

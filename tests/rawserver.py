@@ -18,11 +18,12 @@ Respond = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitabl
 
 
 class RawServer:
-    """Counts requests; ``heads`` holds each request's header block."""
+    """Counts connections and requests; ``heads`` holds each request's header block."""
 
     def __init__(self, respond: Respond) -> None:
         self.respond = respond
         self.heads: list[bytes] = []
+        self.connections = 0
         self.port = 0
 
     @property
@@ -34,6 +35,7 @@ class RawServer:
         return len(self.heads)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 try:
@@ -58,7 +60,13 @@ class RawServer:
 @asynccontextmanager
 async def raw_server(respond: Respond) -> AsyncIterator[RawServer]:
     """Serve ``respond`` on 127.0.0.1 (an ephemeral port) for the duration of the block."""
-    server = RawServer(respond)
+    async with serve(RawServer(respond)) as server:
+        yield server
+
+
+@asynccontextmanager
+async def serve(server: RawServer) -> AsyncIterator[RawServer]:
+    """Serve an existing :class:`RawServer` (whose ``respond`` may look at its counts)."""
     listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
     server.port = listener.sockets[0].getsockname()[1]
     try:

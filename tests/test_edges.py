@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from rawserver import RawServer, profile_body, raw_server, response
+from rawserver import RawServer, profile_body, raw_server, response, serve
 
 from accountapi import (
     MAX_COOL_DOWN,
@@ -545,3 +545,137 @@ async def test_a_malformed_key_counts_as_an_auth_failure_in_a_summary(
     async with AccountClient(key, base_url=emulator.url) as client:
         summary = await BalanceSummary.collect(client.balances([key, "not a key", ""]))
     assert (summary.total, summary.ok, summary.failed, summary.auth_failed) == (3, 1, 2, 2)
+
+
+# -- A read that never got a byte of answer is retried ------------------------------------
+
+
+def _fail_first(first: bytes | None, *, reset: bool = False) -> RawServer:
+    """A server whose first request gets ``first`` (None: nothing) and then its connection
+    closed (or reset); later requests get a profile."""
+    import socket
+    import struct
+
+    async def respond(head: bytes, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        if server.requests == 1:
+            if first:
+                w.write(first)
+                await w.drain()
+            if reset:
+                sock = w.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            w.close()
+            return
+        w.write(response(200, profile_body(balance_eur="5.000000")))
+        await w.drain()
+
+    server = RawServer(respond)
+    return server
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
+async def test_a_get_with_no_byte_of_answer_is_retried(reset: bool) -> None:
+    """Closed or reset before the first byte: the GET is sent again, and both are counted."""
+    clock = VirtualClock()
+    server = _fail_first(None, reset=reset)
+    async with (
+        serve(server) as s,
+        AccountClient("dpct_" + "a" * 32, base_url=s.url, clock=clock) as client,
+    ):
+        profile = await client.account.profile()
+    assert str(profile.balance_eur) == "5.000000"
+    assert server.requests == 2
+    assert len(clock.sleeps) == 1  # one backoff wait, under the policy
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"H",
+        b"HTTP/1.1 2",
+        b"HTTP/1.1 200 OK\r\nContent-Len",
+        b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"user": ',
+    ],
+    ids=["one-byte", "partial-status-line", "partial-headers", "mid-body"],
+)
+@pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
+async def test_an_answer_broken_off_after_its_first_byte_is_not_retried(
+    first: bytes, reset: bool
+) -> None:
+    """Once any byte of the answer arrived, a broken answer is final: APIConnectionError, one request."""
+    clock = VirtualClock()
+    server = _fail_first(first, reset=reset)
+    async with (
+        serve(server) as s,
+        AccountClient("dpct_" + "a" * 32, base_url=s.url, clock=clock) as client,
+    ):
+        with pytest.raises(APIConnectionError) as info:
+            await client.account.profile()
+    assert info.value.request_sent is True
+    assert info.value.retryable is False
+    assert info.value.attempts == 1 == server.requests
+    assert clock.sleeps == []
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
+async def test_a_dismiss_with_no_answer_is_not_sent_again(reset: bool) -> None:
+    """POST dismiss is not resent on a dropped connection (documented): one request, raised."""
+    clock = VirtualClock()
+    server = _fail_first(None, reset=reset)
+    async with (
+        serve(server) as s,
+        AccountClient("dpct_" + "a" * 32, base_url=s.url, clock=clock) as client,
+    ):
+        with pytest.raises(APIConnectionError) as info:
+            await client.account.dismiss_notifications()
+    assert info.value.request_sent is True
+    assert info.value.attempts == 1 == server.requests
+
+
+async def test_a_pooled_connection_closed_under_a_get_is_retried_and_counted() -> None:
+    """The keep-alive race: the server drops a pooled connection as the GET arrives on it."""
+
+    async def respond(head: bytes, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        if server.requests == 2:  # the second request, on the reused connection
+            w.close()
+            return
+        w.write(response(200, profile_body()))
+        await w.drain()
+
+    server = RawServer(respond)
+    clock = VirtualClock()
+    async with (
+        serve(server) as s,
+        AccountClient(
+            "dpct_" + "a" * 32, base_url=s.url, clock=clock, limits=Limits(max_connections=1)
+        ) as client,
+    ):
+        await client.account.profile()
+        await client.account.profile()
+    assert server.requests == 3
+    assert server.connections == 2
+    assert len(clock.sleeps) == 1
+
+
+async def test_the_retry_of_an_unanswered_get_stays_within_the_deadline() -> None:
+    """Every unanswered attempt and backoff comes out of one total: it ends at the deadline."""
+
+    async def respond(head: bytes, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.close()
+
+    server = RawServer(respond)
+    async with (
+        serve(server) as s,
+        AccountClient(
+            "dpct_" + "a" * 32,
+            base_url=s.url,
+            retry=RetryPolicy(max_retries=1000, backoff_initial=0.01, backoff_max=0.02),
+        ) as client,
+    ):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(APIConnectionError) as info:
+            await client.account.profile(timeout=0.3)
+        elapsed = loop.time() - started
+    assert elapsed < 0.3 + 0.1
+    assert info.value.attempts == server.requests > 1

@@ -50,7 +50,6 @@ async def assert_pool_free(client: AccountClient, emulator: Emulator, key: str) 
 
 
 FAULTS = [
-    pytest.param([Fault.drop(), Fault.drop()], APIConnectionError, id="reset-before-headers"),
     pytest.param([Fault.reset_mid_body()], APIConnectionError, id="reset-mid-body"),
     pytest.param([Fault.truncated()], APIConnectionError, id="short-content-length"),
     pytest.param([Fault.stall_body(2)], APITimeoutError, id="body-stalls-past-read-timeout"),

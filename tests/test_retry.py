@@ -304,27 +304,30 @@ async def test_total_deadline_cuts_a_slow_attempt(emulator: Emulator, key: str) 
     assert emulator.attempts(key) == 1
 
 
-async def test_one_dropped_get_is_absorbed_by_aiohttp(
-    emulator: Emulator, key: str, client: AccountClient
+async def test_a_get_dropped_before_any_byte_is_retried_and_counted(
+    emulator: Emulator, key: str, client: AccountClient, clock: VirtualClock
 ) -> None:
-    """aiohttp itself resends an idempotent GET once after a reset; the SDK adds no retry of its own."""
+    """A GET whose connection closed before any byte of the answer is retried by the SDK,
+    after a backoff wait, and the attempt is counted (aiohttp's silent resend is off)."""
     emulator.script(key, [Fault.drop()])
     profile = await client.account.profile()
     assert profile.email
-    assert emulator.attempts(key) == 2  # aiohttp's silent resend
+    assert emulator.attempts(key) == 2
+    assert len(clock.sleeps) == 1
 
 
-async def test_reset_after_sending_is_not_retried_by_the_sdk(
+async def test_unanswered_gets_give_up_after_the_policy(
     emulator: Emulator, key: str, client: AccountClient, clock: VirtualClock
 ) -> None:
-    """Two resets in a row surface as APIConnectionError (request_sent) without an SDK retry."""
-    emulator.script(key, [Fault.drop(), Fault.drop()])
+    """More drops than retries: APIConnectionError(request_sent=True), every request counted."""
+    emulator.script(key, [Fault.drop()] * 5)
     with pytest.raises(APIConnectionError) as info:
         await client.account.profile()
     assert info.value.request_sent is True
-    assert info.value.attempts == 1
-    assert emulator.attempts(key) == 2
-    assert clock.sleeps == []
+    assert info.value.retryable is True
+    assert "before any byte" in str(info.value)
+    assert info.value.attempts == 5 == emulator.attempts(key)
+    assert len(clock.sleeps) == 4
 
 
 async def test_dismiss_reset_is_not_retried(

@@ -1,0 +1,109 @@
+"""The connection pool's two rules of our own: a connection that spoke out of turn is
+dropped, and a request is known to have had no answer at all when that is so.
+
+One client session serves many keys, so a pooled keep-alive connection carries key A's
+request and then key B's. HTTP/1.1 has no request ids: an answer belongs to a request
+only by its place on the connection. If a server (or a broken proxy) sends bytes while
+the connection sits idle in the pool, aiohttp buffers them and hands them to the next
+request made on it, which may carry another key: B would receive A's balance.
+
+:class:`GuardedConnector` checks each connection as the pool hands it out. aiohttp's
+protocol reports ``should_close`` once it holds any data no request has claimed (a
+parsed answer in its buffer or raw bytes in its tail); such a connection is closed and
+another one taken. The check runs after the pool's await and before aiohttp installs the
+next request's parser, with no await in between, so nothing can arrive unseen there.
+
+What remains, and cannot be told apart on the wire: bytes that arrive after the request
+has been written but before the server could have answered it. Only a server that
+answers requests it has not received yet can cause that.
+
+Its connections also remember whether the request they carry has received any byte of
+an answer. When one is closed or reset before the first byte, the failure is raised as
+:class:`NoAnswer`, so the transport can retry an idempotent read, which is safe only
+then: after a byte, the service has certainly acted and started to answer. The session
+using this connector must not resend requests on its own (see ``Transport.session``),
+so that every request sent is one the SDK counts.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp.client_proto import ResponseHandler
+
+if TYPE_CHECKING:
+    from aiohttp.client_reqrep import ClientRequest
+    from aiohttp.connector import Connection
+
+__all__ = ["GuardedConnector", "NoAnswer", "UnsolicitedData"]
+
+# A fresh connection that already holds bytes (a server talking before it is asked) is
+# as unusable as a pooled one; after this many in a row the request fails instead of
+# opening connections for ever.
+_MAX_DISCARDS = 64
+
+
+class UnsolicitedData(aiohttp.ClientConnectionError):
+    """Every connection on offer held bytes sent before any request; nothing was sent."""
+
+
+class NoAnswer(aiohttp.ServerDisconnectedError):
+    """The connection was closed or reset before any byte of the answer arrived."""
+
+
+class _Protocol(ResponseHandler):
+    """aiohttp's protocol, knowing whether the current request got any byte of an answer."""
+
+    def __init__(self, loop: Any) -> None:
+        super().__init__(loop)
+        self.answered = False
+
+    def set_response_params(self, **kwargs: Any) -> None:
+        # Called once per request, before it is written: a new request has had no answer.
+        # (Bytes already waiting, which the connector's check rules out, would count.)
+        self.answered = False
+        super().set_response_params(**kwargs)
+
+    def data_received(self, data: bytes) -> None:
+        if data:
+            self.answered = True
+        super().data_received(data)
+
+    def set_exception(self, exc: BaseException, *args: Any) -> None:
+        if not self.answered and isinstance(
+            exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError
+        ):
+            detail = "reset" if isinstance(exc, aiohttp.ClientOSError) else "closed"
+            exc = NoAnswer(f"the connection was {detail} before any byte of the answer")
+        super().set_exception(exc, *args)
+
+
+class GuardedConnector(aiohttp.TCPConnector):
+    """A ``TCPConnector`` that never hands out a connection holding unsolicited bytes."""
+
+    discarded: int
+    """Connections closed because they held bytes no request asked for (for tests/metrics)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.discarded = 0
+        # The one private hook used: the protocol factory, as aiohttp builds it.
+        # The read-retry tests in tests/test_edges.py fail if aiohttp stops using it.
+        self._factory = functools.partial(_Protocol, loop=self._loop)  # type: ignore[assignment]
+
+    async def connect(
+        self, req: ClientRequest, traces: list[Any], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        for _ in range(_MAX_DISCARDS):
+            conn = await super().connect(req, traces, timeout)
+            protocol = conn.protocol
+            if protocol is None or not protocol.should_close:
+                return conn
+            # Closing (not releasing) it: the bytes it holds go with it, unread.
+            self.discarded += 1
+            conn.close()
+        raise UnsolicitedData(
+            f"the server sent data before any request on {_MAX_DISCARDS} connections in a row"
+        )
