@@ -54,30 +54,29 @@ class NoAnswer(aiohttp.ServerDisconnectedError):
 
 
 class _Protocol(ResponseHandler):
-    """aiohttp's protocol, knowing whether the current request got any byte of an answer."""
+    """aiohttp's protocol, knowing whether the current request got any byte of an answer.
+
+    aiohttp installs a new parser for every request, before writing it, and drops it
+    only after reporting a lost connection; so "the parser that last received bytes is
+    the current one" means "this request has had a byte of its answer". That costs one
+    store per chunk received, nothing per request.
+    """
 
     def __init__(self, loop: Any) -> None:
         super().__init__(loop)
-        self.answered = False
-
-    def set_response_params(self, **kwargs: Any) -> None:
-        # Called once per request, before it is written: a new request has had no answer.
-        # (Bytes already waiting, which the connector's check rules out, would count.)
-        self.answered = False
-        super().set_response_params(**kwargs)
+        self._fed: object = None
 
     def data_received(self, data: bytes) -> None:
-        if data:
-            self.answered = True
-        super().data_received(data)
+        self._fed = self._parser
+        ResponseHandler.data_received(self, data)
 
     def set_exception(self, exc: BaseException, *args: Any) -> None:
-        if not self.answered and isinstance(
+        if (self._fed is not self._parser or self._parser is None) and isinstance(
             exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError
         ):
             detail = "reset" if isinstance(exc, aiohttp.ClientOSError) else "closed"
             exc = NoAnswer(f"the connection was {detail} before any byte of the answer")
-        super().set_exception(exc, *args)
+        ResponseHandler.set_exception(self, exc, *args)
 
 
 class GuardedConnector(aiohttp.TCPConnector):
@@ -96,14 +95,31 @@ class GuardedConnector(aiohttp.TCPConnector):
     async def connect(
         self, req: ClientRequest, traces: list[Any], timeout: aiohttp.ClientTimeout
     ) -> Connection:
+        conn = await _connect(self, req, traces, timeout)
+        protocol = conn.protocol
+        if protocol is None or not protocol.should_close:
+            return conn
+        return await self._replace(conn, req, traces, timeout)
+
+    async def _replace(
+        self,
+        conn: Connection,
+        req: ClientRequest,
+        traces: list[Any],
+        timeout: aiohttp.ClientTimeout,
+    ) -> Connection:
+        """Close ``conn`` (the bytes it holds go with it, unread) and take another."""
         for _ in range(_MAX_DISCARDS):
-            conn = await super().connect(req, traces, timeout)
+            self.discarded += 1
+            conn.close()
+            conn = await _connect(self, req, traces, timeout)
             protocol = conn.protocol
             if protocol is None or not protocol.should_close:
                 return conn
-            # Closing (not releasing) it: the bytes it holds go with it, unread.
-            self.discarded += 1
-            conn.close()
+        conn.close()
         raise UnsolicitedData(
             f"the server sent data before any request on {_MAX_DISCARDS} connections in a row"
         )
+
+
+_connect = aiohttp.TCPConnector.connect
