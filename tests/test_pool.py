@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from rawserver import profile_body, raw_server, response
+from rawserver import RawServer, profile_body, raw_server, response, serve
 
 from accountapi import AccountClient, APIConnectionError, Limits
 
@@ -122,3 +122,37 @@ async def test_partial_or_junk_bytes_on_an_idle_connection_are_not_an_answer(jun
             pytest.fail("junk on an idle connection failed the next request")
     assert str(second.balance_eur) == "2.000000"
     assert server.requests == 2
+
+
+async def test_every_poisoned_connection_in_the_pool_is_passed_over() -> None:
+    """Three idle connections all holding a stale answer: all are closed, a fresh one serves."""
+    push, all_sent = asyncio.Event(), asyncio.Event()
+    stale = response(200, profile_body(balance_eur="99.000000"))
+    pushed = 0
+
+    async def respond(head: bytes, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal pushed
+        w.write(response(200, profile_body(balance_eur=_balance_for(head))))
+        await w.drain()
+        if server.requests <= 3:
+            await push.wait()
+            w.write(stale)
+            await w.drain()
+            pushed += 1
+            if pushed == 3:
+                all_sent.set()
+
+    server = RawServer(respond)
+    async with (
+        serve(server),
+        AccountClient(KEY_A, base_url=server.url, limits=Limits(max_connections=3)) as client,
+    ):
+        # Three calls at once open three connections, each then left idle in the pool.
+        await asyncio.gather(*(client.account.profile() for _ in range(3)))
+        assert server.connections == 3
+        push.set()
+        await all_sent.wait()
+        await _loop_turns()
+        answer = await client.account.profile(api_key=KEY_B)
+    assert str(answer.balance_eur) == "2.000000"
+    assert server.connections == 4

@@ -101,6 +101,18 @@ async def _retries_exhausted(emu: Emulator) -> None:
         await client.account.profile(api_key=CANARY)
 
 
+async def _dropped(emu: Emulator) -> None:
+    emu.add_key(key=CANARY, fault=Fault.drop())
+    async with AccountClient(base_url=emu.url, clock=VirtualClock(), max_retries=2) as client:
+        await client.account.profile(api_key=CANARY)
+
+
+async def _broken_body(emu: Emulator) -> None:
+    emu.add_key(key=CANARY, fault=Fault.reset_mid_body())
+    async with AccountClient(CANARY, base_url=emu.url) as client:
+        await client.account.profile()
+
+
 async def _refused(emu: Emulator) -> None:
     async with AccountClient(
         CANARY, base_url="http://127.0.0.1:9", clock=VirtualClock(), max_retries=1
@@ -166,6 +178,8 @@ SCENARIOS: dict[str, tuple[Scenario, type[AccountAPIError]]] = {
     "401 default key": (_unknown_key, AuthenticationError),
     "401 per-call key": (_unknown_key_per_call, AuthenticationError),
     "503 retries exhausted": (_retries_exhausted, ServiceUnavailableError),
+    "dropped before any byte, retried": (_dropped, APIConnectionError),
+    "body broken off": (_broken_body, APIConnectionError),
     "connection refused": (_refused, APIConnectionError),
     "attempt timeout": (_attempt_timeout, APITimeoutError),
     "malformed body": (_bad_body, APIResponseValidationError),
