@@ -20,7 +20,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (exc.name or "").partition(".")[0] not in ("click", "rich"):
             raise
         print(
-            "accountapi: the command line needs click and rich: pip install 'accountapi[cli]'",
+            "accountapi: the command line needs click and rich: install the cli extra "
+            "(pip install '.[cli]' from a clone, 'accountapi[cli]' from an index)",
             file=sys.stderr,
         )
         return 2

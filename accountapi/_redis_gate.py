@@ -300,7 +300,8 @@ class RedisKeyGate:
             from redis.exceptions import NoScriptError, RedisError
         except ImportError as exc:
             raise ConfigurationError(
-                "RedisKeyGate needs the redis package: pip install 'accountapi[redis]'"
+                "RedisKeyGate needs the redis package: install the redis extra "
+                "(pip install '.[redis]' from a clone, 'accountapi[redis]' from an index)"
             ) from exc
         if isinstance(per_key, bool) or not isinstance(per_key, int) or per_key < 1:
             raise ConfigurationError("per_key must be a whole number >= 1")

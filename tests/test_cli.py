@@ -130,7 +130,8 @@ def test_without_click_or_rich_main_says_what_to_install(
     out, err = capsys.readouterr()
     assert out == ""
     assert err.strip() == (
-        "accountapi: the command line needs click and rich: pip install 'accountapi[cli]'"
+        "accountapi: the command line needs click and rich: install the cli extra "
+        "(pip install '.[cli]' from a clone, 'accountapi[cli]' from an index)"
     )
 
 
