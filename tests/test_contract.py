@@ -1,7 +1,9 @@
 """The emulator stays faithful to the service's contract: schemathesis finds no violation.
 
 The emulator runs in its own process (schemathesis calls it synchronously) and serves the
-packaged copy of the contract, which must equal the shared one.
+package's own copy of the contract. That copy equals the service's shared document
+(``../shared/api/openapi.yaml``); ``.ci/run`` checks so when that file is there, so the
+suite itself needs nothing outside the repository.
 """
 
 from __future__ import annotations
@@ -20,15 +22,7 @@ from schemathesis.schemas import BaseSchema
 
 Case = _Case[Any]
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_SPEC = ROOT.parent / "shared" / "api" / "openapi.yaml"
-PACKAGED_SPEC = ROOT / "accountapi" / "testing" / "openapi.yaml"
-
-
-def test_packaged_contract_matches_the_shared_one() -> None:
-    """accountapi/testing/openapi.yaml is the shared contract, unchanged."""
-    assert SHARED_SPEC.exists(), f"the shared contract is expected at {SHARED_SPEC}"
-    assert PACKAGED_SPEC.read_text() == SHARED_SPEC.read_text()
+PACKAGED_SPEC = Path(__file__).resolve().parent.parent / "accountapi" / "testing" / "openapi.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +56,15 @@ def api_schema(served: tuple[str, str]) -> BaseSchema:
     """The contract as the running emulator serves it at /openapi.yaml."""
     url, _ = served
     return schemathesis.openapi.from_url(f"{url}/openapi.yaml")
+
+
+def test_the_emulator_serves_the_packaged_contract(served: tuple[str, str]) -> None:
+    """What schemathesis checks against is the package's own copy, byte for byte."""
+    import urllib.request
+
+    url, _ = served
+    with urllib.request.urlopen(f"{url}/openapi.yaml", timeout=10) as answer:  # noqa: S310
+        assert answer.read() == PACKAGED_SPEC.read_bytes()
 
 
 def run_operations(schema: BaseSchema, examples: int, check: Callable[[Case], object]) -> int:
