@@ -152,7 +152,9 @@ _ERROR_WEIGHT: Final = 1024  # an error's fields besides its message and details
 
 
 def _weight(kept: _Kept) -> int:
-    """The bytes a kept outcome costs the window, roughly (its body, or its error's text)."""
+    """The bytes a kept outcome costs the window, roughly (its body, or its error's text).
+
+    :meth:`_Engine._keep` inlines the common case, a body: ``len(body) + 64``."""
     if isinstance(kept, bytes):
         return len(kept) + 64
     details = getattr(kept, "details", None)
@@ -231,7 +233,7 @@ class _Engine:
         self._workers: list[asyncio.Task[None]] = []
         # Keys being checked; the future exists only once a duplicate waits for it.
         self._inflight: dict[str, asyncio.Future[_Outcome] | None] = {}
-        self._recent: OrderedDict[str, _Kept] = OrderedDict()
+        self._recent: OrderedDict[str, tuple[_Kept, int]] = OrderedDict()
         self.started = False
         self.closed = False
         # Results not yet taken: in completion order, or by input index when ordered.
@@ -452,24 +454,24 @@ class _Engine:
 
     def _keep(self, key: str, kept: _Kept) -> None:
         """Remember a finished check for repeats, within the window's count and bytes."""
-        recent = self._recent
-        size = _weight(kept)
+        size = len(kept) + 64 if type(kept) is bytes else _weight(kept)
         if size > _WINDOW_BYTES // 16:
             return  # one huge answer would crowd out hundreds of ordinary ones
-        old = recent.pop(key, None)
-        if old is not None:
-            self._window_bytes -= _weight(old)
-        recent[key] = kept
-        self._window_bytes += size
-        while len(recent) > self._window or self._window_bytes > _WINDOW_BYTES:
-            _, dropped = recent.popitem(last=False)
-            self._window_bytes -= _weight(dropped)
+        recent = self._recent
+        total = self._window_bytes + size
+        if key in recent:  # not reached today (a repeat shares instead), kept exact anyway
+            total -= recent.pop(key)[1]
+        recent[key] = (kept, size)  # its size kept with it: never measured twice
+        while len(recent) > self._window or total > _WINDOW_BYTES:
+            total -= recent.popitem(last=False)[1][1]
+        self._window_bytes = total
 
     async def _share(self, index: int, key: str, start: float) -> BalanceResult:
         """A repeat of a key checked within the window or being checked right now."""
-        kept = self._recent.get(key)
+        entry = self._recent.get(key)
         outcome: _Outcome
-        if kept is not None:
+        if entry is not None:
+            kept = entry[0]
             self._recent.move_to_end(key)
             try:
                 # Decoded once already, so this succeeds; a copy per repeat, as for errors.

@@ -679,3 +679,30 @@ async def test_the_retry_of_an_unanswered_get_stays_within_the_deadline() -> Non
         elapsed = loop.time() - started
     assert elapsed < 0.3 + 0.1
     assert info.value.attempts == server.requests > 1
+
+
+async def test_the_dedupe_window_is_bounded_by_bytes_not_only_by_count() -> None:
+    """100 distinct keys with 512 KiB answers under the default window of 10,000: the window
+    keeps at most about 16 MiB of bodies, not all 50 MiB."""
+    big = response(200, profile_body(padding="x" * (512 << 10)))
+
+    async def respond(head: bytes, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(big)
+        await w.drain()
+
+    keys = [f"dpct_{i:032d}" for i in range(100)]
+    async with (
+        raw_server(respond) as server,
+        AccountClient(base_url=server.url, limits=Limits(max_response_bytes=1 << 20)) as client,
+    ):
+        tracemalloc.start()
+        try:
+            ok = 0
+            async for result in client.balances(keys, concurrency=4):
+                ok += result.ok
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert ok == 100
+    assert server.requests == 100
+    assert peak < 30 << 20, f"peak {peak >> 20} MiB"
