@@ -233,7 +233,7 @@ class _Engine:
         self._workers: list[asyncio.Task[None]] = []
         # Keys being checked; the future exists only once a duplicate waits for it.
         self._inflight: dict[str, asyncio.Future[_Outcome] | None] = {}
-        self._recent: OrderedDict[str, tuple[_Kept, int]] = OrderedDict()
+        self._recent: OrderedDict[str, _Kept] = OrderedDict()
         self.started = False
         self.closed = False
         # Results not yet taken: in completion order, or by input index when ordered.
@@ -460,18 +460,17 @@ class _Engine:
         recent = self._recent
         total = self._window_bytes + size
         if key in recent:  # not reached today (a repeat shares instead), kept exact anyway
-            total -= recent.pop(key)[1]
-        recent[key] = (kept, size)  # its size kept with it: never measured twice
+            total -= _weight(recent.pop(key))
+        recent[key] = kept
         while len(recent) > self._window or total > _WINDOW_BYTES:
-            total -= recent.popitem(last=False)[1][1]
+            total -= _weight(recent.popitem(last=False)[1])
         self._window_bytes = total
 
     async def _share(self, index: int, key: str, start: float) -> BalanceResult:
         """A repeat of a key checked within the window or being checked right now."""
-        entry = self._recent.get(key)
+        kept = self._recent.get(key)
         outcome: _Outcome
-        if entry is not None:
-            kept = entry[0]
+        if kept is not None:
             self._recent.move_to_end(key)
             try:
                 # Decoded once already, so this succeeds; a copy per repeat, as for errors.
