@@ -88,7 +88,8 @@ class GuardedConnector(aiohttp.TCPConnector):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.discarded = 0
-        # The one private hook used: the protocol factory, as aiohttp builds it.
+        # One of the two private aiohttp hooks the SDK uses (the other is the session's
+        # _retry_connection, see Transport.session): the protocol factory.
         # The read-retry tests in tests/test_edges.py fail if aiohttp stops using it.
         self._factory = functools.partial(_Protocol, loop=self._loop)  # type: ignore[assignment]
 
