@@ -631,8 +631,12 @@ def _print_summary(
         parts = sorted(summary.by_error.items(), key=lambda item: (-item[1], item[0]))
         lines.append("  failed: " + ", ".join(f"{name} {count}" for name, count in parts))
     lines.append(
-        f"  total over ok keys: balance {summary.total_balance_eur} EUR, "
-        f"held {summary.total_held_eur} EUR"
+        f"  {summary.total} keys, {summary.distinct_keys} distinct, "
+        f"of {summary.accounts} distinct accounts"
+    )
+    lines.append(
+        f"  total over {summary.accounts} accounts (each counted once): "
+        f"balance {summary.total_balance_eur} EUR, held {summary.total_held_eur} EUR"
     )
     _stderr().print("\n".join(lines), markup=False)
 
