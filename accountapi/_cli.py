@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import decimal
 import json
 import os
 import random
+import re
 import signal
 import sys
 import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, NoReturn, Protocol
 
@@ -95,6 +98,13 @@ class _Group(click.Group):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
+        for stream in (sys.stdout, sys.stderr):
+            # Belt and braces: a character the terminal's encoding lacks prints as an
+            # escape instead of ending the run with UnicodeEncodeError.
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None:
+                with contextlib.suppress(ValueError, OSError):
+                    reconfigure(errors="backslashreplace")
         try:
             value = super().main(
                 args,
@@ -130,7 +140,49 @@ def _stderr() -> Console:
 
 
 def _error(message: str) -> None:
-    click.echo(f"accountapi: error: {' '.join(message.split())}", err=True)
+    click.echo(f"accountapi: error: {safe_text(message)}", err=True)
+
+
+# -- text and money as printed ---------------------------------------------------------------
+
+# What a terminal could act on or that could disguise a line: C0 and C1 controls (ESC
+# starts cursor moves and colour), DEL, zero-width and bidirectional marks, and the lone
+# surrogates that stand for undecodable bytes in a header.
+_UNSAFE: Final = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
+)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe_text(text: str) -> str:
+    """``text`` from the network as one printable line: whitespace runs become one space,
+    other control characters (ESC, BEL, bidi marks, undecodable bytes) a visible escape
+    such as ``\\x1b``, so a server cannot move the cursor or rewrite earlier rows."""
+    return _UNSAFE.sub(_escape, " ".join(text.split()))
+
+
+_MONEY_CONTEXT: Final = decimal.Context(prec=decimal.MAX_PREC)
+_MICROS: Final = Decimal("0.000001")
+
+
+def money(value: Decimal) -> str:
+    """An amount in plain notation with 6 decimals, or more when the value has them.
+
+    Never an exponent (``0.0000001``, not ``1E-7``; ``0.000000``, not ``0E-7``) and never
+    rounded: digits beyond the sixth decimal are shown exactly, trailing zeros past the
+    sixth dropped.
+    """
+    if not value.is_finite():  # the decoder refuses these; shown as is, never raised on
+        return str(value)
+    value = value.normalize(_MONEY_CONTEXT)
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -6:
+        value = value.quantize(_MICROS, context=_MONEY_CONTEXT)
+    return format(value, "f")
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -257,23 +309,26 @@ async def _profile(client: AccountClient, as_json: bool) -> int:
         if value is None:
             value = "-"
         elif isinstance(value, list):
-            value = ", ".join(value) or "-"
+            value = ", ".join(map(safe_text, value)) or "-"
         elif name.endswith("_eur"):
             value = f"{value} EUR"
+        elif isinstance(value, str):
+            value = safe_text(value)
         click.echo(f"{name:<{width}}  {value}")
     return EXIT_OK
 
 
 def profile_json(p: Profile) -> dict[str, Any]:
-    """The profile in the service's wire shape: money and timestamps as exact strings."""
+    """The profile in the service's wire shape: money (see :func:`money`) and timestamps as
+    exact strings; other strings as the service sent them (JSON escapes them)."""
     return {
         "id": p.id,
         "email": p.email,
         "name": p.name,
-        "balance_eur": str(p.balance_eur),
-        "held_eur": str(p.held_eur),
+        "balance_eur": money(p.balance_eur),
+        "held_eur": money(p.held_eur),
         "free_trial_pending_eur": (
-            None if p.free_trial_pending_eur is None else str(p.free_trial_pending_eur)
+            None if p.free_trial_pending_eur is None else money(p.free_trial_pending_eur)
         ),
         "credit_limit_cents": p.credit_limit_cents,
         "created_at": p.created_at.isoformat(),
@@ -383,7 +438,11 @@ _COLUMNS: Final = (
 
 
 def result_record(result: BalanceResult, line: int) -> dict[str, Any]:
-    """One result as flat fields (the csv/jsonl columns); money as exact strings."""
+    """One result as flat fields (the csv/jsonl columns); money as exact plain strings.
+
+    Strings from the service (``code``, ``message``, ``request_id``) are its data, as
+    sent (the message on one line); each writer makes them safe for its format.
+    """
     error = result.error
     p = result.profile
     status = code = request_id = None
@@ -395,8 +454,8 @@ def result_record(result: BalanceResult, line: int) -> dict[str, Any]:
         "line": line,
         "key_hint": result.key_hint,
         "ok": result.ok,
-        "balance_eur": None if p is None else str(p.balance_eur),
-        "held_eur": None if p is None else str(p.held_eur),
+        "balance_eur": None if p is None else money(p.balance_eur),
+        "held_eur": None if p is None else money(p.held_eur),
         "error": None if error is None else type(error).__name__,
         "status": status,
         "code": code,
@@ -430,10 +489,10 @@ class _TableWriter:
             line,
             result.key_hint,
             "ok" if error is None else type(error).__name__,
-            "-" if p is None else p.balance_eur,
-            "-" if p is None else p.held_eur,
+            "-" if p is None else money(p.balance_eur),
+            "-" if p is None else money(p.held_eur),
             result.attempts,
-            "" if error is None else " ".join(str(error).split()),
+            "" if error is None else safe_text(str(error)),
         )
 
     def _line(self, *cells: object) -> None:
@@ -441,6 +500,8 @@ class _TableWriter:
 
 
 class _CsvWriter:
+    """CSV records; text from the service has its control characters escaped (``\\x1b``)."""
+
     def __init__(self, out: IO[str]) -> None:
         self._csv = csv.DictWriter(out, fieldnames=_COLUMNS, lineterminator="\n")
         self._started = False
@@ -451,10 +512,15 @@ class _CsvWriter:
             self._csv.writeheader()
         record = result_record(result, line)
         record["ok"] = "true" if record["ok"] else "false"
+        for name in ("code", "message", "request_id"):
+            if record[name] is not None:
+                record[name] = safe_text(record[name])
         self._csv.writerow(record)
 
 
 class _JsonlWriter:
+    """JSON lines; ``json.dumps`` escapes every control character (``\\u001b``)."""
+
     def __init__(self, out: IO[str]) -> None:
         self._out = out
 
@@ -636,7 +702,7 @@ def _print_summary(
     )
     lines.append(
         f"  total over {summary.accounts} accounts (each counted once): "
-        f"balance {summary.total_balance_eur} EUR, held {summary.total_held_eur} EUR"
+        f"balance {money(summary.total_balance_eur)} EUR, held {money(summary.total_held_eur)} EUR"
     )
     _stderr().print("\n".join(lines), markup=False)
 

@@ -9,12 +9,18 @@ bounds every wait with a timeout.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
+
+import pytest
+from rawserver import RawServer, profile_body, response, serve
 
 from accountapi.testing import Emulator
 
@@ -100,3 +106,151 @@ async def test_totals_count_each_account_once(emulator: Emulator, tmp_path: Path
         in done.stderr
     )
     assert_clean(done, [a1, a2, b])
+
+
+# -- 3 and 4. text from the network --------------------------------------------------------
+
+# Cursor up, erase line, carriage return, bell, a C1 CSI and a title-setting OSC: a
+# message that would rewrite the previous row of an operator's terminal.
+ANSI_MESSAGE = "\x1b[1A\x1b[2K\rall keys ok\x07\x9b2J"
+RAW_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def hostile_error(request_id_header: bytes | None = None) -> bytes:
+    body = json.dumps(
+        {
+            "error": "credit_\x1b[31minsufficient",
+            "message": ANSI_MESSAGE,
+            **({} if request_id_header else {"request_id": "req_\x1b]0;owned\x07"}),
+        }
+    ).encode()
+    head = f"HTTP/1.1 402 Payment Required\r\nContent-Length: {len(body)}\r\n"
+    head += "Content-Type: application/json\r\n"
+    raw = head.encode()
+    if request_id_header is not None:
+        raw += b"X-Request-Id: " + request_id_header + b"\r\n"
+    return raw + b"\r\n" + body
+
+
+def serving(answer: bytes) -> RawServer:
+    async def respond(head: bytes, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(answer)
+        await w.drain()
+
+    return RawServer(respond)
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "jsonl"])
+async def test_ansi_from_the_server_never_reaches_the_terminal(fmt: str, tmp_path: Path) -> None:
+    """A server's ESC/BEL/C1 in message, code and request_id come out escaped (table, csv) or JSON-escaped (jsonl)."""
+    key = "dpct_hostile_server_key_0001"
+    path = keys_file(tmp_path / "keys.txt", [key])
+    async with serve(serving(hostile_error())) as server:
+        done = await run_cli("balances", str(path), "--base-url", server.url, "--format", fmt)
+    assert done.code == 1, done.stderr
+    assert not RAW_CONTROLS.search(done.stdout), repr(done.stdout)
+    assert not RAW_CONTROLS.search(done.stderr), repr(done.stderr)
+    assert done.stdout.count("\n") == (1 if fmt == "jsonl" else 2)  # no row split in two
+    if fmt == "jsonl":
+        record = json.loads(done.stdout)
+        assert record["message"] == " ".join(ANSI_MESSAGE.split())  # the data, intact
+        assert record["request_id"] == "req_\x1b]0;owned\x07"
+    else:
+        assert "\\x1b[1A\\x1b[2K all keys ok\\x07\\x9b2J" in done.stdout
+        assert "credit_\\x1b[31minsufficient" in done.stdout
+        assert "req_\\x1b]0;owned\\x07" in done.stdout
+    assert "PaymentRequiredError 1" in done.stderr
+    assert_clean(done, [key])
+
+
+async def test_ansi_in_a_profile_and_its_errors_is_escaped() -> None:
+    """`profile` escapes the service's strings in its fields and in its one-line error."""
+    answer = response(body=profile_body(name="\x1b]0;owned\x07Eve", email="e\x1b[2J@example.test"))
+    env_key = "dpct_hostile_profile_key_0001"
+    for body, code in ((answer, 0), (hostile_error(), 1)):
+        async with serve(serving(body)) as server:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "accountapi",
+                "profile",
+                "--base-url",
+                server.url,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "ACCOUNTAPI_API_KEY": env_key},
+            )
+            done = await finish(proc)
+        assert done.code == code, done.stderr
+        assert not RAW_CONTROLS.search(done.stdout + done.stderr), repr(done)
+        if code == 0:
+            assert re.search(r"^name\s+\\x1b]0;owned\\x07Eve$", done.stdout, re.M)
+            assert re.search(r"^email\s+e\\x1b\[2J@example\.test$", done.stdout, re.M)
+        else:
+            assert "\\x1b[1A\\x1b[2K all keys ok" in done.stderr
+        assert_clean(done, [env_key])
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "jsonl"])
+async def test_undecodable_request_id_header_does_not_crash_a_writer(
+    fmt: str, tmp_path: Path
+) -> None:
+    """An X-Request-Id with byte 0xff prints as an escape (table, csv) or JSON escape; no UnicodeEncodeError."""
+    key = "dpct_hostile_header_key_0001"
+    path = keys_file(tmp_path / "keys.txt", [key, key.replace("0001", "0002")])
+    async with serve(serving(hostile_error(b"req_\xff\xfe"))) as server:
+        done = await run_cli("balances", str(path), "--base-url", server.url, "--format", fmt)
+    assert done.code == 1, done.stderr
+    assert "checked 2 keys" in done.stderr
+    assert "UnicodeEncodeError" not in done.stderr
+    if fmt == "jsonl":
+        ids = {json.loads(line)["request_id"] for line in done.stdout.splitlines()}
+        assert ids == {"req_\udcff\udcfe"}
+    else:
+        assert done.stdout.count("req_\\udcff\\udcfe") == 2
+    assert_clean(done, [key])
+
+
+# -- 5. money in plain notation ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "jsonl"])
+async def test_money_is_plain_with_six_decimals_or_exactly_more(
+    fmt: str, emulator: Emulator, tmp_path: Path
+) -> None:
+    """1E-7 prints as 0.0000001, 0E-7 as 0.000000, 3 as 3.000000; totals too, never rounded."""
+    tiny = emulator.add_key({"balance_eur": "0.0000001", "held_eur": "0.0000000"})
+    long = emulator.add_key({"balance_eur": "2.12345670", "held_eur": "3"})
+    path = keys_file(tmp_path / "keys.txt", [tiny, long])
+    done = await run_cli(
+        "balances", str(path), "--base-url", emulator.url, "--format", fmt, "--ordered"
+    )
+    assert done.code == 0, done.stderr
+    assert "E-" not in done.stdout + done.stderr
+    if fmt == "table":
+        rows = [line.split() for line in done.stdout.splitlines()[1:]]
+        assert [row[3:5] for row in rows] == [["0.0000001", "0.000000"], ["2.1234567", "3.000000"]]
+    elif fmt == "csv":
+        records = list(csv.DictReader(io.StringIO(done.stdout)))
+        assert [(r["balance_eur"], r["held_eur"]) for r in records] == [
+            ("0.0000001", "0.000000"),
+            ("2.1234567", "3.000000"),
+        ]
+    else:
+        records = [json.loads(line) for line in done.stdout.splitlines()]
+        assert [(r["balance_eur"], r["held_eur"]) for r in records] == [
+            ("0.0000001", "0.000000"),
+            ("2.1234567", "3.000000"),
+        ]
+    assert "balance 2.1234568 EUR, held 3.000000 EUR" in done.stderr
+
+
+async def test_totals_with_no_ok_key_are_zero_with_six_decimals(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """A run where no key is ok totals `0.000000 EUR`, not `0 EUR`."""
+    path = keys_file(tmp_path / "keys.txt", ["dpct_unknown_but_wellformed_0009"])
+    done = await run_cli("balances", str(path), "--base-url", emulator.url)
+    assert done.code == 3, done.stderr
+    assert "balance 0.000000 EUR, held 0.000000 EUR" in done.stderr
