@@ -16,11 +16,13 @@ import json
 import os
 import random
 import re
+import select
 import signal
+import stat
 import sys
+import threading
 import time
-from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, NoReturn, Protocol
@@ -281,7 +283,7 @@ def profile(
     """Show the profile (balance, holds, limits, flags) behind one API key."""
     key = None
     if key_file is not None:
-        key = next(iter(_KeyFile.open(str(key_file)).keys()), None)
+        key = _first_key(key_file)
         if key is None:
             _fail(f"no key in {key_file} (blank lines and # comments are skipped)")
     elif not any(os.environ.get(name) for name in ("ACCOUNTAPI_API_KEY", "DEPICTA_API_KEY")):
@@ -346,76 +348,243 @@ def profile_json(p: Profile) -> dict[str, Any]:
 # -- keys files ----------------------------------------------------------------------------
 
 
-class _KeyFile:
-    """A keys file checked up front: one key per line, blank lines and # comments skipped.
+_MAX_LINE: Final = 4096  # bytes; a key has at most 512 characters, so a longer line is not one
+_CHUNK: Final = 64 * 1024
+_READ_AHEAD: Final = 4  # chunks a pipe's reader thread may read before the keys are taken
 
-    A file is read twice (checked and counted, then streamed) so a million keys are never
-    held in memory; stdin can be read only once, so its keys are kept.
+
+class _KeySource:
+    """The keys of KEYS_FILE (or stdin), read once, in order, each with its line number.
+
+    A regular file is checked whole before the first request, so a bad line stops the run
+    before anything is sent and the progress bar knows the total; it is then streamed from
+    the same open file up to the size it had when checked, so lines appended during the
+    run are left for the next one. Anything else (stdin, ``/dev/stdin``, ``<(cmd)``, a
+    FIFO) can be read only once: it is streamed as it arrives, through a reader thread so
+    a slow producer never blocks the event loop, each line checked when read; a bad line
+    ends the run once the keys before it are reported.
+
+    Line numbers live only between a key being taken and its result being written
+    (:meth:`line_of`), so memory does not grow with the input.
     """
 
-    def __init__(self, name: str, path: str | None, kept: list[str] | None) -> None:
+    def __init__(self, name: str, keys: Iterator[str] | AsyncIterator[str] | None = None) -> None:
         self.name = name
-        self._path = path
-        self._kept = kept
-        self.lines = array("L")  # the file line number of each key, by key index
+        self.total: int | None = None  # known up front for a regular file only
+        self.last_line = 0  # the last key's line number, when known up front
+        self.taken = 0  # keys handed out so far; the next key's index
+        self._lines: dict[int, int] = {}
+        self._file: IO[bytes] | None = None  # open until read to the end or closed
+        self.keys: Iterator[str] | AsyncIterator[str] = keys if keys is not None else iter(())
 
     @classmethod
-    def open(cls, source: str) -> _KeyFile:
-        """Check every line of ``source`` (a path, or ``-`` for stdin) and count the keys."""
-        if source == "-":
-            data = sys.stdin.buffer.read()
-            kept: list[str] = []
-            self = cls("stdin", None, kept)
-            for number, key in _scan(self.name, data.splitlines()):
-                kept.append(key)
-                self.lines.append(number)
-            return self
-        self = cls(source, source, None)
-        with self._read() as f:
-            self.lines.extend(number for number, _ in _scan(source, f))
+    def of(cls, name: str, keys: Sequence[str]) -> _KeySource:
+        """Keys already in memory, numbered from line 1 (the demo's)."""
+        self = cls(name)
+        self.total = self.last_line = len(keys)
+        self.keys = self._numbered(enumerate(keys, 1))
         return self
 
-    def __len__(self) -> int:
-        return len(self.lines)
-
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[IO[bytes]]:
-        assert self._path is not None  # noqa: S101 - only files are re-read
+    @classmethod
+    def open(cls, source: str) -> _KeySource:
+        """Open ``source`` (a path, or ``-`` for stdin); check a regular file whole."""
+        if source == "-":
+            self = cls("stdin")
+            stdin = sys.stdin.buffer
+            try:
+                fd = stdin.fileno()
+            except (OSError, ValueError):  # not a real file (an embedding, a test runner)
+                self.keys = self._numbered(_key_lines(self.name, _raw_lines(stdin)))
+                return self
+            f = open(fd, "rb", closefd=False)  # noqa: SIM115 - closed by the key iterator
+        else:
+            self = cls(source)
+            try:
+                f = open(source, "rb")  # noqa: SIM115 - closed by the key iterator
+            except OSError as exc:
+                _fail(f"cannot read keys file {source}: {exc.strerror or exc}")
         try:
-            with open(self._path, "rb") as f:
-                yield f
+            regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
         except OSError as exc:
-            _fail(f"cannot read keys file {self._path}: {exc.strerror or exc}")
+            f.close()
+            _fail(f"cannot read keys file {self.name}: {exc.strerror or exc}")
+        self._file = f
+        if regular:
+            self._check_whole(f)
+        else:
+            self.keys = self._stream(f)
+        return self
 
-    def keys(self) -> Iterator[str]:
-        """The keys, in file order, read lazily from a file."""
-        if self._kept is not None:
-            yield from self._kept
-            return
-        with self._read() as f:
-            for _, key in _scan(self.name, f):
-                yield key
+    def close(self) -> None:
+        """Close the input, whether or not the run read it to the end."""
+        keys = self.keys
+        if isinstance(keys, Generator):
+            keys.close()
+        f, self._file = self._file, None
+        if f is not None:
+            f.close()
 
+    def line_of(self, index: int) -> int:
+        """The line number of the key taken ``index``-th (forgotten once asked for)."""
+        return self._lines.pop(index, 0)
 
-def _scan(
-    name: str, lines: Iterator[bytes] | Sequence[bytes] | IO[bytes]
-) -> Iterator[tuple[int, str]]:
-    """Yield ``(line number, key)`` for each key line; a line that cannot be a key is an error."""
-    for number, raw in enumerate(lines, 1):
-        text = raw.decode("utf-8", "replace").strip()
-        if number == 1:
-            text = text.removeprefix("\ufeff")  # a byte-order mark from a Windows editor
-        if not text or text.startswith("#"):
-            continue
+    def _numbered(self, keys: Iterator[tuple[int, str]]) -> Iterator[str]:
+        lines = self._lines
+        for number, key in keys:
+            lines[self.taken] = number
+            self.taken += 1
+            yield key
+
+    def _check_whole(self, f: IO[bytes]) -> None:
+        start = _tell(f)
+        count = last = 0
         try:
-            check_key(text)
-        except MalformedAPIKeyError:
-            # Name the line, never its content: it may be a real key with a typo.
-            _fail(
-                f"{name} line {number}: not an API key (whitespace, control or non-ASCII "
-                "characters, or over 512 characters)"
-            )
-        yield number, text
+            for last, _ in _key_lines(self.name, _raw_lines(f)):  # noqa: B007 - the last counts
+                count += 1
+            if not count:
+                _fail(f"no keys in {self.name} (blank lines and # comments are skipped)")
+        except BaseException:
+            f.close()
+            raise
+        self.total, self.last_line = count, last
+        size = _tell(f) - start
+        self.keys = self._numbered(self._reread(f, start, size))
+
+    def _reread(self, f: IO[bytes], start: int, size: int) -> Iterator[tuple[int, str]]:
+        with f:
+            try:
+                f.seek(start)
+            except OSError as exc:
+                _fail(f"cannot read keys file {self.name}: {exc.strerror or exc}")
+            yield from _key_lines(self.name, _raw_lines(f, size))
+
+    async def _stream(self, f: IO[bytes]) -> AsyncIterator[str]:
+        """Keys from a pipe, FIFO or terminal, as they arrive; a thread does the reading."""
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[bytes | OSError] = asyncio.Queue()
+        room = threading.Semaphore(_READ_AHEAD)
+        stop = threading.Event()
+        fd = f.fileno()
+
+        def post(item: bytes | OSError) -> None:
+            try:
+                loop.call_soon_threadsafe(chunks.put_nowait, item)
+            except RuntimeError:  # the loop has closed: nobody is reading any more
+                stop.set()
+
+        def read() -> None:
+            # os.read on the descriptor, not the buffered file: a daemon thread blocked in
+            # a buffered read could hold its lock when the interpreter shuts down.
+            try:
+                while not stop.is_set():
+                    room.acquire()
+                    if stop.is_set():
+                        return
+                    try:
+                        chunk = os.read(fd, _CHUNK)
+                    except BlockingIOError:  # a descriptor left non-blocking by someone else
+                        select.select([fd], [], [])
+                        room.release()
+                        continue
+                    except OSError as exc:
+                        post(exc)
+                        return
+                    post(chunk)
+                    if not chunk:
+                        return
+            finally:
+                f.close()
+
+        # A daemon: a producer that never writes again must not keep the process alive.
+        self._file = None  # the reader closes it when done
+        threading.Thread(target=read, name="accountapi-keys-reader", daemon=True).start()
+        lines = self._lines
+        number = 0
+        pending = b""
+        try:
+            while True:
+                chunk = await chunks.get()
+                room.release()
+                if isinstance(chunk, OSError):
+                    _fail(f"cannot read keys from {self.name}: {chunk.strerror or chunk}")
+                if chunk:
+                    *raws, pending = (pending + chunk).split(b"\n")
+                    if len(pending) > _MAX_LINE:  # no newline in sight: cannot be a key
+                        raws.append(pending)
+                        pending = b""
+                else:
+                    raws = [pending] if pending else []
+                for raw in raws:
+                    number += 1
+                    key = _key_on_line(self.name, number, raw)
+                    if key is not None:
+                        lines[self.taken] = number
+                        self.taken += 1
+                        yield key
+                if not chunk:
+                    return
+        finally:
+            stop.set()
+            room.release()  # wake the reader if it waits for room, so it can end
+
+
+def _tell(f: IO[bytes]) -> int:
+    try:
+        return f.tell()
+    except OSError:
+        return 0
+
+
+def _raw_lines(f: IO[bytes], size: int | None = None) -> Iterator[bytes]:
+    """The lines of ``f`` (at most ``size`` bytes of it), none longer than it takes to
+    tell that it is not a key, so a huge line without a newline is never held whole."""
+    remaining = -1 if size is None else size
+    while remaining:
+        raw = f.readline(_MAX_LINE + 1 if remaining < 0 else min(_MAX_LINE + 1, remaining))
+        if not raw:
+            return
+        if remaining > 0:
+            remaining -= len(raw)
+        yield raw
+        if len(raw) > _MAX_LINE and not raw.endswith(b"\n"):
+            return  # reported as not a key; the rest of this line is never read
+
+
+def _key_lines(name: str, raws: Iterator[bytes]) -> Iterator[tuple[int, str]]:
+    """``(line number, key)`` for each key line of ``raws``."""
+    for number, raw in enumerate(raws, 1):
+        key = _key_on_line(name, number, raw)
+        if key is not None:
+            yield number, key
+
+
+def _key_on_line(name: str, number: int, raw: bytes) -> str | None:
+    """The key on a line, None for a blank or # comment line; anything else is an error."""
+    # A line too long to be a key is refused below like any other non-key.
+    text = "\x00" if len(raw) > _MAX_LINE else raw.decode("utf-8", "replace").strip()
+    if number == 1:
+        text = text.removeprefix("\ufeff")  # a byte-order mark from a Windows editor
+    if not text or text.startswith("#"):
+        return None
+    try:
+        check_key(text)
+    except MalformedAPIKeyError:
+        # Name the line, never its content: it may be a real key with a typo.
+        _fail(
+            f"{name} line {number}: not an API key (whitespace, control or non-ASCII "
+            "characters, or over 512 characters)"
+        )
+    return text
+
+
+def _first_key(path: Path) -> str | None:
+    """The first key line of ``path``, read no further than that line."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        _fail(f"cannot read keys file {path}: {exc.strerror or exc}")
+    with f:
+        return next((key for _, key in _key_lines(str(path), _raw_lines(f))), None)
 
 
 # -- balances ------------------------------------------------------------------------------
@@ -475,7 +644,7 @@ class _TableWriter:
 
     def __init__(self, out: IO[str], last_line: int) -> None:
         self._out = out
-        width = max(4, len(str(last_line)))
+        width = max(6 if last_line == 0 else 4, len(str(last_line)))  # 0: not known yet
         self._row = f"{{:>{width}}}  {{:<14}}  {{:<24}}  {{:>14}}  {{:>12}}  {{:>5}}  {{}}"
         self._started = False
 
@@ -608,15 +777,18 @@ def balances(
     Blank lines and lines starting with # are skipped. Results go to stdout, progress and
     a closing summary to stderr.
     """
-    source = _KeyFile.open(keys_file)
-    if not len(source):
-        _fail(f"no keys in {source.name} (blank lines and # comments are skipped)")
-    client = _client(None, base_url, timeout, max_retries, concurrency=concurrency)
-    summary = asyncio.run(
-        _balances(
-            client, source, fmt=fmt, concurrency=concurrency, ordered=ordered, progress=progress
+    source = _KeySource.open(keys_file)
+    try:
+        client = _client(None, base_url, timeout, max_retries, concurrency=concurrency)
+        summary = asyncio.run(
+            _balances(
+                client, source, fmt=fmt, concurrency=concurrency, ordered=ordered, progress=progress
+            )
         )
-    )
+    finally:
+        source.close()
+    if not summary.total:  # only a stream gets here empty: a file was checked up front
+        _fail(f"no keys in {source.name} (blank lines and # comments are skipped)")
     return exit_status(summary)
 
 
@@ -629,7 +801,7 @@ def exit_status(summary: BalanceSummary) -> int:
 
 async def _balances(
     client: AccountClient,
-    source: _KeyFile,
+    source: _KeySource,
     *,
     fmt: str,
     concurrency: int,
@@ -638,15 +810,13 @@ async def _balances(
     on_result: Callable[[BalanceResult], None] | None = None,
 ) -> BalanceSummary:
     """Stream the keys through ``client.balances``, writing each result as it comes."""
-    total = len(source)
-    lines = source.lines
     out = sys.stdout
-    writer = _writer(fmt, out, lines[-1])
+    writer = _writer(fmt, out, source.last_line)
     summary = BalanceSummary()
     bar = _progress(progress)
     task = TaskID(0)
     if bar is not None:
-        task = bar.add_task("balances", total=total, errors=0)
+        task = bar.add_task("balances", total=source.total, errors=0)
         bar.start()
     reached = False  # has any request got an answer from the service?
     started = time.perf_counter()
@@ -654,7 +824,7 @@ async def _balances(
     try:
         async with (
             client,
-            client.balances(source.keys(), concurrency=concurrency, ordered=ordered) as results,
+            client.balances(source.keys, concurrency=concurrency, ordered=ordered) as results,
         ):
             async for result in results:
                 if result.ok or isinstance(
@@ -663,7 +833,8 @@ async def _balances(
                     reached = True
                 elif not reached and _unreachable(result.error):
                     _fail(f"cannot reach {client.base_url}: {result.error}")
-                writer.write(result, lines[result.index])
+                writer.write(result, source.line_of(result.index))
+                out.flush()  # a row is seen when it is ready, also through a pipe
                 summary.add(result)
                 if on_result is not None:
                     on_result(result)
@@ -677,6 +848,7 @@ async def _balances(
             bar.stop()
         out.flush()
         if reached or summary.total:
+            total = source.total if source.total is not None else source.taken
             _print_summary(summary, total, time.perf_counter() - started, interrupted)
     return summary
 
@@ -821,8 +993,7 @@ async def _demo(n_keys: int, fmt: str, concurrency: int, progress: bool | None, 
 
     async with Emulator(latency=0.02) as emu:
         planted = _plant(emu, n_keys, random.Random(seed))  # noqa: S311 - a demo's mix
-        source = _KeyFile("demo", None, list(planted))
-        source.lines.extend(range(1, len(planted) + 1))
+        source = _KeySource.of("demo", list(planted))
         wrong = 0
 
         def check(result: BalanceResult) -> None:

@@ -254,3 +254,132 @@ async def test_totals_with_no_ok_key_are_zero_with_six_decimals(
     done = await run_cli("balances", str(path), "--base-url", emulator.url)
     assert done.code == 3, done.stderr
     assert "balance 0.000000 EUR, held 0.000000 EUR" in done.stderr
+
+
+# -- 2. keys from a source that can be read only once --------------------------------------
+
+
+async def first_row(proc: asyncio.subprocess.Process) -> dict[str, object]:
+    """The first JSONL row the process writes, waited for (bounded) before EOF of its input."""
+    assert proc.stdout is not None
+    async with asyncio.timeout(TIMEOUT):
+        line = await proc.stdout.readline()
+    assert line, "no row before the input ended"
+    row: dict[str, object] = json.loads(line)
+    return row
+
+
+def rows_of(done: Done) -> list[dict[str, object]]:
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("arg", ["-", "/dev/stdin"])
+async def test_keys_from_a_slow_pipe_stream_before_eof(arg: str, emulator: Emulator) -> None:
+    """`cat keys | balances -` and `balances /dev/stdin`: read once, the first row comes before EOF, lines numbered."""
+    first, second = emulator.add_key(), emulator.add_key()
+    proc = await start(
+        "balances", arg, "--base-url", emulator.url, "--format", "jsonl",
+        stdin=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    proc.stdin.write(f"# accounts\n{first}\n".encode())
+    await proc.stdin.drain()
+    row = await first_row(proc)  # the producer is still open: streaming, not read-to-EOF
+    assert (row["line"], row["ok"]) == (2, True)
+    proc.stdin.write(f"\n{second}\n".encode())
+    proc.stdin.close()
+    done = await finish(proc)
+    assert done.code == 0, done.stderr
+    assert [(r["line"], r["ok"]) for r in rows_of(done)] == [(4, True)]
+    assert "checked 2 keys" in done.stderr
+    assert_clean(done, [first, second])
+
+
+async def test_keys_from_process_substitution(emulator: Emulator) -> None:
+    """`balances <(cmd)` is a /dev/fd/N pipe: every key is checked once, with its line."""
+    keys = [emulator.add_key() for _ in range(3)]
+    read_end, write_end = os.pipe()
+    try:
+        proc = await start(
+            "balances", f"/dev/fd/{read_end}", "--base-url", emulator.url, "--format", "jsonl",
+            pass_fds=[read_end],
+        )  # fmt: skip
+    finally:
+        os.close(read_end)
+    try:
+        os.write(write_end, "".join(f"{key}\n\n" for key in keys).encode())
+    finally:
+        os.close(write_end)
+    done = await finish(proc)
+    assert done.code == 0, done.stderr
+    assert sorted(r["line"] for r in rows_of(done)) == [1, 3, 5]  # type: ignore[type-var]
+    assert "checked 3 keys" in done.stderr
+    assert_clean(done, keys)
+
+
+async def test_keys_from_a_named_fifo(emulator: Emulator, tmp_path: Path) -> None:
+    """A FIFO is read once, streaming (the first row before the writer is done), then ends at EOF."""
+    keys = [emulator.add_key() for _ in range(4)]
+    fifo = tmp_path / "keys.fifo"
+    os.mkfifo(fifo)
+    # Read-write, so this open never blocks and the reader's open finds a writer.
+    writer = os.open(fifo, os.O_RDWR)
+    try:
+        proc = await start(
+            "balances", str(fifo), "--base-url", emulator.url, "--format", "jsonl", "--ordered"
+        )
+        os.write(writer, f"{keys[0]}\n".encode())
+        assert (await first_row(proc))["line"] == 1
+        os.write(writer, "".join(f"{key}\n" for key in keys[1:]).encode())
+    finally:
+        os.close(writer)
+    done = await finish(proc)
+    assert done.code == 0, done.stderr
+    assert [r["line"] for r in rows_of(done)] == [2, 3, 4]
+    assert "checked 4 keys" in done.stderr
+    assert_clean(done, keys)
+
+
+async def test_a_bad_line_in_a_stream_stops_after_the_keys_before_it(emulator: Emulator) -> None:
+    """From a pipe, a bad line is found when read: the keys before it are reported, then one error line, exit 2."""
+    good = emulator.add_key()
+    done = await run_cli(
+        "balances", "-", "--base-url", emulator.url, "--format", "jsonl",
+        input=f"{good}\nnot a key at all\n{good}\n".encode(),
+    )  # fmt: skip
+    assert done.code == 2, done.stderr
+    assert [r["line"] for r in rows_of(done)] == [1]
+    assert done.stderr.splitlines()[-1] == (
+        "accountapi: error: stdin line 2: not an API key (whitespace, control or "
+        "non-ASCII characters, or over 512 characters)"
+    )
+    assert_clean(done, [good])
+
+
+async def test_an_empty_stream_is_an_error(emulator: Emulator) -> None:
+    """A pipe with only comments gives 'no keys in stdin', exit 2, as an empty file does."""
+    done = await run_cli("balances", "-", "--base-url", emulator.url, input=b"# none\n\n")
+    assert done.code == 2
+    assert done.stderr.strip() == (
+        "accountapi: error: no keys in stdin (blank lines and # comments are skipped)"
+    )
+
+
+async def test_a_file_growing_during_the_run_is_read_as_it_was(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Lines appended during a run (even a half-written one) are left for the next run: no traceback, one row per original key."""
+    keys = [emulator.add_key(latency=0.05) for _ in range(8)]
+    path = keys_file(tmp_path / "keys.txt", keys)
+    proc = await start(
+        "balances", str(path), "--base-url", emulator.url, "--format", "jsonl",
+        "--concurrency", "1",
+    )  # fmt: skip
+    await first_row(proc)
+    with path.open("a") as f:
+        f.write("".join(f"{emulator.add_key()}\n" for _ in range(5)) + "dpct_half_writ")
+    done = await finish(proc)
+    assert done.code == 0, done.stderr
+    assert sorted(r["line"] for r in rows_of(done)) == list(range(2, 9))  # type: ignore[type-var]
+    assert "checked 8 keys" in done.stderr
+    assert_clean(done, keys)
