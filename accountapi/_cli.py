@@ -22,10 +22,10 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Final, NoReturn, Protocol
+from typing import IO, TYPE_CHECKING, Any, Final, NoReturn, Protocol, TypeVar
 
 import click
 from rich.console import Console
@@ -58,13 +58,25 @@ from ._models import Profile
 if TYPE_CHECKING:
     from .testing import Emulator
 
-__all__ = ["EXIT_AUTH", "EXIT_FAILED", "EXIT_OK", "EXIT_UNUSABLE", "cli", "run"]
+__all__ = [
+    "EXIT_AUTH",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_OUTPUT_CLOSED",
+    "EXIT_TERMINATED",
+    "EXIT_UNUSABLE",
+    "cli",
+    "run",
+]
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1  # some keys failed, none for authentication
 EXIT_UNUSABLE: Final = 2  # could not run: bad usage or input, unreachable service
 EXIT_AUTH: Final = 3  # some keys failed authentication (401); wins over EXIT_FAILED
-EXIT_INTERRUPTED: Final = 130
+EXIT_INTERRUPTED: Final = 130  # Ctrl-C (SIGINT): 128 + 2, as a shell reports it
+EXIT_OUTPUT_CLOSED: Final = 141  # stdout's reader went away (`| head`): 128 + SIGPIPE
+EXIT_TERMINATED: Final = 143  # SIGTERM, handled as Ctrl-C is: 128 + 15
 
 EXIT_STATUS_HELP: Final = """\b
 Exit status:
@@ -73,9 +85,15 @@ Exit status:
   2  could not run: usage error, missing/empty/invalid keys file,
      bad or unreachable base URL
   3  some keys failed authentication (401): takes precedence over 1
+  130  interrupted (Ctrl-C); 143  terminated (SIGTERM): the summary
+     counts the keys checked before
+  141  stdout was closed by its reader (e.g. | head): no key failed
+     for that; the run stopped early
 """
 
 DEFAULT_CONCURRENCY: Final = 100
+
+_T = TypeVar("_T")
 
 
 class CLIError(click.ClickException):
@@ -107,6 +125,7 @@ class _Group(click.Group):
             if reconfigure is not None:
                 with contextlib.suppress(ValueError, OSError):
                     reconfigure(errors="backslashreplace")
+        previous = _terminate_on_sigterm()
         try:
             value = super().main(
                 args,
@@ -120,6 +139,18 @@ class _Group(click.Group):
         except click.exceptions.Abort:  # Ctrl-C
             _stderr().print("accountapi: interrupted", markup=False, highlight=False)
             code = EXIT_INTERRUPTED
+        except _Terminated:
+            _stderr().print("accountapi: terminated", markup=False, highlight=False)
+            code = EXIT_TERMINATED
+        except (_OutputClosed, BrokenPipeError):
+            # The reader (e.g. `| head`) went away: stop, as other tools do, and say why.
+            _silence_stdout()
+            _stderr().print(
+                "accountapi: stopped early: stdout was closed by its reader",
+                markup=False,
+                highlight=False,
+            )
+            code = EXIT_OUTPUT_CLOSED
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "accountapi"
             _error(f"{exc.format_message()} (see '{where} --help')")
@@ -127,14 +158,89 @@ class _Group(click.Group):
         except click.ClickException as exc:
             _error(exc.format_message())
             code = EXIT_UNUSABLE
-        except BrokenPipeError:
-            # The reader (e.g. `| head`) went away: stop quietly, as other tools do.
-            with contextlib.suppress(OSError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            code = EXIT_FAILED
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         if standalone_mode:
             sys.exit(code)
         return code
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # Past click, whose own EPIPE handling would exit 1 as if keys had failed.
+            raise _OutputClosed from None
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived: the run stops as on Ctrl-C, then exits 143."""
+
+
+class _OutputClosed(Exception):
+    """stdout's reader went away (broken pipe): the run stops, then exits 141."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _terminate_on_sigterm() -> Any:
+    """Before and after the event loop, SIGTERM raises :class:`_Terminated`; returns the
+    handler to restore (None when nothing was installed: not the main thread, or a
+    caller's own handler is in place)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        return None
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    return previous
+
+
+def _run_async(main: Coroutine[Any, Any, _T]) -> _T:
+    """``asyncio.run(main)``, with SIGTERM handled as asyncio handles Ctrl-C: the main task
+    is cancelled (so a run stops taking keys and prints its summary), then
+    :class:`_Terminated` is raised instead of ``KeyboardInterrupt``."""
+    terminated = False
+
+    async def guarded() -> _T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - asyncio.run runs this as a task
+
+        def on_sigterm() -> None:
+            nonlocal terminated
+            terminated = True
+            task.cancel()
+
+        try:
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not main thread
+            return await main
+        try:
+            return await main
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and (
+                threading.current_thread() is threading.main_thread()
+            ):
+                signal.signal(signal.SIGTERM, _raise_terminated)
+
+    try:
+        return asyncio.run(guarded())
+    except asyncio.CancelledError:
+        if terminated:
+            raise _Terminated from None
+        raise
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so flushing what is left after a broken pipe is quiet."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _stderr() -> Console:
@@ -289,7 +395,7 @@ def profile(
     elif not any(os.environ.get(name) for name in ("ACCOUNTAPI_API_KEY", "DEPICTA_API_KEY")):
         _fail("no API key: set $ACCOUNTAPI_API_KEY (or $DEPICTA_API_KEY), or pass --key-file")
     client = _client(key, base_url, timeout, max_retries, concurrency=1)
-    return asyncio.run(_profile(client, as_json))
+    return _run_async(_profile(client, as_json))
 
 
 async def _profile(client: AccountClient, as_json: bool) -> int:
@@ -780,7 +886,7 @@ def balances(
     source = _KeySource.open(keys_file)
     try:
         client = _client(None, base_url, timeout, max_retries, concurrency=concurrency)
-        summary = asyncio.run(
+        summary = _run_async(
             _balances(
                 client, source, fmt=fmt, concurrency=concurrency, ordered=ordered, progress=progress
             )
@@ -835,7 +941,7 @@ async def _balances(
                     _fail(f"cannot reach {client.base_url}: {result.error}")
                 writer.write(result, source.line_of(result.index))
                 out.flush()  # a row is seen when it is ready, also through a pipe
-                summary.add(result)
+                summary.add(result)  # only once written: a row the reader missed is not counted
                 if on_result is not None:
                     on_result(result)
                 if bar is not None:
@@ -843,10 +949,17 @@ async def _balances(
     except asyncio.CancelledError:
         interrupted = True
         raise
+    except BrokenPipeError:
+        interrupted = True
+        _silence_stdout()  # what is left in the buffer goes nowhere, quietly
+        raise _OutputClosed from None
     finally:
         if bar is not None:
             bar.stop()
-        out.flush()
+        try:
+            out.flush()
+        except BrokenPipeError:  # the last row's reader left: reported by the caller
+            _silence_stdout()
         if reached or summary.total:
             total = source.total if source.total is not None else source.taken
             _print_summary(summary, total, time.perf_counter() - started, interrupted)
@@ -985,7 +1098,7 @@ def demo(n_keys: int, fmt: str, concurrency: int, progress: bool | None, seed: i
     (402) and keys whose first answers are 429/502/503. The demo prints every result,
     then checks each one against what was planted: exit status 0 when all match.
     """
-    return asyncio.run(_demo(n_keys, fmt, concurrency, progress, seed))
+    return _run_async(_demo(n_keys, fmt, concurrency, progress, seed))
 
 
 async def _demo(n_keys: int, fmt: str, concurrency: int, progress: bool | None, seed: int) -> int:

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -383,3 +384,73 @@ async def test_a_file_growing_during_the_run_is_read_as_it_was(
     assert sorted(r["line"] for r in rows_of(done)) == list(range(2, 9))  # type: ignore[type-var]
     assert "checked 8 keys" in done.stderr
     assert_clean(done, keys)
+
+
+# -- 6. SIGTERM and a broken pipe ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "word"),
+    [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")],
+)
+async def test_sigterm_stops_like_ctrl_c(
+    signum: int, code: int, word: str, emulator: Emulator, tmp_path: Path
+) -> None:
+    """SIGTERM (143) and Ctrl-C (130) stop taking keys, print the summary of the rows written, no traceback."""
+    keys = [emulator.add_key(latency=0.2) for _ in range(40)]
+    path = keys_file(tmp_path / "keys.txt", keys)
+    proc = await start(
+        "balances", str(path), "--base-url", emulator.url, "--format", "jsonl",
+        "--concurrency", "2",
+    )  # fmt: skip
+    await first_row(proc)
+    proc.send_signal(signum)
+    done = await finish(proc)
+    assert done.code == code, done.stderr
+    written = 1 + len(done.stdout.splitlines())
+    assert written < len(keys)  # it stopped early
+    assert f"checked {written} of 40 keys" in done.stderr
+    assert f"{written} ok, 0 failed" in done.stderr
+    assert done.stderr.rstrip().endswith(f"accountapi: {word}")
+    assert_clean(done, keys)
+
+
+def read_lines_then_close(fd: int, n: int) -> bytes:
+    """What `head -n` does: read until n lines, then close the pipe under the writer."""
+    seen = b""
+    try:
+        while seen.count(b"\n") < n:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(fd)
+    return b"\n".join(seen.split(b"\n")[:n])
+
+
+async def test_a_broken_pipe_exits_141_without_claiming_failures(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """`balances … | head -5`: exit 141, a summary with 0 failed, one note, no traceback or 'Exception ignored'."""
+    keys = [emulator.add_key() for _ in range(3000)]  # ~800 KB of rows: far beyond a pipe's buffer
+    path = keys_file(tmp_path / "keys.txt", keys)
+    read_end, write_end = os.pipe()
+    try:
+        proc = await start(
+            "balances", str(path), "--base-url", emulator.url, "--format", "jsonl",
+            stdout=write_end,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    async with asyncio.timeout(TIMEOUT):
+        head = await asyncio.to_thread(read_lines_then_close, read_end, 5)
+    assert len(head.splitlines()) == 5
+    done = await finish(proc)
+    assert done.code == 141, done.stderr
+    assert re.search(r"checked \d+ of 3000 keys .*: \d+ ok, 0 failed", done.stderr)
+    assert "some keys failed" not in done.stderr
+    assert done.stderr.rstrip().endswith(
+        "accountapi: stopped early: stdout was closed by its reader"
+    )
+    assert_clean(done, keys[:50])
