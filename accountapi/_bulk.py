@@ -96,11 +96,23 @@ class BalanceResult:
 
 @attrs.define(slots=True, kw_only=True)
 class BalanceSummary:
-    """Counts by outcome and error class, and exact EUR totals, over a run of results.
+    """Counts by outcome and error class, and exact EUR totals per account, over a run of results.
 
     Build one and :meth:`add` each result as it arrives, or ``await
-    BalanceSummary.collect(results)``. Totals are :class:`~decimal.Decimal` sums of the
-    ok profiles, computed without rounding.
+    BalanceSummary.collect(results)``. ``total``, ``ok``, ``failed``, ``auth_failed`` and
+    ``by_error`` count results (one per input line); ``distinct_keys`` counts the different
+    keys among them and ``accounts`` the different accounts (profile ``id``) behind the ok
+    ones.
+
+    The totals are money per **account**, not per key: an account reached through two
+    keys, or a key listed twice, is added once, with the first ok answer seen for it.
+    They are :class:`~decimal.Decimal` sums computed without rounding.
+
+    To tell repeats apart the summary keeps one account id per distinct account and one
+    64-bit hash per distinct key (never the key itself): about 100 bytes per distinct key
+    or account, so ~100 MB for a million distinct keys. Two different keys share a hash
+    with a chance of about 1 in 3*10^7 at a million keys; ``distinct_keys`` would then be
+    one short. Money never depends on the key hashes, only on exact account ids.
     """
 
     total: int = 0
@@ -110,15 +122,33 @@ class BalanceSummary:
     by_error: dict[str, int] = attrs.Factory(dict)
     total_balance_eur: Decimal = Decimal(0)
     total_held_eur: Decimal = Decimal(0)
+    _key_hashes: set[int] = attrs.field(factory=set, init=False, repr=False, eq=False)
+    _account_ids: set[str] = attrs.field(factory=set, init=False, repr=False, eq=False)
+
+    @property
+    def distinct_keys(self) -> int:
+        """How many different keys the results were for."""
+        return len(self._key_hashes)
+
+    @property
+    def accounts(self) -> int:
+        """How many different accounts (profile ``id``) the ok results belong to."""
+        return len(self._account_ids)
 
     def add(self, result: BalanceResult) -> None:
-        """Count one result."""
+        """Count one result; add its account's money unless that account was seen already."""
         self.total += 1
+        try:
+            self._key_hashes.add(hash(result.key))
+        except TypeError:  # a caller's unhashable non-key, reported as malformed
+            self._key_hashes.add(id(result.key))
         profile = result.profile
         if result.error is None and profile is not None:
             self.ok += 1
-            self.total_balance_eur = _EXACT.add(self.total_balance_eur, profile.balance_eur)
-            self.total_held_eur = _EXACT.add(self.total_held_eur, profile.held_eur)
+            if profile.id not in self._account_ids:
+                self._account_ids.add(profile.id)
+                self.total_balance_eur = _EXACT.add(self.total_balance_eur, profile.balance_eur)
+                self.total_held_eur = _EXACT.add(self.total_held_eur, profile.held_eur)
             return
         self.failed += 1
         name = type(result.error).__name__

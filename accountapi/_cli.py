@@ -11,16 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import decimal
 import json
 import os
 import random
+import re
+import select
 import signal
+import stat
 import sys
+import threading
 import time
-from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator, Sequence
+from decimal import Decimal
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Final, NoReturn, Protocol
+from typing import IO, TYPE_CHECKING, Any, Final, NoReturn, Protocol, TypeVar
 
 import click
 from rich.console import Console
@@ -53,13 +58,25 @@ from ._models import Profile
 if TYPE_CHECKING:
     from .testing import Emulator
 
-__all__ = ["EXIT_AUTH", "EXIT_FAILED", "EXIT_OK", "EXIT_UNUSABLE", "cli", "run"]
+__all__ = [
+    "EXIT_AUTH",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_OUTPUT_CLOSED",
+    "EXIT_TERMINATED",
+    "EXIT_UNUSABLE",
+    "cli",
+    "run",
+]
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1  # some keys failed, none for authentication
 EXIT_UNUSABLE: Final = 2  # could not run: bad usage or input, unreachable service
 EXIT_AUTH: Final = 3  # some keys failed authentication (401); wins over EXIT_FAILED
-EXIT_INTERRUPTED: Final = 130
+EXIT_INTERRUPTED: Final = 130  # Ctrl-C (SIGINT): 128 + 2, as a shell reports it
+EXIT_OUTPUT_CLOSED: Final = 141  # stdout's reader went away (`| head`): 128 + SIGPIPE
+EXIT_TERMINATED: Final = 143  # SIGTERM, handled as Ctrl-C is: 128 + 15
 
 EXIT_STATUS_HELP: Final = """\b
 Exit status:
@@ -68,9 +85,15 @@ Exit status:
   2  could not run: usage error, missing/empty/invalid keys file,
      bad or unreachable base URL
   3  some keys failed authentication (401): takes precedence over 1
+  130  interrupted (Ctrl-C); 143  terminated (SIGTERM): the summary
+     counts the keys checked before
+  141  stdout was closed by its reader (e.g. | head): no key failed
+     for that; the run stopped early
 """
 
 DEFAULT_CONCURRENCY: Final = 100
+
+_T = TypeVar("_T")
 
 
 class CLIError(click.ClickException):
@@ -95,6 +118,14 @@ class _Group(click.Group):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
+        for stream in (sys.stdout, sys.stderr):
+            # Belt and braces: a character the terminal's encoding lacks prints as an
+            # escape instead of ending the run with UnicodeEncodeError.
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None:
+                with contextlib.suppress(ValueError, OSError):
+                    reconfigure(errors="backslashreplace")
+        previous = _terminate_on_sigterm()
         try:
             value = super().main(
                 args,
@@ -108,6 +139,18 @@ class _Group(click.Group):
         except click.exceptions.Abort:  # Ctrl-C
             _stderr().print("accountapi: interrupted", markup=False, highlight=False)
             code = EXIT_INTERRUPTED
+        except _Terminated:
+            _stderr().print("accountapi: terminated", markup=False, highlight=False)
+            code = EXIT_TERMINATED
+        except (_OutputClosed, BrokenPipeError):
+            # The reader (e.g. `| head`) went away: stop, as other tools do, and say why.
+            _silence_stdout()
+            _stderr().print(
+                "accountapi: stopped early: stdout was closed by its reader",
+                markup=False,
+                highlight=False,
+            )
+            code = EXIT_OUTPUT_CLOSED
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "accountapi"
             _error(f"{exc.format_message()} (see '{where} --help')")
@@ -115,14 +158,89 @@ class _Group(click.Group):
         except click.ClickException as exc:
             _error(exc.format_message())
             code = EXIT_UNUSABLE
-        except BrokenPipeError:
-            # The reader (e.g. `| head`) went away: stop quietly, as other tools do.
-            with contextlib.suppress(OSError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            code = EXIT_FAILED
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         if standalone_mode:
             sys.exit(code)
         return code
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # Past click, whose own EPIPE handling would exit 1 as if keys had failed.
+            raise _OutputClosed from None
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived: the run stops as on Ctrl-C, then exits 143."""
+
+
+class _OutputClosed(Exception):
+    """stdout's reader went away (broken pipe): the run stops, then exits 141."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _terminate_on_sigterm() -> Any:
+    """Before and after the event loop, SIGTERM raises :class:`_Terminated`; returns the
+    handler to restore (None when nothing was installed: not the main thread, or a
+    caller's own handler is in place)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        return None
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    return previous
+
+
+def _run_async(main: Coroutine[Any, Any, _T]) -> _T:
+    """``asyncio.run(main)``, with SIGTERM handled as asyncio handles Ctrl-C: the main task
+    is cancelled (so a run stops taking keys and prints its summary), then
+    :class:`_Terminated` is raised instead of ``KeyboardInterrupt``."""
+    terminated = False
+
+    async def guarded() -> _T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - asyncio.run runs this as a task
+
+        def on_sigterm() -> None:
+            nonlocal terminated
+            terminated = True
+            task.cancel()
+
+        try:
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not main thread
+            return await main
+        try:
+            return await main
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and (
+                threading.current_thread() is threading.main_thread()
+            ):
+                signal.signal(signal.SIGTERM, _raise_terminated)
+
+    try:
+        return asyncio.run(guarded())
+    except asyncio.CancelledError:
+        if terminated:
+            raise _Terminated from None
+        raise
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so flushing what is left after a broken pipe is quiet."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _stderr() -> Console:
@@ -130,7 +248,49 @@ def _stderr() -> Console:
 
 
 def _error(message: str) -> None:
-    click.echo(f"accountapi: error: {' '.join(message.split())}", err=True)
+    click.echo(f"accountapi: error: {safe_text(message)}", err=True)
+
+
+# -- text and money as printed ---------------------------------------------------------------
+
+# What a terminal could act on or that could disguise a line: C0 and C1 controls (ESC
+# starts cursor moves and colour), DEL, zero-width and bidirectional marks, and the lone
+# surrogates that stand for undecodable bytes in a header.
+_UNSAFE: Final = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
+)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe_text(text: str) -> str:
+    """``text`` from the network as one printable line: whitespace runs become one space,
+    other control characters (ESC, BEL, bidi marks, undecodable bytes) a visible escape
+    such as ``\\x1b``, so a server cannot move the cursor or rewrite earlier rows."""
+    return _UNSAFE.sub(_escape, " ".join(text.split()))
+
+
+_MONEY_CONTEXT: Final = decimal.Context(prec=decimal.MAX_PREC)
+_MICROS: Final = Decimal("0.000001")
+
+
+def money(value: Decimal) -> str:
+    """An amount in plain notation with 6 decimals, or more when the value has them.
+
+    Never an exponent (``0.0000001``, not ``1E-7``; ``0.000000``, not ``0E-7``) and never
+    rounded: digits beyond the sixth decimal are shown exactly, trailing zeros past the
+    sixth dropped.
+    """
+    if not value.is_finite():  # the decoder refuses these; shown as is, never raised on
+        return str(value)
+    value = value.normalize(_MONEY_CONTEXT)
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -6:
+        value = value.quantize(_MICROS, context=_MONEY_CONTEXT)
+    return format(value, "f")
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -229,13 +389,13 @@ def profile(
     """Show the profile (balance, holds, limits, flags) behind one API key."""
     key = None
     if key_file is not None:
-        key = next(iter(_KeyFile.open(str(key_file)).keys()), None)
+        key = _first_key(key_file)
         if key is None:
             _fail(f"no key in {key_file} (blank lines and # comments are skipped)")
     elif not any(os.environ.get(name) for name in ("ACCOUNTAPI_API_KEY", "DEPICTA_API_KEY")):
         _fail("no API key: set $ACCOUNTAPI_API_KEY (or $DEPICTA_API_KEY), or pass --key-file")
     client = _client(key, base_url, timeout, max_retries, concurrency=1)
-    return asyncio.run(_profile(client, as_json))
+    return _run_async(_profile(client, as_json))
 
 
 async def _profile(client: AccountClient, as_json: bool) -> int:
@@ -257,23 +417,26 @@ async def _profile(client: AccountClient, as_json: bool) -> int:
         if value is None:
             value = "-"
         elif isinstance(value, list):
-            value = ", ".join(value) or "-"
+            value = ", ".join(map(safe_text, value)) or "-"
         elif name.endswith("_eur"):
             value = f"{value} EUR"
+        elif isinstance(value, str):
+            value = safe_text(value)
         click.echo(f"{name:<{width}}  {value}")
     return EXIT_OK
 
 
 def profile_json(p: Profile) -> dict[str, Any]:
-    """The profile in the service's wire shape: money and timestamps as exact strings."""
+    """The profile in the service's wire shape: money (see :func:`money`) and timestamps as
+    exact strings; other strings as the service sent them (JSON escapes them)."""
     return {
         "id": p.id,
         "email": p.email,
         "name": p.name,
-        "balance_eur": str(p.balance_eur),
-        "held_eur": str(p.held_eur),
+        "balance_eur": money(p.balance_eur),
+        "held_eur": money(p.held_eur),
         "free_trial_pending_eur": (
-            None if p.free_trial_pending_eur is None else str(p.free_trial_pending_eur)
+            None if p.free_trial_pending_eur is None else money(p.free_trial_pending_eur)
         ),
         "credit_limit_cents": p.credit_limit_cents,
         "created_at": p.created_at.isoformat(),
@@ -291,76 +454,243 @@ def profile_json(p: Profile) -> dict[str, Any]:
 # -- keys files ----------------------------------------------------------------------------
 
 
-class _KeyFile:
-    """A keys file checked up front: one key per line, blank lines and # comments skipped.
+_MAX_LINE: Final = 4096  # bytes; a key has at most 512 characters, so a longer line is not one
+_CHUNK: Final = 64 * 1024
+_READ_AHEAD: Final = 4  # chunks a pipe's reader thread may read before the keys are taken
 
-    A file is read twice (checked and counted, then streamed) so a million keys are never
-    held in memory; stdin can be read only once, so its keys are kept.
+
+class _KeySource:
+    """The keys of KEYS_FILE (or stdin), read once, in order, each with its line number.
+
+    A regular file is checked whole before the first request, so a bad line stops the run
+    before anything is sent and the progress bar knows the total; it is then streamed from
+    the same open file up to the size it had when checked, so lines appended during the
+    run are left for the next one. Anything else (stdin, ``/dev/stdin``, ``<(cmd)``, a
+    FIFO) can be read only once: it is streamed as it arrives, through a reader thread so
+    a slow producer never blocks the event loop, each line checked when read; a bad line
+    ends the run once the keys before it are reported.
+
+    Line numbers live only between a key being taken and its result being written
+    (:meth:`line_of`), so memory does not grow with the input.
     """
 
-    def __init__(self, name: str, path: str | None, kept: list[str] | None) -> None:
+    def __init__(self, name: str, keys: Iterator[str] | AsyncIterator[str] | None = None) -> None:
         self.name = name
-        self._path = path
-        self._kept = kept
-        self.lines = array("L")  # the file line number of each key, by key index
+        self.total: int | None = None  # known up front for a regular file only
+        self.last_line = 0  # the last key's line number, when known up front
+        self.taken = 0  # keys handed out so far; the next key's index
+        self._lines: dict[int, int] = {}
+        self._file: IO[bytes] | None = None  # open until read to the end or closed
+        self.keys: Iterator[str] | AsyncIterator[str] = keys if keys is not None else iter(())
 
     @classmethod
-    def open(cls, source: str) -> _KeyFile:
-        """Check every line of ``source`` (a path, or ``-`` for stdin) and count the keys."""
-        if source == "-":
-            data = sys.stdin.buffer.read()
-            kept: list[str] = []
-            self = cls("stdin", None, kept)
-            for number, key in _scan(self.name, data.splitlines()):
-                kept.append(key)
-                self.lines.append(number)
-            return self
-        self = cls(source, source, None)
-        with self._read() as f:
-            self.lines.extend(number for number, _ in _scan(source, f))
+    def of(cls, name: str, keys: Sequence[str]) -> _KeySource:
+        """Keys already in memory, numbered from line 1 (the demo's)."""
+        self = cls(name)
+        self.total = self.last_line = len(keys)
+        self.keys = self._numbered(enumerate(keys, 1))
         return self
 
-    def __len__(self) -> int:
-        return len(self.lines)
-
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[IO[bytes]]:
-        assert self._path is not None  # noqa: S101 - only files are re-read
+    @classmethod
+    def open(cls, source: str) -> _KeySource:
+        """Open ``source`` (a path, or ``-`` for stdin); check a regular file whole."""
+        if source == "-":
+            self = cls("stdin")
+            stdin = sys.stdin.buffer
+            try:
+                fd = stdin.fileno()
+            except (OSError, ValueError):  # not a real file (an embedding, a test runner)
+                self.keys = self._numbered(_key_lines(self.name, _raw_lines(stdin)))
+                return self
+            f = open(fd, "rb", closefd=False)  # noqa: SIM115 - closed by the key iterator
+        else:
+            self = cls(source)
+            try:
+                f = open(source, "rb")  # noqa: SIM115 - closed by the key iterator
+            except OSError as exc:
+                _fail(f"cannot read keys file {source}: {exc.strerror or exc}")
         try:
-            with open(self._path, "rb") as f:
-                yield f
+            regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
         except OSError as exc:
-            _fail(f"cannot read keys file {self._path}: {exc.strerror or exc}")
+            f.close()
+            _fail(f"cannot read keys file {self.name}: {exc.strerror or exc}")
+        self._file = f
+        if regular:
+            self._check_whole(f)
+        else:
+            self.keys = self._stream(f)
+        return self
 
-    def keys(self) -> Iterator[str]:
-        """The keys, in file order, read lazily from a file."""
-        if self._kept is not None:
-            yield from self._kept
-            return
-        with self._read() as f:
-            for _, key in _scan(self.name, f):
-                yield key
+    def close(self) -> None:
+        """Close the input, whether or not the run read it to the end."""
+        keys = self.keys
+        if isinstance(keys, Generator):
+            keys.close()
+        f, self._file = self._file, None
+        if f is not None:
+            f.close()
 
+    def line_of(self, index: int) -> int:
+        """The line number of the key taken ``index``-th (forgotten once asked for)."""
+        return self._lines.pop(index, 0)
 
-def _scan(
-    name: str, lines: Iterator[bytes] | Sequence[bytes] | IO[bytes]
-) -> Iterator[tuple[int, str]]:
-    """Yield ``(line number, key)`` for each key line; a line that cannot be a key is an error."""
-    for number, raw in enumerate(lines, 1):
-        text = raw.decode("utf-8", "replace").strip()
-        if number == 1:
-            text = text.removeprefix("\ufeff")  # a byte-order mark from a Windows editor
-        if not text or text.startswith("#"):
-            continue
+    def _numbered(self, keys: Iterator[tuple[int, str]]) -> Iterator[str]:
+        lines = self._lines
+        for number, key in keys:
+            lines[self.taken] = number
+            self.taken += 1
+            yield key
+
+    def _check_whole(self, f: IO[bytes]) -> None:
+        start = _tell(f)
+        count = last = 0
         try:
-            check_key(text)
-        except MalformedAPIKeyError:
-            # Name the line, never its content: it may be a real key with a typo.
-            _fail(
-                f"{name} line {number}: not an API key (whitespace, control or non-ASCII "
-                "characters, or over 512 characters)"
-            )
-        yield number, text
+            for last, _ in _key_lines(self.name, _raw_lines(f)):  # noqa: B007 - the last counts
+                count += 1
+            if not count:
+                _fail(f"no keys in {self.name} (blank lines and # comments are skipped)")
+        except BaseException:
+            f.close()
+            raise
+        self.total, self.last_line = count, last
+        size = _tell(f) - start
+        self.keys = self._numbered(self._reread(f, start, size))
+
+    def _reread(self, f: IO[bytes], start: int, size: int) -> Iterator[tuple[int, str]]:
+        with f:
+            try:
+                f.seek(start)
+            except OSError as exc:
+                _fail(f"cannot read keys file {self.name}: {exc.strerror or exc}")
+            yield from _key_lines(self.name, _raw_lines(f, size))
+
+    async def _stream(self, f: IO[bytes]) -> AsyncIterator[str]:
+        """Keys from a pipe, FIFO or terminal, as they arrive; a thread does the reading."""
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[bytes | OSError] = asyncio.Queue()
+        room = threading.Semaphore(_READ_AHEAD)
+        stop = threading.Event()
+        fd = f.fileno()
+
+        def post(item: bytes | OSError) -> None:
+            try:
+                loop.call_soon_threadsafe(chunks.put_nowait, item)
+            except RuntimeError:  # the loop has closed: nobody is reading any more
+                stop.set()
+
+        def read() -> None:
+            # os.read on the descriptor, not the buffered file: a daemon thread blocked in
+            # a buffered read could hold its lock when the interpreter shuts down.
+            try:
+                while not stop.is_set():
+                    room.acquire()
+                    if stop.is_set():
+                        return
+                    try:
+                        chunk = os.read(fd, _CHUNK)
+                    except BlockingIOError:  # a descriptor left non-blocking by someone else
+                        select.select([fd], [], [])
+                        room.release()
+                        continue
+                    except OSError as exc:
+                        post(exc)
+                        return
+                    post(chunk)
+                    if not chunk:
+                        return
+            finally:
+                f.close()
+
+        # A daemon: a producer that never writes again must not keep the process alive.
+        self._file = None  # the reader closes it when done
+        threading.Thread(target=read, name="accountapi-keys-reader", daemon=True).start()
+        lines = self._lines
+        number = 0
+        pending = b""
+        try:
+            while True:
+                chunk = await chunks.get()
+                room.release()
+                if isinstance(chunk, OSError):
+                    _fail(f"cannot read keys from {self.name}: {chunk.strerror or chunk}")
+                if chunk:
+                    *raws, pending = (pending + chunk).split(b"\n")
+                    if len(pending) > _MAX_LINE:  # no newline in sight: cannot be a key
+                        raws.append(pending)
+                        pending = b""
+                else:
+                    raws = [pending] if pending else []
+                for raw in raws:
+                    number += 1
+                    key = _key_on_line(self.name, number, raw)
+                    if key is not None:
+                        lines[self.taken] = number
+                        self.taken += 1
+                        yield key
+                if not chunk:
+                    return
+        finally:
+            stop.set()
+            room.release()  # wake the reader if it waits for room, so it can end
+
+
+def _tell(f: IO[bytes]) -> int:
+    try:
+        return f.tell()
+    except OSError:
+        return 0
+
+
+def _raw_lines(f: IO[bytes], size: int | None = None) -> Iterator[bytes]:
+    """The lines of ``f`` (at most ``size`` bytes of it), none longer than it takes to
+    tell that it is not a key, so a huge line without a newline is never held whole."""
+    remaining = -1 if size is None else size
+    while remaining:
+        raw = f.readline(_MAX_LINE + 1 if remaining < 0 else min(_MAX_LINE + 1, remaining))
+        if not raw:
+            return
+        if remaining > 0:
+            remaining -= len(raw)
+        yield raw
+        if len(raw) > _MAX_LINE and not raw.endswith(b"\n"):
+            return  # reported as not a key; the rest of this line is never read
+
+
+def _key_lines(name: str, raws: Iterator[bytes]) -> Iterator[tuple[int, str]]:
+    """``(line number, key)`` for each key line of ``raws``."""
+    for number, raw in enumerate(raws, 1):
+        key = _key_on_line(name, number, raw)
+        if key is not None:
+            yield number, key
+
+
+def _key_on_line(name: str, number: int, raw: bytes) -> str | None:
+    """The key on a line, None for a blank or # comment line; anything else is an error."""
+    # A line too long to be a key is refused below like any other non-key.
+    text = "\x00" if len(raw) > _MAX_LINE else raw.decode("utf-8", "replace").strip()
+    if number == 1:
+        text = text.removeprefix("\ufeff")  # a byte-order mark from a Windows editor
+    if not text or text.startswith("#"):
+        return None
+    try:
+        check_key(text)
+    except MalformedAPIKeyError:
+        # Name the line, never its content: it may be a real key with a typo.
+        _fail(
+            f"{name} line {number}: not an API key (whitespace, control or non-ASCII "
+            "characters, or over 512 characters)"
+        )
+    return text
+
+
+def _first_key(path: Path) -> str | None:
+    """The first key line of ``path``, read no further than that line."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        _fail(f"cannot read keys file {path}: {exc.strerror or exc}")
+    with f:
+        return next((key for _, key in _key_lines(str(path), _raw_lines(f))), None)
 
 
 # -- balances ------------------------------------------------------------------------------
@@ -383,7 +713,11 @@ _COLUMNS: Final = (
 
 
 def result_record(result: BalanceResult, line: int) -> dict[str, Any]:
-    """One result as flat fields (the csv/jsonl columns); money as exact strings."""
+    """One result as flat fields (the csv/jsonl columns); money as exact plain strings.
+
+    Strings from the service (``code``, ``message``, ``request_id``) are its data, as
+    sent (the message on one line); each writer makes them safe for its format.
+    """
     error = result.error
     p = result.profile
     status = code = request_id = None
@@ -395,8 +729,8 @@ def result_record(result: BalanceResult, line: int) -> dict[str, Any]:
         "line": line,
         "key_hint": result.key_hint,
         "ok": result.ok,
-        "balance_eur": None if p is None else str(p.balance_eur),
-        "held_eur": None if p is None else str(p.held_eur),
+        "balance_eur": None if p is None else money(p.balance_eur),
+        "held_eur": None if p is None else money(p.held_eur),
         "error": None if error is None else type(error).__name__,
         "status": status,
         "code": code,
@@ -416,7 +750,7 @@ class _TableWriter:
 
     def __init__(self, out: IO[str], last_line: int) -> None:
         self._out = out
-        width = max(4, len(str(last_line)))
+        width = max(6 if last_line == 0 else 4, len(str(last_line)))  # 0: not known yet
         self._row = f"{{:>{width}}}  {{:<14}}  {{:<24}}  {{:>14}}  {{:>12}}  {{:>5}}  {{}}"
         self._started = False
 
@@ -430,10 +764,10 @@ class _TableWriter:
             line,
             result.key_hint,
             "ok" if error is None else type(error).__name__,
-            "-" if p is None else p.balance_eur,
-            "-" if p is None else p.held_eur,
+            "-" if p is None else money(p.balance_eur),
+            "-" if p is None else money(p.held_eur),
             result.attempts,
-            "" if error is None else " ".join(str(error).split()),
+            "" if error is None else safe_text(str(error)),
         )
 
     def _line(self, *cells: object) -> None:
@@ -441,6 +775,8 @@ class _TableWriter:
 
 
 class _CsvWriter:
+    """CSV records; text from the service has its control characters escaped (``\\x1b``)."""
+
     def __init__(self, out: IO[str]) -> None:
         self._csv = csv.DictWriter(out, fieldnames=_COLUMNS, lineterminator="\n")
         self._started = False
@@ -451,10 +787,15 @@ class _CsvWriter:
             self._csv.writeheader()
         record = result_record(result, line)
         record["ok"] = "true" if record["ok"] else "false"
+        for name in ("code", "message", "request_id"):
+            if record[name] is not None:
+                record[name] = safe_text(record[name])
         self._csv.writerow(record)
 
 
 class _JsonlWriter:
+    """JSON lines; ``json.dumps`` escapes every control character (``\\u001b``)."""
+
     def __init__(self, out: IO[str]) -> None:
         self._out = out
 
@@ -542,15 +883,18 @@ def balances(
     Blank lines and lines starting with # are skipped. Results go to stdout, progress and
     a closing summary to stderr.
     """
-    source = _KeyFile.open(keys_file)
-    if not len(source):
-        _fail(f"no keys in {source.name} (blank lines and # comments are skipped)")
-    client = _client(None, base_url, timeout, max_retries, concurrency=concurrency)
-    summary = asyncio.run(
-        _balances(
-            client, source, fmt=fmt, concurrency=concurrency, ordered=ordered, progress=progress
+    source = _KeySource.open(keys_file)
+    try:
+        client = _client(None, base_url, timeout, max_retries, concurrency=concurrency)
+        summary = _run_async(
+            _balances(
+                client, source, fmt=fmt, concurrency=concurrency, ordered=ordered, progress=progress
+            )
         )
-    )
+    finally:
+        source.close()
+    if not summary.total:  # only a stream gets here empty: a file was checked up front
+        _fail(f"no keys in {source.name} (blank lines and # comments are skipped)")
     return exit_status(summary)
 
 
@@ -563,7 +907,7 @@ def exit_status(summary: BalanceSummary) -> int:
 
 async def _balances(
     client: AccountClient,
-    source: _KeyFile,
+    source: _KeySource,
     *,
     fmt: str,
     concurrency: int,
@@ -572,15 +916,13 @@ async def _balances(
     on_result: Callable[[BalanceResult], None] | None = None,
 ) -> BalanceSummary:
     """Stream the keys through ``client.balances``, writing each result as it comes."""
-    total = len(source)
-    lines = source.lines
     out = sys.stdout
-    writer = _writer(fmt, out, lines[-1])
+    writer = _writer(fmt, out, source.last_line)
     summary = BalanceSummary()
     bar = _progress(progress)
     task = TaskID(0)
     if bar is not None:
-        task = bar.add_task("balances", total=total, errors=0)
+        task = bar.add_task("balances", total=source.total, errors=0)
         bar.start()
     reached = False  # has any request got an answer from the service?
     started = time.perf_counter()
@@ -588,7 +930,7 @@ async def _balances(
     try:
         async with (
             client,
-            client.balances(source.keys(), concurrency=concurrency, ordered=ordered) as results,
+            client.balances(source.keys, concurrency=concurrency, ordered=ordered) as results,
         ):
             async for result in results:
                 if result.ok or isinstance(
@@ -597,8 +939,9 @@ async def _balances(
                     reached = True
                 elif not reached and _unreachable(result.error):
                     _fail(f"cannot reach {client.base_url}: {result.error}")
-                writer.write(result, lines[result.index])
-                summary.add(result)
+                writer.write(result, source.line_of(result.index))
+                out.flush()  # a row is seen when it is ready, also through a pipe
+                summary.add(result)  # only once written: a row the reader missed is not counted
                 if on_result is not None:
                     on_result(result)
                 if bar is not None:
@@ -606,11 +949,19 @@ async def _balances(
     except asyncio.CancelledError:
         interrupted = True
         raise
+    except BrokenPipeError:
+        interrupted = True
+        _silence_stdout()  # what is left in the buffer goes nowhere, quietly
+        raise _OutputClosed from None
     finally:
         if bar is not None:
             bar.stop()
-        out.flush()
+        try:
+            out.flush()
+        except BrokenPipeError:  # the last row's reader left: reported by the caller
+            _silence_stdout()
         if reached or summary.total:
+            total = source.total if source.total is not None else source.taken
             _print_summary(summary, total, time.perf_counter() - started, interrupted)
     return summary
 
@@ -631,8 +982,12 @@ def _print_summary(
         parts = sorted(summary.by_error.items(), key=lambda item: (-item[1], item[0]))
         lines.append("  failed: " + ", ".join(f"{name} {count}" for name, count in parts))
     lines.append(
-        f"  total over ok keys: balance {summary.total_balance_eur} EUR, "
-        f"held {summary.total_held_eur} EUR"
+        f"  {summary.total} keys, {summary.distinct_keys} distinct, "
+        f"of {summary.accounts} distinct accounts"
+    )
+    lines.append(
+        f"  total over {summary.accounts} accounts (each counted once): "
+        f"balance {money(summary.total_balance_eur)} EUR, held {money(summary.total_held_eur)} EUR"
     )
     _stderr().print("\n".join(lines), markup=False)
 
@@ -743,7 +1098,7 @@ def demo(n_keys: int, fmt: str, concurrency: int, progress: bool | None, seed: i
     (402) and keys whose first answers are 429/502/503. The demo prints every result,
     then checks each one against what was planted: exit status 0 when all match.
     """
-    return asyncio.run(_demo(n_keys, fmt, concurrency, progress, seed))
+    return _run_async(_demo(n_keys, fmt, concurrency, progress, seed))
 
 
 async def _demo(n_keys: int, fmt: str, concurrency: int, progress: bool | None, seed: int) -> int:
@@ -751,8 +1106,7 @@ async def _demo(n_keys: int, fmt: str, concurrency: int, progress: bool | None, 
 
     async with Emulator(latency=0.02) as emu:
         planted = _plant(emu, n_keys, random.Random(seed))  # noqa: S311 - a demo's mix
-        source = _KeyFile("demo", None, list(planted))
-        source.lines.extend(range(1, len(planted) + 1))
+        source = _KeySource.of("demo", list(planted))
         wrong = 0
 
         def check(result: BalanceResult) -> None:

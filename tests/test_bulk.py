@@ -572,7 +572,7 @@ def test_summary_sums_money_exactly() -> None:
     summary = BalanceSummary()
     for i, balance in enumerate([big, Decimal("0.000001"), Decimal("9.955000")]):
         profile = Profile(
-            id="u",
+            id=f"u{i}",
             email="e@example.test",
             balance_eur=balance,
             held_eur=Decimal("0.100000"),
@@ -598,6 +598,22 @@ async def test_summary_collects_a_stream(emulator: Emulator, client: AccountClie
     summary = await BalanceSummary.collect(client.balances(keys))
     assert (summary.total, summary.ok, summary.auth_failed) == (5, 4, 1)
     assert summary.total_balance_eur == Decimal("5.000000")
+
+
+async def test_summary_totals_count_each_account_once(
+    emulator: Emulator, client: AccountClient
+) -> None:
+    """Two keys of one account and a repeated key add that account's money once; counts say so."""
+    first = emulator.add_key({"id": "acct-a", "balance_eur": "10.000000", "held_eur": "1.000000"})
+    second = emulator.add_key({"id": "acct-a", "balance_eur": "10.000000", "held_eur": "1.000000"})
+    other = emulator.add_key({"id": "acct-b", "balance_eur": "5.000000", "held_eur": "0.500000"})
+    keys = [first, second, first, other, unregistered(7)]
+    summary = await BalanceSummary.collect(client.balances(keys))
+    assert (summary.total, summary.ok, summary.failed) == (5, 4, 1)
+    assert (summary.distinct_keys, summary.accounts) == (4, 2)
+    assert summary.total_balance_eur == Decimal("15.000000")
+    assert summary.total_held_eur == Decimal("1.500000")
+    assert first not in repr(summary)
 
 
 # -- memory -------------------------------------------------------------------------------

@@ -168,7 +168,7 @@ async def test_profile_json_from_a_key_file(emulator: Emulator, tmp_path: Path) 
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["balance_eur"] == "123456789012345678901234567890.123456"
-    assert data["free_trial_pending_eur"] == "2.50"
+    assert data["free_trial_pending_eur"] == "2.500000"  # exact, in the CLI's 6-decimal form
     assert data["id"] == emulator.profile(key)["id"]
     assert data["created_at"] == "2025-01-02T03:04:05+00:00"
     assert_no_full_key(result, [key])
