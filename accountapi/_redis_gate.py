@@ -432,7 +432,7 @@ class RedisKeyGate:
         if ms <= 0:
             return
         loop = asyncio.get_running_loop()
-        if self._closed or self._redis_paused(loop):
+        if self._closed or self._paused(loop):
             self._local._cool_down_nowait(key, seconds)
             return
         h = self._hash(key)
@@ -466,9 +466,24 @@ class RedisKeyGate:
         return not self._outage
 
     async def in_flight(self, key: str) -> int:
-        """Live leases for ``key`` across every process, after this gate's pending writes land."""
+        """Live leases for ``key`` across every process, after this gate's pending writes land.
+
+        While Redis does not answer: this process's own count in ``"local"`` mode, an
+        :class:`~accountapi.APIConnectionError` in ``"raise"`` mode; never a Redis error.
+        """
         await self._settle()
-        return int(await self._eval("count", self._redis_keys(self._hash(key), "leases"), ()))
+        loop = asyncio.get_running_loop()
+        if not self._paused(loop):
+            try:
+                count = await self._eval("count", self._redis_keys(self._hash(key), "leases"), ())
+            except self._redis_errors as exc:
+                self._redis_failed(exc, raising=True)
+            else:
+                self._redis_ok()
+                return int(count)
+        self._redis_paused(loop)  # raise mode: the caller's APIConnectionError
+        state = self._keys.get(self._hash(key))
+        return await self._local.in_flight(key) + (len(state.held) if state else 0)
 
     async def aclose(self) -> None:
         """Stop renewing, free the slots this gate still holds, and close its own Redis client."""
@@ -661,9 +676,12 @@ class RedisKeyGate:
             self._redis_ok()
 
     async def _renew_loop(self) -> None:
-        """Renew every lease and queue place this gate holds; ends when it holds none."""
+        """Renew every lease and queue place this gate holds; ends when it holds none.
+
+        It must outlive any failure: a renewer that died would let every lease expire
+        under requests still running, and other processes would be admitted beside them.
+        """
         interval = self._lease_ttl / 3
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval)
             calls: list[_Call] = []
@@ -677,25 +695,32 @@ class RedisKeyGate:
             if not calls:
                 self._renewer = None
                 return
-            if self._redis_paused(loop):
-                continue
+            # Not held back by an outage's retry interval: a lease that misses its
+            # renewal expires under a running request. One small round trip a tick is
+            # also how the gate learns first that Redis is back.
             try:
                 replies = await self._eval_many(calls)
             except self._redis_errors as exc:
                 self._redis_failed(exc, raising=False)
                 continue
+            except Exception:  # a bug or an odd reply: log it, keep renewing
+                logger.exception("key gate: renewing leases failed; trying again")
+                continue
             self._redis_ok()
-            # A lease released while the renewal was on its way is not lost; one still
-            # held here but gone from Redis is (this process stalled for longer than the TTL).
-            held = {lease for state in self._keys.values() for lease in state.held}
-            lost = sum(1 for reply in replies for lease in reply if _text(lease) in held)
-            if lost:
-                logger.warning(
-                    "key gate: %d slot lease(s) expired before they could be renewed; "
-                    "this process stalled for longer than lease_ttl=%ss",
-                    lost,
-                    self._lease_ttl,
-                )
+            self._report_lost(replies)
+
+    def _report_lost(self, replies: Sequence[Any]) -> None:
+        # A lease released while the renewal was on its way is not lost; one still held
+        # here but gone from Redis is (this process stalled for longer than the TTL).
+        held = {lease for state in self._keys.values() for lease in state.held}
+        lost = sum(1 for reply in replies for lease in reply if _text(lease) in held)
+        if lost:
+            logger.warning(
+                "key gate: %d slot lease(s) expired before they could be renewed; "
+                "this process stalled for longer than lease_ttl=%ss",
+                lost,
+                self._lease_ttl,
+            )
 
     def _ensure_helpers(self) -> None:
         if self._listener is None:
@@ -799,8 +824,13 @@ class RedisKeyGate:
 
     # -- outages -----------------------------------------------------------------------
 
+    def _paused(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """True while an outage's retry interval runs: Redis is not asked. Never raises."""
+        return self._outage and loop.time() < self._paused_until
+
     def _redis_paused(self, loop: asyncio.AbstractEventLoop) -> bool:
-        if not self._outage or loop.time() >= self._paused_until:
+        """:meth:`_paused` for a caller's acquire: in raise mode, the caller's error."""
+        if not self._paused(loop):
             return False
         if self._on_error == "raise":
             raise APIConnectionError(

@@ -659,3 +659,73 @@ async def test_a_429_in_one_process_pauses_the_others(
     ]
     assert early == []
     assert emulator.limit_rejections == 0
+
+
+# -- faults: a blip in raise mode, a frozen Redis (issue 10, items 1 and 5) -----------------
+
+
+async def test_a_blip_in_raise_mode_does_not_stop_lease_renewal(
+    make_gate: GateFactory, redis_server: RedisServer
+) -> None:
+    """A renewal that fails while Redis is frozen does not kill the renewer: once Redis
+    answers again, a slot held all along keeps its lease well past lease_ttl."""
+    ttl = 0.9
+    # A retry interval longer than the TTL: renewals must not wait it out.
+    gate = make_gate(on_redis_error="raise", lease_ttl=ttl, socket_timeout=0.1, retry_interval=2.0)
+    observer = make_gate()
+
+    async def out() -> bool:
+        return not gate.redis_available
+
+    async def back() -> bool:
+        return gate.redis_available
+
+    await gate.acquire(KEY, None)
+    redis_server.pause()
+    try:
+        # Frozen until one renewal has failed and opened an outage (the old renewer died
+        # at its next tick, inside the retry interval, in raise mode).
+        await _eventually(out, within=5.0)
+    finally:
+        redis_server.resume()
+    # The renewer must bring the lease back in step; it must then outlive 3 TTLs. Waiting
+    # out the TTL is the behaviour under test: a lease not renewed expires in ``ttl``.
+    await _eventually(back, within=5.0)
+    for _ in range(3):
+        await asyncio.sleep(ttl)
+        assert await observer.in_flight(KEY) == 1
+    gate.release(KEY)
+    await _eventually(lambda: _is(0, observer.in_flight(KEY)))
+
+
+async def test_cool_down_never_raises_in_raise_mode_during_an_outage(
+    make_gate: GateFactory, redis_server: RedisServer
+) -> None:
+    """cool_down() is documented never to raise: it applies locally while Redis is out."""
+    gate = make_gate(on_redis_error="raise", socket_timeout=0.1, retry_interval=5.0)
+    await gate.acquire(KEY, None)
+    gate.release(KEY)
+    redis_server.kill()
+    with pytest.raises(APIConnectionError):
+        await gate.acquire(KEY, 1.0)
+    await gate.cool_down(KEY, 2.0)  # must not raise
+    assert not gate.redis_available
+
+
+@pytest.mark.parametrize("mode", ["local", "raise"])
+async def test_in_flight_on_a_frozen_redis_is_never_a_redis_error(
+    make_gate: GateFactory, redis_server: RedisServer, mode: str
+) -> None:
+    """in_flight() while Redis is frozen: the local count, or APIConnectionError in raise mode."""
+    gate = make_gate(on_redis_error=mode, socket_timeout=0.1, retry_interval=5.0)
+    await gate.acquire(KEY, None)
+    redis_server.pause()
+    try:
+        if mode == "raise":
+            with pytest.raises(APIConnectionError):
+                await gate.in_flight(KEY)
+        else:
+            assert await gate.in_flight(KEY) == 1
+    finally:
+        redis_server.resume()
+    gate.release(KEY)
