@@ -151,11 +151,12 @@ local ttl, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local lost = {}
 for i = 3, 2 + n do
-  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
-    redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
-  else
+  -- A lease the holder still holds is put back if Redis lost it (a restart without
+  -- persistence, a FLUSHALL, an expiry during a stall): the request is still running.
+  if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then
     lost[#lost + 1] = ARGV[i]
   end
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
 end
 if n > 0 then redis.call('PEXPIRE', KEYS[1], ttl + 1000) end
 for i = 3 + n, #ARGV, 2 do
@@ -685,6 +686,7 @@ class RedisKeyGate:
         while True:
             await asyncio.sleep(interval)
             calls: list[_Call] = []
+            hashes: list[str] = []
             for h, state in self._keys.items():
                 if not state.held and not state.waiters:
                     continue
@@ -692,6 +694,7 @@ class RedisKeyGate:
                 for waiter in state.waiters:
                     args += (waiter.id, waiter.ticket)
                 calls.append(("renew", self._redis_keys(h, "renew"), tuple(args)))
+                hashes.append(h)
             if not calls:
                 self._renewer = None
                 return
@@ -707,18 +710,31 @@ class RedisKeyGate:
                 logger.exception("key gate: renewing leases failed; trying again")
                 continue
             self._redis_ok()
-            self._report_lost(replies)
+            self._restored(hashes, replies)
 
-    def _report_lost(self, replies: Sequence[Any]) -> None:
-        # A lease released while the renewal was on its way is not lost; one still held
-        # here but gone from Redis is (this process stalled for longer than the TTL).
-        held = {lease for state in self._keys.values() for lease in state.held}
-        lost = sum(1 for reply in replies for lease in reply if _text(lease) in held)
-        if lost:
+    def _restored(self, hashes: Sequence[str], replies: Sequence[Any]) -> None:
+        """Account for leases the renewal found missing in Redis and put back.
+
+        Still held here: restored, so the key's count is right again (one WARNING per
+        renewal that restored any, naming the possible causes). Released while the
+        renewal was on its way: put back by mistake, so dropped again at once.
+        """
+        restored = 0
+        for h, reply in zip(hashes, replies, strict=True):
+            if not reply:
+                continue
+            state = self._keys.get(h)
+            held = set(state.held) if state is not None else set()
+            stale = [lease for lease in map(_text, reply) if lease not in held]
+            restored += len(reply) - len(stale)
+            if stale:
+                self._spawn(self._drop(h, stale))
+        if restored:
             logger.warning(
-                "key gate: %d slot lease(s) expired before they could be renewed; "
-                "this process stalled for longer than lease_ttl=%ss",
-                lost,
+                "key gate: %d slot lease(s) held by running requests were missing from "
+                "Redis (a restart or flush of Redis, or this process stalled for longer "
+                "than lease_ttl=%ss); restored",
+                restored,
                 self._lease_ttl,
             )
 

@@ -729,3 +729,45 @@ async def test_in_flight_on_a_frozen_redis_is_never_a_redis_error(
     finally:
         redis_server.resume()
     gate.release(KEY)
+
+
+async def test_a_flush_under_held_slots_is_repaired_by_the_holders(
+    make_gate: GateFactory, redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FLUSHALL while ten slots are held: within one renewal the holders put their leases
+    back, so the key is full again for everyone; one warning names the possible causes."""
+    ttl = 0.6
+    holder = make_gate(lease_ttl=ttl)
+    observer = make_gate(lease_ttl=ttl)
+    for _ in range(10):
+        await holder.acquire(KEY, None)
+    assert await observer.in_flight(KEY) == 10
+    await redis_client.flushall()
+    assert await observer.in_flight(KEY) == 0
+    await _eventually(lambda: _is(10, observer.in_flight(KEY)), within=5 * ttl)
+    with pytest.raises(GateTimeout):  # full again: nobody else is admitted
+        await observer.acquire(KEY, 0.2)
+    warnings = [r for r in _gate_warnings(caplog) if "missing from Redis" in r.getMessage()]
+    assert len(warnings) == 1
+    for _ in range(10):
+        holder.release(KEY)
+    await _eventually(lambda: _is(0, observer.in_flight(KEY)))
+
+
+async def test_a_lease_restored_as_it_was_released_does_not_linger(
+    make_gate: GateFactory, redis_client: aioredis.Redis
+) -> None:
+    """A slot released right after a flush is not restored by a later renewal: no ghost."""
+    ttl = 0.6
+    holder = make_gate(lease_ttl=ttl)
+    observer = make_gate()
+    await holder.acquire(KEY, None)
+    await redis_client.flushall()
+    holder.release(KEY)
+    await _eventually(lambda: _is(0, observer.in_flight(KEY)))
+
+    async def renewer_done() -> bool:  # it ends at the first tick with nothing held
+        return holder._renewer is None
+
+    await _eventually(renewer_done)
+    assert await observer.in_flight(KEY) == 0
