@@ -298,6 +298,7 @@ class RedisKeyGate:
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
+            from redis.exceptions import ConnectionError as RedisConnectionError
             from redis.exceptions import NoScriptError, RedisError
         except ImportError as exc:
             raise ConfigurationError(
@@ -331,13 +332,15 @@ class RedisKeyGate:
         self._where = "the given client" if client is not None else _safe_url(url)
 
         def connect() -> Redis:
-            # No retries inside redis-py: one slow or failed command is one outage signal,
-            # bounded by socket_timeout, never a stack of reconnect attempts.
+            # One retry, at once and only for a broken connection: after a Redis restart
+            # every pooled connection is dead, and each would otherwise fail one command
+            # and open an outage of its own. A slow Redis (a timeout) is not retried: one
+            # slow command is one outage signal, bounded by socket_timeout.
             return aioredis.Redis.from_url(
                 url,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_timeout,
-                retry=Retry(NoBackoff(), 0),
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             )
 
         self._connect_client = connect

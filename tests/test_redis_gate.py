@@ -86,6 +86,28 @@ class RedisServer:
             proc.wait()
         raise RuntimeError("redis-server did not start answering PING within 5s")
 
+    def restart(self) -> None:
+        """Kill the server and start a fresh one on the same port: every key is gone."""
+        self.kill()
+        assert self.process is None
+        proc = subprocess.Popen(
+            [
+                *(self.executable, "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--loglevel", "warning"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 5.0
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _pings(self.port):
+                self.process = proc
+                return
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait()
+        raise RuntimeError("redis-server did not restart within 5s")
+
     def kill(self) -> None:
         """Stop the server at once (SIGKILL), as a crash or a lost host would."""
         if self.process is not None:
@@ -771,3 +793,34 @@ async def test_a_lease_restored_as_it_was_released_does_not_linger(
 
     await _eventually(renewer_done)
     assert await observer.in_flight(KEY) == 0
+
+
+async def test_a_restart_costs_no_outage_and_the_holders_restore_their_leases(
+    make_gate: GateFactory, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis restarted (data lost) between commands: the gate's pooled connections, all
+    dead, are each replaced on first use without an outage; the slots held across the
+    restart are put back, so a second process is not admitted beside them."""
+    ttl = 0.6
+    holder = make_gate(lease_ttl=ttl)
+    other = make_gate(lease_ttl=ttl)
+    # Several pooled connections per gate: concurrent commands on different keys.
+    await asyncio.gather(*(other.acquire(f"{KEY}{i}", None) for i in range(8)))
+    for i in range(8):
+        other.release(f"{KEY}{i}")
+    for _ in range(10):
+        await holder.acquire(KEY, None)
+    redis_server.restart()
+    # The other process keeps calling while the holder's renewal puts its leases back.
+    await _eventually(lambda: _is(10, other.in_flight(KEY)), within=5 * ttl)
+    with pytest.raises(GateTimeout):
+        await other.acquire(KEY, 0.2)
+    await asyncio.gather(*(other.acquire(f"{KEY}{i}", 1.0) for i in range(8)))
+    for i in range(8):
+        other.release(f"{KEY}{i}")
+    assert holder.redis_available
+    assert other.redis_available
+    outages = [r for r in _gate_warnings(caplog) if "unavailable" in r.getMessage()]
+    assert outages == []
+    for _ in range(10):
+        holder.release(KEY)
