@@ -321,6 +321,12 @@ _F = Callable[..., Any]
 
 def _service_options(f: _F) -> _F:
     f = click.option(
+        "--allow-insecure-http",
+        is_flag=True,
+        help="Allow a plain http:// base URL for a host that is not loopback (the key then "
+        "crosses the network unencrypted).",
+    )(f)
+    f = click.option(
         "--max-retries",
         type=click.IntRange(min=0),
         default=None,
@@ -347,12 +353,14 @@ def _client(
     timeout: float | None,
     max_retries: int | None,
     *,
+    allow_insecure_http: bool = False,
     concurrency: int = DEFAULT_CONCURRENCY,
 ) -> AccountClient:
     try:
         return AccountClient(
             api_key,
             base_url=base_url,
+            allow_insecure_http=allow_insecure_http,
             timeout=NOT_GIVEN if timeout is None else timeout,
             max_retries=NOT_GIVEN if max_retries is None else max_retries,
             limits=Limits(max_connections=concurrency),
@@ -385,6 +393,7 @@ def profile(
     base_url: str | None,
     timeout: float | None,
     max_retries: int | None,
+    allow_insecure_http: bool,
 ) -> int:
     """Show the profile (balance, holds, limits, flags) behind one API key."""
     key = None
@@ -394,7 +403,14 @@ def profile(
             _fail(f"no key in {key_file} (blank lines and # comments are skipped)")
     elif not any(os.environ.get(name) for name in ("ACCOUNTAPI_API_KEY", "DEPICTA_API_KEY")):
         _fail("no API key: set $ACCOUNTAPI_API_KEY (or $DEPICTA_API_KEY), or pass --key-file")
-    client = _client(key, base_url, timeout, max_retries, concurrency=1)
+    client = _client(
+        key,
+        base_url,
+        timeout,
+        max_retries,
+        allow_insecure_http=allow_insecure_http,
+        concurrency=1,
+    )
     return _run_async(_profile(client, as_json))
 
 
@@ -667,6 +683,11 @@ def _key_lines(name: str, raws: Iterator[bytes]) -> Iterator[tuple[int, str]]:
 def _key_on_line(name: str, number: int, raw: bytes) -> str | None:
     """The key on a line, None for a blank or # comment line; anything else is an error."""
     # A line too long to be a key is refused below like any other non-key.
+    if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        _fail(
+            f"{name} is UTF-16 (what PowerShell's > writes); save it as UTF-8, e.g. "
+            "Get-Content keys.txt | Set-Content -Encoding utf8 keys-utf8.txt"
+        )
     text = "\x00" if len(raw) > _MAX_LINE else raw.decode("utf-8", "replace").strip()
     if number == 1:
         text = text.removeprefix("\ufeff")  # a byte-order mark from a Windows editor
@@ -794,13 +815,18 @@ class _CsvWriter:
 
 
 class _JsonlWriter:
-    """JSON lines; ``json.dumps`` escapes every control character (``\\u001b``)."""
+    """JSON lines; ``json.dumps`` escapes every control character (``\\u001b``).
+
+    Everything else non-ASCII is escaped too (a lone surrogate from an undecodable header
+    could not be written as UTF-8), except the hint's ellipsis, kept readable.
+    """
 
     def __init__(self, out: IO[str]) -> None:
         self._out = out
 
     def write(self, result: BalanceResult, line: int) -> None:
-        self._out.write(json.dumps(result_record(result, line)) + "\n")
+        text = json.dumps(result_record(result, line)).replace("\\u2026", "\u2026")
+        self._out.write(text + "\n")
 
 
 def _writer(fmt: str, out: IO[str], last_line: int) -> _Writer:
@@ -877,6 +903,7 @@ def balances(
     base_url: str | None,
     timeout: float | None,
     max_retries: int | None,
+    allow_insecure_http: bool,
 ) -> int:
     """Check the balance of every key in KEYS_FILE (or stdin with -), one key per line.
 
@@ -885,7 +912,14 @@ def balances(
     """
     source = _KeySource.open(keys_file)
     try:
-        client = _client(None, base_url, timeout, max_retries, concurrency=concurrency)
+        client = _client(
+            None,
+            base_url,
+            timeout,
+            max_retries,
+            allow_insecure_http=allow_insecure_http,
+            concurrency=concurrency,
+        )
         summary = _run_async(
             _balances(
                 client, source, fmt=fmt, concurrency=concurrency, ordered=ordered, progress=progress

@@ -64,9 +64,16 @@ def check_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
         raise ConfigurationError("base_url must not carry credentials; pass api_key instead")
     if parts.raw_query_string or parts.raw_fragment or url.rstrip().endswith(("?", "#")):
         raise ConfigurationError(f"base_url must not have a query or fragment: {shown}")
+    if parts.path.rstrip("/").endswith("/v1"):
+        # Other SDKs spell the base URL with its version; this one adds /v1 itself, so
+        # such a URL would answer 404 to every call.
+        raise ConfigurationError(
+            f"base_url must not end in /v1: the SDK adds it; drop it from {shown}"
+        )
     if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(host):
         raise ConfigurationError(
             f"refusing plain http:// to {host}: the API key would travel unencrypted; "
-            "use https:// or pass allow_insecure_http=True"
+            "use https:// or pass allow_insecure_http=True "
+            "(--allow-insecure-http on the command line)"
         )
     return url.rstrip("/")

@@ -454,3 +454,85 @@ async def test_a_broken_pipe_exits_141_without_claiming_failures(
         "accountapi: stopped early: stdout was closed by its reader"
     )
     assert_clean(done, keys[:50])
+
+
+# -- operator input: UTF-16 files, /v1 base URLs, plain http, readable hints -----------------
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+async def test_a_utf16_keys_file_is_named_as_such(
+    emulator: Emulator, tmp_path: Path, encoding: str
+) -> None:
+    """A keys file saved by PowerShell's > (UTF-16 with a BOM): one line saying so, exit 2."""
+    key = emulator.add_key()
+    path = tmp_path / "keys.txt"
+    text = f"{key}\r\n"
+    data = text.encode(encoding)
+    if encoding == "utf-16-be":
+        data = b"\xfe\xff" + data
+    path.write_bytes(data)
+    done = await run_cli("balances", str(path), "--base-url", emulator.url)
+    assert done.code == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "UTF-16" in done.stderr
+    assert "UTF-8" in done.stderr
+    assert emulator.records == []
+    assert_clean(done, [key])
+
+
+@pytest.mark.parametrize("suffix", ["/v1", "/v1/"])
+async def test_a_base_url_ending_in_v1_is_refused_up_front(
+    emulator: Emulator, tmp_path: Path, suffix: str
+) -> None:
+    """`--base-url https://…/v1` (how other SDKs spell it) is exit 2 with a clear line, not a
+    404 for every key."""
+    key = emulator.add_key()
+    done = await run_cli(
+        "balances", str(keys_file(tmp_path / "k", [key])), "--base-url", emulator.url + suffix
+    )
+    assert done.code == 2
+    assert "must not end in /v1" in done.stderr
+    assert emulator.records == []
+    assert_clean(done, [key])
+
+
+async def test_plain_http_to_a_remote_host_needs_the_flag_the_message_names(
+    tmp_path: Path,
+) -> None:
+    """Without the flag: exit 2 naming --allow-insecure-http. With it: the run goes ahead
+    (here to a host that refuses connections, so exit 2 "cannot reach", not the http refusal)."""
+    keys = keys_file(tmp_path / "k", ["dpct_" + "a" * 32])
+    refused = await run_cli("balances", str(keys), "--base-url", "http://192.0.2.1:9")
+    assert refused.code == 2
+    assert "--allow-insecure-http" in refused.stderr
+    allowed = await run_cli(
+        "balances",
+        str(keys),
+        "--base-url",
+        "http://127.0.0.2:9",  # loopback: allowed anyway, the flag must be accepted
+        "--allow-insecure-http",
+        "--max-retries",
+        "0",
+    )
+    assert "no such option" not in allowed.stderr.lower()
+    assert "plain http" not in allowed.stderr
+    assert_clean(allowed)
+
+
+async def test_jsonl_writes_the_hint_as_readable_utf8(emulator: Emulator, tmp_path: Path) -> None:
+    """The key hint in JSONL is `dpct_…abcd`, not `dpct_\\u2026abcd`; the line is valid JSON."""
+    key = emulator.add_key()
+    done = await run_cli(
+        "balances",
+        str(keys_file(tmp_path / "k", [key])),
+        "--base-url",
+        emulator.url,
+        "--format",
+        "jsonl",
+    )
+    assert done.code == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    assert "\\u2026" not in line
+    record = json.loads(line)
+    assert record["key_hint"] == "dpct_\u2026" + key[-4:]
+    assert_clean(done, [key])

@@ -678,7 +678,10 @@ async def test_the_retry_of_an_unanswered_get_stays_within_the_deadline() -> Non
             await client.account.profile(timeout=0.3)
         elapsed = loop.time() - started
     assert elapsed < 0.3 + 0.1
-    assert info.value.attempts == server.requests > 1
+    assert server.requests > 1
+    # Attempts count requests the service may have seen: the last one can be cut by the
+    # deadline before its bytes reach the server, and is counted all the same.
+    assert server.requests <= info.value.attempts <= server.requests + 1
 
 
 async def test_the_dedupe_window_is_bounded_by_bytes_not_only_by_count() -> None:
