@@ -893,6 +893,14 @@ _progress_option = click.option(
 @_concurrency_option
 @click.option("--ordered", is_flag=True, help="Print results in file order, not as they complete.")
 @_progress_option
+@click.option(
+    "--summary-json",
+    "summary_json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Also write the summary (counts, exact totals as strings) to PATH as JSON.",
+)
 @_service_options
 def balances(
     keys_file: str,
@@ -900,6 +908,7 @@ def balances(
     concurrency: int,
     ordered: bool,
     progress: bool | None,
+    summary_json: Path | None,
     base_url: str | None,
     timeout: float | None,
     max_retries: int | None,
@@ -911,6 +920,7 @@ def balances(
     a closing summary to stderr.
     """
     source = _KeySource.open(keys_file)
+    sink = _open_summary_json(summary_json)
     try:
         client = _client(
             None,
@@ -922,11 +932,19 @@ def balances(
         )
         summary = _run_async(
             _balances(
-                client, source, fmt=fmt, concurrency=concurrency, ordered=ordered, progress=progress
+                client,
+                source,
+                fmt=fmt,
+                concurrency=concurrency,
+                ordered=ordered,
+                progress=progress,
+                summary_json=sink,
             )
         )
     finally:
         source.close()
+        if sink is not None:
+            sink.close()
     if not summary.total:  # only a stream gets here empty: a file was checked up front
         _fail(f"no keys in {source.name} (blank lines and # comments are skipped)")
     return exit_status(summary)
@@ -948,6 +966,7 @@ async def _balances(
     ordered: bool,
     progress: bool | None,
     on_result: Callable[[BalanceResult], None] | None = None,
+    summary_json: IO[str] | None = None,
 ) -> BalanceSummary:
     """Stream the keys through ``client.balances``, writing each result as it comes."""
     out = sys.stdout
@@ -996,8 +1015,53 @@ async def _balances(
             _silence_stdout()
         if reached or summary.total:
             total = source.total if source.total is not None else source.taken
-            _print_summary(summary, total, time.perf_counter() - started, interrupted)
+            elapsed = time.perf_counter() - started
+            _print_summary(summary, total, elapsed, interrupted)
+            if summary_json is not None:
+                _write_summary_json(summary_json, summary, total, elapsed, interrupted)
     return summary
+
+
+def _open_summary_json(path: Path | None) -> IO[str] | None:
+    """Open ``--summary-json`` before the run: a path that cannot be written fails now."""
+    if path is None:
+        return None
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot write --summary-json {path}: {exc.strerror or exc}")
+
+
+def summary_record(
+    summary: BalanceSummary, total: int, elapsed: float, interrupted: bool
+) -> dict[str, object]:
+    """The summary as JSON-ready data; money as exact strings, like every other output."""
+    return {
+        "checked": summary.total,
+        "of": total,
+        "interrupted": interrupted,
+        "ok": summary.ok,
+        "failed": summary.failed,
+        "auth_failed": summary.auth_failed,
+        "by_error": dict(sorted(summary.by_error.items())),
+        "distinct_keys": summary.distinct_keys,
+        "accounts": summary.accounts,
+        "total_balance_eur": money(summary.total_balance_eur),
+        "total_held_eur": money(summary.total_held_eur),
+        "elapsed_s": round(elapsed, 3),
+        "exit_status": exit_status(summary),
+    }
+
+
+def _write_summary_json(
+    sink: IO[str], summary: BalanceSummary, total: int, elapsed: float, interrupted: bool
+) -> None:
+    try:
+        json.dump(summary_record(summary, total, elapsed, interrupted), sink, indent=2)
+        sink.write("\n")
+        sink.flush()
+    except OSError as exc:  # a full disk: the summary on stderr stands
+        _stderr().print(f"accountapi: cannot write --summary-json: {exc}", markup=False)
 
 
 def _print_summary(

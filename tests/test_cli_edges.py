@@ -536,3 +536,52 @@ async def test_jsonl_writes_the_hint_as_readable_utf8(emulator: Emulator, tmp_pa
     record = json.loads(line)
     assert record["key_hint"] == "dpct_\u2026" + key[-4:]
     assert_clean(done, [key])
+
+
+async def test_summary_json_has_the_counts_and_exact_totals(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """--summary-json PATH: the run's counts and per-account totals, money as exact strings."""
+    a = emulator.add_key({"balance_eur": "1.0000001", "held_eur": "0.250000"})
+    b = emulator.add_key({"balance_eur": "2.000000"})
+    unknown = "dpct_" + "u" * 32
+    path = tmp_path / "summary.json"
+    done = await run_cli(
+        "balances",
+        str(keys_file(tmp_path / "k", [a, b, a, unknown])),
+        "--base-url",
+        emulator.url,
+        "--summary-json",
+        str(path),
+    )
+    assert done.code == 3  # one key failed authentication
+    record = json.loads(path.read_text())
+    assert record["checked"] == record["of"] == 4
+    assert (record["ok"], record["failed"], record["auth_failed"]) == (3, 1, 1)
+    assert record["by_error"] == {"AuthenticationError": 1}
+    assert (record["distinct_keys"], record["accounts"]) == (3, 2)
+    assert record["total_balance_eur"] == "3.0000001"
+    assert record["total_held_eur"] == "0.250000"
+    assert record["interrupted"] is False
+    assert record["exit_status"] == 3
+    assert_clean(done, [a, b, unknown])
+    assert a not in path.read_text()
+
+
+async def test_an_unwritable_summary_json_fails_before_any_request(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """A --summary-json path that cannot be written is exit 2 before a key is sent."""
+    key = emulator.add_key()
+    done = await run_cli(
+        "balances",
+        str(keys_file(tmp_path / "k", [key])),
+        "--base-url",
+        emulator.url,
+        "--summary-json",
+        str(tmp_path / "missing-dir" / "s.json"),
+    )
+    assert done.code == 2
+    assert "--summary-json" in done.stderr
+    assert emulator.records == []
+    assert_clean(done, [key])
