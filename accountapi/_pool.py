@@ -70,13 +70,13 @@ class _Protocol(ResponseHandler):
         self._fed = self._parser
         ResponseHandler.data_received(self, data)
 
-    def set_exception(self, exc: BaseException, *args: Any) -> None:
+    def set_exception(self, exc: BaseException, *args: Any, **kwargs: Any) -> None:
         if (self._fed is not self._parser or self._parser is None) and isinstance(
             exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError
         ):
             detail = "reset" if isinstance(exc, aiohttp.ClientOSError) else "closed"
             exc = NoAnswer(f"the connection was {detail} before any byte of the answer")
-        ResponseHandler.set_exception(self, exc, *args)
+        ResponseHandler.set_exception(self, exc, *args, **kwargs)
 
 
 class GuardedConnector(aiohttp.TCPConnector):

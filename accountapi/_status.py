@@ -61,9 +61,9 @@ def error_class(status: int) -> type[APIStatusError]:
         return cls
     if 300 <= status < 400:
         return UnexpectedRedirectError
-    if status >= 500:
+    if 500 <= status < 600:
         return InternalServerError
-    return APIStatusError
+    return APIStatusError  # 1xx, other 4xx, and statuses HTTP does not define (600-999)
 
 
 def excerpt(body: bytes, limit: int = EXCERPT_CHARS) -> str:

@@ -107,10 +107,18 @@ async def test_empty_gateway_body(emulator: Emulator) -> None:
 
 @pytest.mark.parametrize(
     ("status", "cls"),
-    [(418, APIStatusError), (504, InternalServerError), (599, InternalServerError)],
+    [
+        (418, APIStatusError),
+        (504, InternalServerError),
+        (599, InternalServerError),
+        (600, APIStatusError),
+        (999, APIStatusError),
+        (101, APIStatusError),
+    ],
 )
 def test_undocumented_statuses(status: int, cls: type[APIStatusError]) -> None:
-    """Other 4xx give APIStatusError; other 5xx give InternalServerError (not retried)."""
+    """Other 4xx give APIStatusError; other 5xx InternalServerError (not retried); a status
+    HTTP does not define (600-999, or 1xx as a final answer) APIStatusError."""
     err = error_for_status(
         status, CIMultiDict(), b'{"error": "teapot", "message": "short and stout"}', now=0
     )
