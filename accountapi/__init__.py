@@ -39,6 +39,7 @@ from ._keys import key_hint
 from ._models import Profile
 from ._redis_gate import RedisKeyGate
 from ._retry import RetryEvent
+from ._sync import SyncAccountClient, SyncAccountResource
 from ._version import __version__
 
 __all__ = [
@@ -80,6 +81,8 @@ __all__ = [
     "RetryEvent",
     "RetryPolicy",
     "ServiceUnavailableError",
+    "SyncAccountClient",
+    "SyncAccountResource",
     "Timeout",
     "UnavailableForLegalReasonsError",
     "UnexpectedRedirectError",

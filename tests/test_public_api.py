@@ -46,6 +46,8 @@ PUBLIC = [
     "RetryEvent",
     "RetryPolicy",
     "ServiceUnavailableError",
+    "SyncAccountClient",
+    "SyncAccountResource",
     "Timeout",
     "UnavailableForLegalReasonsError",
     "UnexpectedRedirectError",
