@@ -490,8 +490,16 @@ class _KeySource:
     (:meth:`line_of`), so memory does not grow with the input.
     """
 
-    def __init__(self, name: str, keys: Iterator[str] | AsyncIterator[str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        keys: Iterator[str] | AsyncIterator[str] | None = None,
+        *,
+        skip_invalid: bool = False,
+    ) -> None:
         self.name = name
+        self.skipped = 0  # lines skipped as not a key (--skip-invalid)
+        self._on_invalid: Callable[[str, int], None] = self._skip if skip_invalid else _not_a_key
         self.total: int | None = None  # known up front for a regular file only
         self.last_line = 0  # the last key's line number, when known up front
         self.taken = 0  # keys handed out so far; the next key's index
@@ -507,20 +515,27 @@ class _KeySource:
         self.keys = self._numbered(enumerate(keys, 1))
         return self
 
+    def _skip(self, name: str, number: int) -> None:
+        """--skip-invalid: report the line by its number (never its content) and go on."""
+        self.skipped += 1
+        _stderr().print(f"accountapi: {name} line {number}: not an API key, skipped", markup=False)
+
     @classmethod
-    def open(cls, source: str) -> _KeySource:
+    def open(cls, source: str, *, skip_invalid: bool = False) -> _KeySource:
         """Open ``source`` (a path, or ``-`` for stdin); check a regular file whole."""
         if source == "-":
-            self = cls("stdin")
+            self = cls("stdin", skip_invalid=skip_invalid)
             stdin = sys.stdin.buffer
             try:
                 fd = stdin.fileno()
             except (OSError, ValueError):  # not a real file (an embedding, a test runner)
-                self.keys = self._numbered(_key_lines(self.name, _raw_lines(stdin)))
+                self.keys = self._numbered(
+                    _key_lines(self.name, _raw_lines(stdin), self._on_invalid)
+                )
                 return self
             f = open(fd, "rb", closefd=False)  # noqa: SIM115 - closed by the key iterator
         else:
-            self = cls(source)
+            self = cls(source, skip_invalid=skip_invalid)
             try:
                 f = open(source, "rb")  # noqa: SIM115 - closed by the key iterator
             except OSError as exc:
@@ -561,7 +576,8 @@ class _KeySource:
         start = _tell(f)
         count = last = 0
         try:
-            for last, _ in _key_lines(self.name, _raw_lines(f)):  # noqa: B007 - the last counts
+            lines = _key_lines(self.name, _raw_lines(f), self._on_invalid)
+            for last, _ in lines:  # noqa: B007 - the last counts
                 count += 1
             if not count:
                 _fail(f"no keys in {self.name} (blank lines and # comments are skipped)")
@@ -578,7 +594,8 @@ class _KeySource:
                 f.seek(start)
             except OSError as exc:
                 _fail(f"cannot read keys file {self.name}: {exc.strerror or exc}")
-            yield from _key_lines(self.name, _raw_lines(f, size))
+            # Lines skipped were reported by the check above: not again.
+            yield from _key_lines(self.name, _raw_lines(f, size), _ignore)
 
     async def _stream(self, f: IO[bytes]) -> AsyncIterator[str]:
         """Keys from a pipe, FIFO or terminal, as they arrive; a thread does the reading."""
@@ -638,7 +655,7 @@ class _KeySource:
                     raws = [pending] if pending else []
                 for raw in raws:
                     number += 1
-                    key = _key_on_line(self.name, number, raw)
+                    key = _key_on_line(self.name, number, raw, self._on_invalid)
                     if key is not None:
                         lines[self.taken] = number
                         self.taken += 1
@@ -672,16 +689,34 @@ def _raw_lines(f: IO[bytes], size: int | None = None) -> Iterator[bytes]:
             return  # reported as not a key; the rest of this line is never read
 
 
-def _key_lines(name: str, raws: Iterator[bytes]) -> Iterator[tuple[int, str]]:
+def _not_a_key(name: str, number: int) -> None:
+    """The default for a line that is not a key: the run stops (exit 2)."""
+    # Name the line, never its content: it may be a real key with a typo.
+    _fail(
+        f"{name} line {number}: not an API key (whitespace, control or non-ASCII "
+        "characters, or over 512 characters); --skip-invalid skips such lines"
+    )
+
+
+def _ignore(name: str, number: int) -> None:
+    """For a second pass over lines already reported."""
+
+
+def _key_lines(
+    name: str, raws: Iterator[bytes], on_invalid: Callable[[str, int], None] = _not_a_key
+) -> Iterator[tuple[int, str]]:
     """``(line number, key)`` for each key line of ``raws``."""
     for number, raw in enumerate(raws, 1):
-        key = _key_on_line(name, number, raw)
+        key = _key_on_line(name, number, raw, on_invalid)
         if key is not None:
             yield number, key
 
 
-def _key_on_line(name: str, number: int, raw: bytes) -> str | None:
-    """The key on a line, None for a blank or # comment line; anything else is an error."""
+def _key_on_line(
+    name: str, number: int, raw: bytes, on_invalid: Callable[[str, int], None] = _not_a_key
+) -> str | None:
+    """The key on a line, None for a blank or # comment line; anything else is
+    ``on_invalid`` (which stops the run unless told to skip)."""
     # A line too long to be a key is refused below like any other non-key.
     if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         _fail(
@@ -696,11 +731,8 @@ def _key_on_line(name: str, number: int, raw: bytes) -> str | None:
     try:
         check_key(text)
     except MalformedAPIKeyError:
-        # Name the line, never its content: it may be a real key with a typo.
-        _fail(
-            f"{name} line {number}: not an API key (whitespace, control or non-ASCII "
-            "characters, or over 512 characters)"
-        )
+        on_invalid(name, number)
+        return None
     return text
 
 
@@ -894,6 +926,12 @@ _progress_option = click.option(
 @click.option("--ordered", is_flag=True, help="Print results in file order, not as they complete.")
 @_progress_option
 @click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="Skip lines that are not keys (each reported by line number on stderr, and "
+    "counted) instead of stopping the run.",
+)
+@click.option(
     "--summary-json",
     "summary_json",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -908,6 +946,7 @@ def balances(
     concurrency: int,
     ordered: bool,
     progress: bool | None,
+    skip_invalid: bool,
     summary_json: Path | None,
     base_url: str | None,
     timeout: float | None,
@@ -919,7 +958,7 @@ def balances(
     Blank lines and lines starting with # are skipped. Results go to stdout, progress and
     a closing summary to stderr.
     """
-    source = _KeySource.open(keys_file)
+    source = _KeySource.open(keys_file, skip_invalid=skip_invalid)
     sink = _open_summary_json(summary_json)
     try:
         client = _client(
@@ -1016,9 +1055,11 @@ async def _balances(
         if reached or summary.total:
             total = source.total if source.total is not None else source.taken
             elapsed = time.perf_counter() - started
-            _print_summary(summary, total, elapsed, interrupted)
+            _print_summary(summary, total, elapsed, interrupted, source.skipped)
             if summary_json is not None:
-                _write_summary_json(summary_json, summary, total, elapsed, interrupted)
+                record = summary_record(summary, total, elapsed, interrupted)
+                record["skipped_lines"] = source.skipped
+                _write_summary_json(summary_json, record)
     return summary
 
 
@@ -1053,11 +1094,9 @@ def summary_record(
     }
 
 
-def _write_summary_json(
-    sink: IO[str], summary: BalanceSummary, total: int, elapsed: float, interrupted: bool
-) -> None:
+def _write_summary_json(sink: IO[str], record: dict[str, object]) -> None:
     try:
-        json.dump(summary_record(summary, total, elapsed, interrupted), sink, indent=2)
+        json.dump(record, sink, indent=2)
         sink.write("\n")
         sink.flush()
     except OSError as exc:  # a full disk: the summary on stderr stands
@@ -1065,7 +1104,11 @@ def _write_summary_json(
 
 
 def _print_summary(
-    summary: BalanceSummary, total: int, elapsed: float, interrupted: bool = False
+    summary: BalanceSummary,
+    total: int,
+    elapsed: float,
+    interrupted: bool = False,
+    skipped: int = 0,
 ) -> None:
     rate = summary.total / elapsed if elapsed > 0 else 0.0
     head = (
@@ -1079,6 +1122,8 @@ def _print_summary(
     if summary.by_error:
         parts = sorted(summary.by_error.items(), key=lambda item: (-item[1], item[0]))
         lines.append("  failed: " + ", ".join(f"{name} {count}" for name, count in parts))
+    if skipped:
+        lines.append(f"  skipped {skipped} line(s) that are not keys (--skip-invalid)")
     lines.append(
         f"  {summary.total} keys, {summary.distinct_keys} distinct, "
         f"of {summary.accounts} distinct accounts"

@@ -352,7 +352,7 @@ async def test_a_bad_line_in_a_stream_stops_after_the_keys_before_it(emulator: E
     assert [r["line"] for r in rows_of(done)] == [1]
     assert done.stderr.splitlines()[-1] == (
         "accountapi: error: stdin line 2: not an API key (whitespace, control or "
-        "non-ASCII characters, or over 512 characters)"
+        "non-ASCII characters, or over 512 characters); --skip-invalid skips such lines"
     )
     assert_clean(done, [good])
 
@@ -585,3 +585,33 @@ async def test_an_unwritable_summary_json_fails_before_any_request(
     assert "--summary-json" in done.stderr
     assert emulator.records == []
     assert_clean(done, [key])
+
+
+@pytest.mark.parametrize("via", ["file", "stdin"])
+async def test_skip_invalid_reports_and_counts_bad_lines(
+    emulator: Emulator, tmp_path: Path, via: str
+) -> None:
+    """--skip-invalid: bad lines are named by number (never content), counted, and the
+    good keys are all checked; without it the same input stops with exit 2."""
+    good = [emulator.add_key() for _ in range(3)]
+    secretish = "dpct_" + "s" * 30 + " typo"
+    lines = [good[0], secretish, good[1], "not a key at all", good[2]]
+    path = keys_file(tmp_path / "k", lines)
+    summary = tmp_path / "s.json"
+    args = ["--base-url", emulator.url, "--format", "jsonl", "--summary-json", str(summary)]
+    if via == "file":
+        done = await run_cli("balances", str(path), "--skip-invalid", *args)
+    else:
+        done = await run_cli("balances", "-", "--skip-invalid", *args, input=path.read_bytes())
+    assert done.code == 0, done.stderr
+    assert sorted(json.loads(r)["line"] for r in done.stdout.splitlines()) == [1, 3, 5]
+    assert "line 2: not an API key, skipped" in done.stderr
+    assert "line 4: not an API key, skipped" in done.stderr
+    assert done.stderr.count("skipped\n") == 2
+    assert "skipped 2 line(s)" in done.stderr
+    assert json.loads(summary.read_text())["skipped_lines"] == 2
+    assert secretish not in done.stderr
+    assert_clean(done, good)
+    strict = await run_cli("balances", str(path), "--base-url", emulator.url)
+    assert strict.code == 2
+    assert "line 2: not an API key" in strict.stderr
