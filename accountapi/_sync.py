@@ -29,15 +29,18 @@ T = TypeVar("T")
 class _LoopThread:
     """An event loop running in a daemon thread, started on first use."""
 
-    __slots__ = ("_lock", "_loop", "_thread")
+    __slots__ = ("_lock", "_loop", "_stopped", "_thread")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._stopped = False
 
     def loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
+            if self._stopped:  # a call that raced with close(): never a second thread
+                raise ClientStateError("the client is closed; create a new SyncAccountClient")
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 ready = threading.Event()
@@ -82,6 +85,7 @@ class _LoopThread:
 
     def stop(self) -> None:
         with self._lock:
+            self._stopped = True
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is None or thread is None:
@@ -209,6 +213,7 @@ class SyncAccountClient:
         """Close the client and stop its loop thread; idempotent."""
         if self._closed:
             return
+        self._runner.check_caller()  # from a running loop: refused, and still open
         self._closed = True
         try:
             self._runner.run(self._async.aclose)
