@@ -21,8 +21,8 @@ as detached copies.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from ._config import NOT_GIVEN, NotGiven, Timeout
 from ._exceptions import (
@@ -34,6 +34,7 @@ from ._exceptions import (
 from ._gate import GateTimeout, KeyCoolingDown, KeyGate, fast_acquire
 from ._keys import Credential
 from ._status import error_for_status
+from ._telemetry import Telemetry, call_labels, telemetry
 
 if TYPE_CHECKING:
     from yarl import URL
@@ -49,18 +50,36 @@ T = TypeVar("T")
 _NO_KEY: Final = "no API key: pass api_key=... or set $ACCOUNTAPI_API_KEY (or $DEPICTA_API_KEY)"
 
 
+class _Request(Protocol):
+    def __call__(
+        self,
+        method: str,
+        url: URL,
+        parse: Callable[[RawResponse], T],
+        api_key: Credential | None,
+        timeout: Timeout | float | NotGiven | None,
+    ) -> Awaitable[tuple[T, int]]: ...
+
+
 class CallPath:
-    """What resources need of the client: URLs, the clock, and :meth:`request`."""
+    """What resources need of the client: URLs, the clock, and ``request``.
+
+    ``request`` is the untraced call path itself, or that path inside an OpenTelemetry
+    span when ``opentelemetry-api`` is installed (see :mod:`accountapi._telemetry`).
+    """
 
     __slots__ = (
         "_clock",
         "_default_key",
         "_fast_acquire",
         "_gate",
+        "_labels",
         "_retrier",
+        "_telemetry",
         "_timeout",
         "_transport",
         "monotonic",
+        "request",
     )
 
     def __init__(
@@ -82,6 +101,11 @@ class CallPath:
         self._default_key = default_key
         # The in-process gate hands out a free slot synchronously: no coroutine to wait.
         self._fast_acquire = fast_acquire(gate)
+        # Without opentelemetry-api the call path is the untraced one itself: not a
+        # wrapper, not a branch per call.
+        self._telemetry = telemetry()
+        self._labels: dict[tuple[str, URL], dict[str, Any]] = {}  # per endpoint: two
+        self.request: _Request = self._untraced if self._telemetry is None else self._traced
 
     def url(self, path: str) -> URL:
         """The absolute URL of an endpoint (built once per endpoint by its resource)."""
@@ -95,7 +119,7 @@ class CallPath:
             raise ConfigurationError(_NO_KEY)
         return self._default_key.check()
 
-    async def request(
+    async def _untraced(
         self,
         method: str,
         url: URL,
@@ -200,6 +224,75 @@ class CallPath:
             exc.key_hint = key.hint
             raise
         return value, sent
+
+    def _traced(
+        self,
+        method: str,
+        url: URL,
+        parse: Callable[[RawResponse], T],
+        api_key: Credential | None,
+        timeout: Timeout | float | NotGiven | None,
+    ) -> Awaitable[tuple[T, int]]:
+        """:meth:`_untraced` itself while no OpenTelemetry SDK records (no extra frame);
+        else the call inside a span (:meth:`_in_span`)."""
+        tel = self._telemetry
+        if tel is None or not tel.active():
+            return self._untraced(method, url, parse, api_key, timeout)
+        return self._in_span(tel, method, url, parse, api_key, timeout)
+
+    async def _in_span(
+        self,
+        tel: Telemetry,
+        method: str,
+        url: URL,
+        parse: Callable[[RawResponse], T],
+        api_key: Credential | None,
+        timeout: Timeout | float | NotGiven | None,
+    ) -> tuple[T, int]:
+        """One call in a CLIENT span, with its duration, attempts and status recorded."""
+        labels = self._labels.get((method, url))
+        if labels is None:
+            labels = self._labels[method, url] = {
+                "http.request.method": method,
+                "url.template": url.path,
+                "server.address": url.host or "",
+                "server.port": url.port or 0,
+            }
+        status = 0
+
+        def parse_and_note(raw: RawResponse) -> T:
+            nonlocal status
+            status = raw.status
+            return parse(raw)
+
+        monotonic = self.monotonic
+        started = monotonic()
+        token = call_labels.set(labels)
+        try:
+            with tel.tracer.start_as_current_span(
+                f"{method} {labels['url.template']}",
+                kind=tel.trace.SpanKind.CLIENT,
+                attributes=labels,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                try:
+                    value, sent = await self._untraced(
+                        method, url, parse_and_note, api_key, timeout
+                    )
+                except BaseException as exc:
+                    kind = tel.failed(span, exc, labels)
+                    tel.duration.record(monotonic() - started, {**labels, "error.type": kind})
+                    raise
+                span.set_attributes(
+                    {"http.response.status_code": status, "accountapi.attempts": sent}
+                )
+                tel.duration.record(
+                    monotonic() - started, {**labels, "http.response.status_code": status}
+                )
+                return value, sent
+        finally:
+            call_labels.reset(token)
 
     def __repr__(self) -> str:
         return f"CallPath(base_url={str(self._transport.base_url)!r})"

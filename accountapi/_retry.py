@@ -24,6 +24,7 @@ from typing import Final, TypeVar
 import attrs
 from tenacity import AsyncRetrying, RetryCallState
 
+from . import _telemetry
 from ._clock import Clock
 from ._config import RetryPolicy
 from ._exceptions import AccountAPIError, APIStatusError
@@ -136,6 +137,7 @@ class Retrier:
                 event.request_id,
                 hint,
             )
+            _telemetry.retried(event)
             if self._on_retry is not None:
                 try:
                     self._on_retry(event)

@@ -40,6 +40,8 @@ VARIANTS: Final = {
     "sdk-distinct": "accountapi profile(api_key=k), a new key per request (no queueing)",
     "sdk-nogate": "accountapi profile(), one key, Limits(per_key=None)",
     "balances": "accountapi balances(), a new key per request",
+    "sdk-no-otel": "as sdk, with opentelemetry not importable (the package absent)",
+    "sdk-otel-sdk": "as sdk, with opentelemetry-sdk's TracerProvider and MeterProvider set",
 }
 DISTINCT: Final = frozenset({"sdk-distinct", "balances"})
 _COLLECTED: Final = re.compile(r"Collected : (\d+)")
@@ -68,6 +70,7 @@ async def _drive(variant: str, url: str, requests: int) -> None:
             await pool(raw)
         return
     limits = Limits(per_key=None) if variant == "sdk-nogate" else Limits()
+    # sdk-no-otel and sdk-otel-sdk drive the same load as sdk.
     # Input data, made up front (and only for the variants that use distinct keys).
     keys = [bench_key("instr", i) for i in range(requests)] if variant in DISTINCT else []
     async with AccountClient(key, base_url=url, limits=limits) as client:
@@ -87,6 +90,19 @@ async def _drive(variant: str, url: str, requests: int) -> None:
                 await client.account.profile()
 
             await pool(one)
+
+
+def _telemetry_for(variant: str) -> None:
+    """Before the client is made: hide OpenTelemetry, or set up its SDK, as the variant says."""
+    if variant == "sdk-no-otel":
+        sys.modules["opentelemetry"] = None  # type: ignore[assignment]  # import fails
+    elif variant == "sdk-otel-sdk":
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.trace import TracerProvider
+
+        trace.set_tracer_provider(TracerProvider())  # spans recorded, no exporter
+        metrics.set_meter_provider(MeterProvider())
 
 
 def _count(variant: str, url: str, requests: int) -> int:
@@ -129,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         settle_allocator()
         variant, url, n = args.child
+        _telemetry_for(variant)
         asyncio.run(_drive(variant, url, int(n)))
         return 0
     if shutil.which("valgrind") is None:

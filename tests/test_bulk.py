@@ -33,7 +33,6 @@ from accountapi import (
     Profile,
     key_hint,
 )
-from accountapi._calls import CallPath
 from accountapi.testing import Emulator, Fault, VirtualClock
 
 ProfileCall = Callable[..., Awaitable[tuple[Profile, int]]]
@@ -249,18 +248,18 @@ async def test_input_is_read_lazily_and_in_flight_work_is_bounded(
     """At most `concurrency` calls run at once, and keys are pulled only as workers free up."""
     keys = [emulator.add_key(latency=0.01) for _ in range(200)]
     active = peak = 0
-    real: ProfileCall = CallPath.request
+    real: ProfileCall = client._calls.request
 
-    async def counting(self: CallPath, *args: Any, **kwargs: Any) -> tuple[Profile, int]:
+    async def counting(*args: Any, **kwargs: Any) -> tuple[Profile, int]:
         nonlocal active, peak
         active += 1
         peak = max(peak, active)
         try:
-            return await real(self, *args, **kwargs)
+            return await real(*args, **kwargs)
         finally:
             active -= 1
 
-    monkeypatch.setattr(CallPath, "request", counting)
+    monkeypatch.setattr(client._calls, "request", counting)
     pulled = 0
 
     async def source() -> AsyncIterator[str]:
@@ -378,14 +377,14 @@ async def test_a_bug_in_one_call_is_that_keys_result_and_logged_without_the_key(
     """A non-SDK exception from one key's call becomes an AccountAPIError result; the rest still run."""
     keys = [emulator.add_key() for _ in range(5)]
     doomed = keys[2]
-    real: ProfileCall = CallPath.request
+    real: ProfileCall = client._calls.request
 
-    async def buggy(self: CallPath, *args: Any, **kwargs: Any) -> tuple[Profile, int]:
+    async def buggy(*args: Any, **kwargs: Any) -> tuple[Profile, int]:
         if args[3].reveal() == doomed:  # (method, url, parse, key, timeout)
             raise RuntimeError(f"bug with {doomed}")
-        return await real(self, *args, **kwargs)
+        return await real(*args, **kwargs)
 
-    monkeypatch.setattr(CallPath, "request", buggy)
+    monkeypatch.setattr(client._calls, "request", buggy)
     with caplog.at_level(logging.ERROR, logger="accountapi"):
         results = sorted(await collect(client.balances(keys)), key=lambda r: r.index)
     assert [r.ok for r in results] == [True, True, False, True, True]

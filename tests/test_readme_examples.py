@@ -1,19 +1,57 @@
-"""The README's web-server example runs as written and answers 401 for any bad key."""
+"""Every ```python block of the README runs as written, against the emulator.
+
+Script blocks run as scripts (a child Python with ``$ACCOUNTAPI_BASE_URL`` pointing at
+the emulator and ``$ACCOUNTAPI_API_KEY`` a key it knows), web examples serve real
+requests, and the testing example runs under pytest-asyncio's strict mode
+(``tests/test_pytest_plugin.py``). A block added to the README without a test here
+fails ``test_every_python_block_is_run_by_a_test``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import shutil
 import socket
+import sys
 from pathlib import Path
 from types import ModuleType
 
 import aiohttp
 import pytest
+import uvicorn
 from aiohttp import web
+from test_redis_gate import RedisServer
 
-from accountapi.testing import Emulator
+from accountapi._keys import key_hint
+from accountapi.testing import Emulator, Fault
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+_HEADING = re.compile(r"^#+ (.*)$", re.M)
+
+# Each web example answers 401 for these X-Key values (None: no header at all).
+BAD_KEYS = (
+    None,
+    "",
+    "dpct_" + "u" * 32,  # unknown to the service
+    "not a key",  # malformed: refused before any request
+    "dpct_\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9",
+)
+
+# Heading of the section -> the test that runs its python block.
+RUN_BY = {
+    "Usage": "test_the_usage_example",
+    "In a FastAPI backend": "test_the_fastapi_example_answers_401_for_every_bad_key",
+    "In an aiohttp server": "test_the_aiohttp_example_answers_401_for_every_bad_key",
+    "Without async (Django views, Celery tasks, scripts, notebooks)": "test_the_sync_example",
+    "Many keys": "test_the_many_keys_example",
+    "Errors": "test_the_errors_example",
+    "Timeouts, retries and limits": "test_the_timeouts_example",
+    "Sharing the limit across processes (Redis)": "test_the_redis_example",
+    "Testing your own code": "test_pytest_plugin.py::test_the_readme_testing_example_passes_in_strict_mode",
+}
 
 
 def _block_after(heading: str) -> str:
@@ -23,6 +61,113 @@ def _block_after(heading: str) -> str:
     match = re.compile(r"```python\n(.*?)```", re.S).search(text, start)
     assert match is not None, f"no python block after {heading!r}"
     return match.group(1)
+
+
+def _blocks() -> list[tuple[str, str]]:
+    """(heading, source) of every python block, in README order."""
+    text = README.read_text()
+    found = []
+    for match in _BLOCK.finditer(text):
+        headings = _HEADING.findall(text, 0, match.start())
+        found.append((headings[-1], match.group(1)))
+    return found
+
+
+def test_every_python_block_is_run_by_a_test() -> None:
+    """One block per section, and each section's block has a test below."""
+    headings = [heading for heading, _ in _blocks()]
+    assert len(headings) == len(set(headings)), "two python blocks under one heading"
+    assert sorted(headings) == sorted(RUN_BY)
+    here = Path(__file__).read_text()
+    plugin_tests = (Path(__file__).parent / "test_pytest_plugin.py").read_text()
+    for test in RUN_BY.values():
+        name = test.rsplit("::", 1)[-1]
+        assert f"def {name}(" in (plugin_tests if "::" in test else here), test
+
+
+async def _run_script(heading: str, emulator: Emulator, key: str, cwd: Path, **env: str) -> str:
+    """Run a README block as a script; returns its stdout (it must exit 0)."""
+    source = _block_after(f"# {heading}\n")
+    child_env = {
+        **os.environ,
+        "ACCOUNTAPI_BASE_URL": emulator.url,
+        "ACCOUNTAPI_API_KEY": key,
+        **env,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        source,
+        cwd=cwd,
+        env=child_env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_the_usage_example(emulator: Emulator, tmp_path: Path) -> None:
+    """Prints the balance, held amount and expiry; dismisses a pending notice."""
+    key = emulator.add_key({"balance_eur": "7.250000", "pending_credit_notice": True})
+    out = await _run_script("Usage", emulator, key, tmp_path)
+    assert out.startswith("7.250000 ")
+    assert [r.method for r in emulator.records] == ["GET", "POST"]
+    assert emulator.profile(key)["pending_credit_notice"] is False
+
+
+async def test_the_errors_example(emulator: Emulator, tmp_path: Path) -> None:
+    """The placeholder key is unknown to the service: the 401 branch returns None."""
+    out = await _run_script("Errors", emulator, emulator.add_key(), tmp_path)
+    assert out == "None\n"
+    assert [r.status for r in emulator.records] == [401]
+
+
+async def test_the_timeouts_example(emulator: Emulator, tmp_path: Path) -> None:
+    """The configured client retries a 503 (the hook prints it) and then succeeds."""
+    key = emulator.add_key()
+    emulator.script(key, [Fault.status(503)])
+    out = await _run_script("Timeouts, retries and limits", emulator, key, tmp_path)
+    assert out.startswith("retrying after 503 in ")
+    assert emulator.attempts(key) == 2
+
+
+async def test_the_many_keys_example(emulator: Emulator, tmp_path: Path) -> None:
+    """One line per key, then the summary: the duplicate account is counted once."""
+    twin = {"id": "acct_twin", "balance_eur": "10.000000"}
+    keys = [emulator.add_key(twin), emulator.add_key(twin), "dpct_" + "u" * 32]
+    (tmp_path / "keys.txt").write_text("\n".join(keys) + "\n")
+    out = await _run_script("Many keys", emulator, keys[0], tmp_path)
+    lines = out.splitlines()
+    assert len(lines) == 4
+    assert sum("AuthenticationError" in line for line in lines[:3]) == 1
+    assert lines[3] == "2 ok; 10.000000 EUR over 1 accounts"
+
+
+async def test_the_sync_example(emulator: Emulator, tmp_path: Path) -> None:
+    """SyncAccountClient as written: one line per key in keys.txt."""
+    keys = [emulator.add_key({"balance_eur": "1.500000"}) for _ in range(3)]
+    (tmp_path / "keys.txt").write_text("\n".join(keys) + "\n")
+    heading = "Without async (Django views, Celery tasks, scripts, notebooks)"
+    out = await _run_script(heading, emulator, keys[0], tmp_path)
+    assert sorted(out.splitlines()) == sorted(f"{key_hint(key)} 1.500000" for key in keys)
+
+
+async def test_the_redis_example(emulator: Emulator, tmp_path: Path) -> None:
+    """The Redis gate example against a real redis-server on a loopback port."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail("redis-server is not installed (.ci/run installs it where missing)")
+    server = RedisServer(executable)
+    server.start()
+    try:
+        key = emulator.add_key({"balance_eur": "3.000000"})
+        heading = "Sharing the limit across processes (Redis)"
+        out = await _run_script(heading, emulator, key, tmp_path, REDIS_URL=server.url)
+    finally:
+        server.kill()
+    assert out == "3.000000\n"
 
 
 def _load(source: str, name: str) -> ModuleType:
@@ -52,18 +197,43 @@ async def test_the_aiohttp_example_answers_401_for_every_bad_key(
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
-            cases = {
-                None: 401,
-                "dpct_" + "u" * 32: 401,  # unknown to the service
-                "not a key": 401,  # malformed: refused before any request
-                "dpct_\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9": 401,
-            }
-            for key, status in cases.items():
+            for key in BAD_KEYS:
                 headers = {} if key is None else {"X-Key": key.encode().decode("latin-1")}
                 async with http.get("/balance", headers=headers) as answer:
-                    assert answer.status == status, key
+                    assert answer.status == 401, key
             async with http.get("/balance", headers={"X-Key": good}) as answer:
                 assert answer.status == 200
                 assert await answer.json() == {"balance_eur": "12.345000"}
     finally:
         await runner.cleanup()
+
+
+async def test_the_fastapi_example_answers_401_for_every_bad_key(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Served by uvicorn on a loopback port: no header, an empty, malformed or unknown
+    key: 401; a good key: its exact balance."""
+    good = emulator.add_key({"balance_eur": "12.345000"})
+    monkeypatch.setenv("ACCOUNTAPI_BASE_URL", emulator.url)
+    example = _load(_block_after("### In a FastAPI backend"), "readme_fastapi")
+    # The socket listens before uvicorn starts: requests wait in its backlog until the
+    # app (and its lifespan, which opens the AccountClient) is up. No polling.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(example.app, log_level="warning"))
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            for key in BAD_KEYS:
+                headers = {} if key is None else {"X-Key": key.encode().decode("latin-1")}
+                async with http.get("/balance", headers=headers) as answer:
+                    assert answer.status == 401, key
+            async with http.get("/balance", headers={"X-Key": good}) as answer:
+                assert answer.status == 200
+                assert await answer.json() == {"balance_eur": "12.345000"}
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
+        listener.close()
