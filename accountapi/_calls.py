@@ -24,6 +24,8 @@ import copy
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
+from multidict import CIMultiDict
+
 from ._config import NOT_GIVEN, NotGiven, Timeout
 from ._exceptions import (
     AccountAPIError,
@@ -35,19 +37,42 @@ from ._gate import GateTimeout, KeyCoolingDown, KeyGate, fast_acquire
 from ._keys import Credential
 from ._status import error_for_status
 from ._telemetry import Telemetry, call_labels, telemetry
+from ._transport import RawResponse
 
 if TYPE_CHECKING:
     from yarl import URL
 
     from ._clock import Clock
     from ._retry import Retrier
-    from ._transport import RawResponse, Transport
+    from ._transport import Transport
 
 __all__ = ["CallPath"]
 
 T = TypeVar("T")
 
 _NO_KEY: Final = "no API key: pass api_key=... or set $ACCOUNTAPI_API_KEY (or $DEPICTA_API_KEY)"
+
+
+def without_key(raw: RawResponse, key: Credential) -> RawResponse:
+    """An error answer with every copy of the key in its body or headers replaced by the
+    key's hint: a server that echoes the key it was sent ("invalid key dpct_…") must
+    not put it into an exception's message, details, headers or body excerpt, and from
+    there into logs, traces and CLI output. Runs only for error statuses."""
+    secret = key._value
+    encoded = secret.encode("utf-8", "surrogateescape")
+    body = raw.body
+    leaked = encoded in body
+    if leaked:
+        body = body.replace(encoded, key.hint.encode())
+    headers = raw.headers
+    if any(secret in value for value in headers.values()):
+        leaked = True
+        headers = CIMultiDict(
+            (name, value.replace(secret, key.hint)) for name, value in headers.items()
+        )
+    if not leaked:
+        return raw
+    return RawResponse(raw.status, headers, body, raw.truncated, raw.problem)
 
 
 class _Request(Protocol):
@@ -190,6 +215,7 @@ class CallPath:
                 raw = await transport.request(session, method, url, key, timeouts, remaining)
                 if 200 <= raw.status < 300:
                     return parse(raw)
+                raw = without_key(raw, key)
                 error = error_for_status(
                     raw.status,
                     raw.headers,

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import socket
 import traceback
 
 import pytest
+from rawserver import raw_server, response
 
 from accountapi import (
     AccountAPIError,
     AccountClient,
     APIConnectionError,
     APIResponseValidationError,
+    APIStatusError,
     APITimeoutError,
     AuthenticationError,
     BadGatewayError,
@@ -190,3 +194,53 @@ async def test_a_cookie_set_for_one_key_never_reaches_another(emulator: Emulator
     cookie_headers = [r.headers.get("Cookie") for r in emulator.records]
     assert len(cookie_headers) == 3
     assert cookie_headers == [None, None, None]
+
+
+@pytest.mark.parametrize("status", [401, 503])
+async def test_a_server_that_echoes_the_key_does_not_put_it_into_the_error(status: int) -> None:
+    """A hostile or careless server repeats the key it was sent in its error message,
+    details and a header: the SDK's exception (message, details, headers, body excerpt,
+    str, repr) carries the hint instead, after retries too; nothing of the key remains."""
+    secret = "dpct_ECHOechoECHOecho0123456789abc"
+
+    async def echo(head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sent = next(
+            line.split(b" ", 2)[2].decode()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"authorization:")
+        )
+        body = json.dumps(
+            {
+                "error": {
+                    "code": "auth_invalid",
+                    "message": f"invalid API key {sent}",
+                    "details": {"key": sent},
+                }
+            }
+        ).encode()
+        writer.write(response(status, body, {"X-Echo": f"key={sent}"}, reason="Nope"))
+        await writer.drain()
+
+    async with (
+        raw_server(echo) as server,
+        AccountClient(secret, base_url=server.url, clock=VirtualClock()) as client,
+    ):
+        with pytest.raises(APIStatusError) as info:
+            await client.account.profile()
+    exc = info.value
+    assert exc.status == status
+    assert server.requests == (1 if status == 401 else 5)  # the 503 went through its retries
+    rendered = "\n".join(
+        [
+            str(exc),
+            repr(exc),
+            exc.message or "",
+            json.dumps(exc.details, default=str),
+            str(dict(exc.headers)),
+            getattr(exc, "body_excerpt", None) or "",
+            "".join(traceback.format_exception(exc)),
+        ]
+    )
+    assert "ECHOecho" not in rendered
+    assert secret[-4:] in exc.message  # the hint took the key's place
+    assert exc.headers["X-Echo"].startswith("key=dpct_")
