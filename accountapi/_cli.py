@@ -54,6 +54,8 @@ from ._exceptions import (
 )
 from ._keys import check_key
 from ._models import Profile
+from .testing._serve import DEFAULTS, ServeError, ServeOptions, plant_mix
+from .testing._serve import serve as serve_emulator
 
 if TYPE_CHECKING:
     from .testing import Emulator
@@ -1138,11 +1140,14 @@ def _print_summary(
 # -- emulator ------------------------------------------------------------------------------
 
 
+_SERVE: Final = DEFAULTS
+
+
 @cli.command()
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
-    default=8080,
+    default=_SERVE.port,
     show_default=True,
     help="Loopback port to listen on; 0 picks a free one.",
 )
@@ -1150,65 +1155,47 @@ def _print_summary(
     "--keys",
     "n_keys",
     type=click.IntRange(min=0),
-    default=1000,
+    default=_SERVE.keys,
     show_default=True,
     help="How many keys to create.",
 )
 @click.option(
     "--keys-file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("emulator-keys.txt"),
+    default=_SERVE.keys_file,
     show_default=True,
-    help="Where to write the keys, one per line (mode 0600).",
+    metavar="PATH",
+    help="Where to write the keys, one per line (mode 0600); - for stdout.",
 )
 @click.option(
     "--latency",
     type=click.FloatRange(min=0),
-    default=0.0,
+    default=_SERVE.latency,
     show_default=True,
     metavar="SECONDS",
     help="Service time of every request.",
 )
-def emulator(port: int, n_keys: int, keys_file: Path, latency: float) -> int:
-    """Run the account API emulator on 127.0.0.1 until Ctrl-C, for trying the CLI and SDK."""
+@click.option(
+    "--mix",
+    is_flag=True,
+    help="Plant the demo's mix of failing keys (unknown 401, out of credit 402, "
+    "transient 429/502/503 first, zero balances) to rehearse a run.",
+)
+@click.option(
+    "--seed", type=int, default=_SERVE.seed, show_default=True, help="Seed of the planted mix."
+)
+def emulator(port: int, n_keys: int, keys_file: str, latency: float, mix: bool, seed: int) -> int:
+    """Run the account API emulator on 127.0.0.1 until Ctrl-C, for trying the CLI and SDK.
+
+    The same as `python -m accountapi.testing` (one implementation, one set of defaults).
+    """
+    options = ServeOptions(
+        port=port, keys=n_keys, keys_file=keys_file, latency=latency, mix=mix, seed=seed
+    )
     try:
-        asyncio.run(_serve(port, n_keys, keys_file, latency))
-    except OSError as exc:
-        _fail(f"cannot start the emulator: {exc.strerror or exc}")
+        asyncio.run(serve_emulator(options))
+    except ServeError as exc:
+        _fail(str(exc))
     return EXIT_OK
-
-
-async def _serve(port: int, n_keys: int, keys_file: Path, latency: float) -> None:
-    from .testing import Emulator
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C still raises
-            loop.add_signal_handler(signum, stop.set)
-    async with Emulator(port=port, latency=latency) as emu:
-        keys = [emu.add_key() for _ in range(n_keys)]
-        write_keys_file(keys_file, keys)
-        _stderr().print(
-            f"accountapi emulator listening on {emu.url} with {n_keys} keys in {keys_file}\n"
-            f"  try: ACCOUNTAPI_BASE_URL={emu.url} accountapi balances {keys_file}\n"
-            "  Ctrl-C stops it",
-            markup=False,
-        )
-        await stop.wait()
-    _stderr().print("accountapi emulator stopped", markup=False)
-
-
-def write_keys_file(path: Path, keys: Sequence[str]) -> None:
-    """Write keys readable by the owner only, even when the file already existed."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError as exc:
-        _fail(f"cannot write keys file {path}: {exc.strerror or exc}")
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        if hasattr(os, "fchmod"):
-            os.fchmod(f.fileno(), 0o600)  # O_CREAT's mode does not apply to an existing file
-        f.writelines(f"{key}\n" for key in keys)
 
 
 # -- demo ----------------------------------------------------------------------------------
@@ -1248,7 +1235,7 @@ async def _demo(n_keys: int, fmt: str, concurrency: int, progress: bool | None, 
     from .testing import Emulator
 
     async with Emulator(latency=0.02) as emu:
-        planted = _plant(emu, n_keys, random.Random(seed))  # noqa: S311 - a demo's mix
+        planted = plant_mix(emu, n_keys, random.Random(seed))  # noqa: S311 - a demo's mix
         source = _KeySource.of("demo", list(planted))
         wrong = 0
 
@@ -1274,41 +1261,6 @@ async def _demo(n_keys: int, fmt: str, concurrency: int, progress: bool | None, 
         f"demo: all {n_keys} results match what was planted in the emulator", markup=False
     )
     return EXIT_OK
-
-
-_ALPHABET: Final = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789"
-
-
-def _plant(emu: Emulator, n: int, rng: random.Random) -> dict[str, str]:
-    """Register the demo's keys; map each key to the outcome it must come back with."""
-    from .testing import Fault
-
-    transient = [
-        [Fault.rate_limited(0.2)],
-        [Fault.status(502)],
-        [Fault.html(503)],
-        [Fault.empty(503), Fault.html(502)],
-    ]
-    planted: dict[str, str] = {}
-    for i in range(n):
-        roll = rng.random()
-        if roll < 0.10:  # never registered: 401
-            planted["dpct_" + "".join(rng.choices(_ALPHABET, k=32))] = "AuthenticationError"
-        elif roll < 0.17:  # out of credit, on every request
-            planted[emu.add_key(fault=Fault.status(402))] = "PaymentRequiredError"
-        elif roll < 0.32:  # one or two transient failures, then the profile
-            key = emu.add_key(
-                {"balance_eur": f"{rng.randint(1, 500)}.{rng.randint(0, 999):03d}000"}
-            )
-            emu.script(key, transient[i % len(transient)])
-            planted[key] = "ok"
-        elif roll < 0.42:
-            planted[emu.add_key({"balance_eur": "0.000000"})] = "ok"
-        else:
-            balance = f"{rng.randint(0, 2000)}.{rng.randint(0, 999_999):06d}"
-            held = f"{rng.randint(0, 3)}.{rng.randint(0, 99):02d}0000"
-            planted[emu.add_key({"balance_eur": balance, "held_eur": held})] = "ok"
-    return planted
 
 
 def _as_planted(emu: Emulator, result: BalanceResult, expected: str) -> bool:

@@ -29,7 +29,17 @@ PACKAGED_SPEC = Path(__file__).resolve().parent.parent / "accountapi" / "testing
 def served() -> Iterator[tuple[str, str]]:
     """A standalone emulator process: (base URL, one valid key)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "accountapi.testing", "--port", "0", "--keys", "1"],
+        [
+            sys.executable,
+            "-m",
+            "accountapi.testing",
+            "--port",
+            "0",
+            "--keys",
+            "1",
+            "--keys-file",
+            "-",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -594,6 +594,8 @@ async def test_cli_serves_prints_keys_and_exits_cleanly_on_sigterm(
         "0",
         "--keys",
         "3",
+        "--keys-file",
+        "-",
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -1,21 +1,20 @@
 """`python -m accountapi.testing`: run the emulator as a process, for manual use and benchmarks.
 
-It prints the generated keys (one per line) on stdout or into `--keys-file`, announces
-its URL on stderr, and serves until SIGINT or SIGTERM.
+The argument parser of :mod:`accountapi.testing._serve`, which `accountapi emulator`
+also runs (with click, when the `cli` extra is installed): the same options, defaults and
+behaviour. It writes the keys into `--keys-file` (or stdout with `-`), announces its URL
+on stderr, and serves until SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import ipaddress
-import os
-import signal
 import sys
 from collections.abc import Sequence
 
-from ._emulator import Emulator
+from ._serve import DEFAULTS, ServeError, ServeOptions, serve
 
 
 def _port(text: str) -> int:
@@ -61,15 +60,33 @@ def _is_loopback(host: str) -> bool:
 
 
 def _parser() -> argparse.ArgumentParser:
+    d = DEFAULTS
     parser = argparse.ArgumentParser(
         prog="python -m accountapi.testing",
-        description="Serve the account API emulator until interrupted.",
+        description="Serve the account API emulator until interrupted "
+        "(the same as `accountapi emulator`).",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only)")
-    parser.add_argument("--port", type=_port, default=8080, help="port to bind; 0 picks one")
-    parser.add_argument("--keys", type=_count, default=1, help="how many keys to create")
-    parser.add_argument("--keys-file", metavar="PATH", help="write keys here, not to stdout")
-    parser.add_argument("--latency", type=_seconds, default=0.0, help="service time, seconds")
+    parser.add_argument("--host", default=d.host, help="address to bind (loopback only)")
+    parser.add_argument(
+        "--port", type=_port, default=d.port, help=f"port to bind; 0 picks one (default {d.port})"
+    )
+    parser.add_argument(
+        "--keys", type=_count, default=d.keys, help=f"how many keys to create (default {d.keys})"
+    )
+    parser.add_argument(
+        "--keys-file",
+        metavar="PATH",
+        default=d.keys_file,
+        help=f"where to write the keys, mode 0600; - for stdout (default {d.keys_file})",
+    )
+    parser.add_argument("--latency", type=_seconds, default=d.latency, help="service time, seconds")
+    parser.add_argument(
+        "--mix",
+        action="store_true",
+        help="plant the demo's mix of failing keys: unknown (401), out of credit (402), "
+        "transient 429/502/503 first, zero balances",
+    )
+    parser.add_argument("--seed", type=int, default=d.seed, help="seed of the planted mix")
     parser.add_argument(
         "--allow-remote",
         action="store_true",
@@ -78,45 +95,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _write_keys_file(path: str, keys: Sequence[str]) -> None:
-    """Write keys readable by the owner only, since they authenticate to the emulator."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        if hasattr(os, "fchmod"):
-            os.fchmod(f.fileno(), 0o600)  # O_CREAT's mode does not apply to an existing file
-        f.writelines(f"{key}\n" for key in keys)
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # Windows has no loop signal handlers
-            loop.add_signal_handler(signum, stop.set)
-    async with Emulator(host=args.host, port=args.port, latency=args.latency) as emu:
-        keys = [emu.add_key() for _ in range(args.keys)]
-        if args.keys_file is not None:
-            _write_keys_file(args.keys_file, keys)
-        else:
-            sys.stdout.writelines(f"{key}\n" for key in keys)
-            sys.stdout.flush()
-        print(f"accountapi emulator listening on {emu.url}", file=sys.stderr, flush=True)
-        await stop.wait()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, serve until SIGINT/SIGTERM, and return the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
     if not _is_loopback(args.host) and not args.allow_remote:
         parser.error(f"refusing to listen on non-loopback host {args.host!r}; add --allow-remote")
+    options = ServeOptions(
+        host=args.host,
+        port=args.port,
+        keys=args.keys,
+        keys_file=args.keys_file,
+        latency=args.latency,
+        mix=args.mix,
+        seed=args.seed,
+    )
     try:
-        asyncio.run(_serve(args))
+        asyncio.run(serve(options, prog="python -m accountapi.testing"))
     except KeyboardInterrupt:  # Ctrl-C where the loop could not install its handler
         pass
-    except OSError as exc:
+    except ServeError as exc:
         print(f"python -m accountapi.testing: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

@@ -43,9 +43,13 @@ _user_numbers = itertools.count(1)
 
 def default_profile() -> dict[str, Any]:
     """A fresh wire-format profile with every field of the spec's `User`, unique per call."""
-    n = next(_user_numbers)
+    return _profile_of(next(_user_numbers), str(uuid.uuid4()))
+
+
+def _profile_of(n: int, account_id: str) -> dict[str, Any]:
+    """The default profile of user number ``n`` with account id ``account_id``."""
     return {
-        "id": str(uuid.uuid4()),
+        "id": account_id,
         "email": f"user-{n}@example.test",
         "name": f"Test User {n}",
         "balance_eur": "10.000000",
@@ -114,16 +118,41 @@ class RequestRecord:
     request_id: str
 
 
-@attrs.define(repr=False)
+@attrs.define(slots=True, repr=False)
 class _KeyState:
-    """Everything the emulator holds for one key; never printed, since it holds the key."""
+    """Everything the emulator holds for one key; never printed, since it holds the key.
 
-    profile: dict[str, Any]
+    Compact, so that hundreds of thousands of keys fit in little memory (about 0.3 KB a
+    key): the profile is kept as the user number, account id and the fields given to
+    ``add_key``, and built when served; it becomes a stored dict (``live``) only once a
+    test asks for it or a dismissal changes it. The fault queue exists once scripted.
+    """
+
+    number: int
+    account_id: str
+    overrides: dict[str, Any] | None
     sticky: Fault | None
     latency: float | None
-    queue: deque[Fault] = attrs.Factory(deque)
+    queue: deque[Fault] | None = None
     in_flight: int = 0
     max_in_flight: int = 0
+    live: dict[str, Any] | None = None
+
+    @property
+    def profile(self) -> dict[str, Any]:
+        """The live profile dict (made and kept on first use)."""
+        if self.live is None:
+            self.live = self.wire()
+        return self.live
+
+    def wire(self) -> dict[str, Any]:
+        """The profile as served now (the live dict itself once there is one)."""
+        if self.live is not None:
+            return self.live
+        built = _profile_of(self.number, self.account_id)
+        if self.overrides is not None:
+            built.update(self.overrides)  # copied once, by add_key
+        return built
 
 
 @attrs.define
@@ -268,11 +297,10 @@ class Emulator:
             raise ValueError("key must be a non-empty string without whitespace")
         if key in self._keys:
             raise ValueError(f"key {key_hint(key)} is already registered")
-        merged = default_profile()
-        if profile is not None:
-            merged.update(copy.deepcopy(dict(profile)))
         self._keys[key] = _KeyState(
-            profile=merged,
+            number=next(_user_numbers),
+            account_id=str(uuid.uuid4()),
+            overrides=None if not profile else copy.deepcopy(dict(profile)),
             sticky=fault,
             latency=None if latency is None else _check_latency(latency),
         )
@@ -280,8 +308,13 @@ class Emulator:
 
     def script(self, key: str | None, faults: Iterable[Fault]) -> None:
         """Queue one-shot faults for a key's next requests, in order (None: any key's)."""
-        queue = self._global_queue if key is None else self._state(key).queue
-        queue.extend(faults)
+        if key is None:
+            self._global_queue.extend(faults)
+            return
+        state = self._state(key)
+        if state.queue is None:
+            state.queue = deque()
+        state.queue.extend(faults)
 
     def set_fault_mix(self, mix: Iterable[tuple[float, Fault]], *, seed: int | None = None) -> None:
         """Give each request of a registered key a random fault: `(probability, fault)` pairs.
@@ -629,7 +662,7 @@ def _error(
 
 
 def _profile_body(state: _KeyState) -> bytes:
-    return json.dumps({"user": state.profile}).encode()
+    return json.dumps({"user": state.wire()}).encode()
 
 
 def _padded(body: bytes, n_bytes: int) -> bytes:
