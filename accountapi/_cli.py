@@ -230,11 +230,28 @@ def _run_async(main: Coroutine[Any, Any, _T]) -> _T:
                 signal.signal(signal.SIGTERM, _raise_terminated)
 
     try:
-        return asyncio.run(guarded())
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(guarded())
     except asyncio.CancelledError:
         if terminated:
             raise _Terminated from None
         raise
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (the ``cli`` extra installs it where it
+    exists), unless ``$ACCOUNTAPI_LOOP`` is ``asyncio``; else asyncio's default loop.
+
+    The command line owns its loop, so it can choose the faster one; the library never
+    does (an application's loop is the application's choice)."""
+    if os.environ.get("ACCOUNTAPI_LOOP", "").strip().lower() == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _silence_stdout() -> None:
@@ -1192,7 +1209,8 @@ def emulator(port: int, n_keys: int, keys_file: str, latency: float, mix: bool, 
         port=port, keys=n_keys, keys_file=keys_file, latency=latency, mix=mix, seed=seed
     )
     try:
-        asyncio.run(serve_emulator(options))
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(serve_emulator(options))
     except ServeError as exc:
         _fail(str(exc))
     return EXIT_OK
