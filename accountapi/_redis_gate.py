@@ -160,8 +160,13 @@ for i = 3, 2 + n do
 end
 if n > 0 then redis.call('PEXPIRE', KEYS[1], ttl + 1000) end
 for i = 3 + n, #ARGV, 2 do
-  redis.call('ZADD', KEYS[2], 'NX', ARGV[i + 1], ARGV[i])
-  redis.call('ZADD', KEYS[3], now + ttl, ARGV[i])
+  -- A waiter's place is put back only if it is not a lease by now: the waiter list was
+  -- taken before this script ran, and a waiter granted in between must not come back
+  -- as a ghost ahead of everyone (one that left the queue is dropped again afterwards).
+  if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[2], 'NX', ARGV[i + 1], ARGV[i])
+    redis.call('ZADD', KEYS[3], now + ttl, ARGV[i])
+  end
 end
 if #ARGV > 2 + n then
   for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], ttl + 1000) end
@@ -212,6 +217,19 @@ class _Waiter:
         self.id = id
         self.ticket = ticket
         self.wake = asyncio.Event()
+
+
+class _Renewal:
+    """One renewal: a script call per key, and the waiters whose places it renews."""
+
+    __slots__ = ("calls", "hashes", "waiting")
+
+    def __init__(
+        self, hashes: list[str], calls: list[_Call], waiting: list[tuple[str, str]]
+    ) -> None:
+        self.hashes = hashes
+        self.calls = calls
+        self.waiting = waiting  # (key hash, waiter id)
 
 
 class _KeyState:
@@ -688,32 +706,56 @@ class RedisKeyGate:
         interval = self._lease_ttl / 3
         while True:
             await asyncio.sleep(interval)
-            calls: list[_Call] = []
-            hashes: list[str] = []
-            for h, state in self._keys.items():
-                if not state.held and not state.waiters:
-                    continue
-                args: list[str | int] = [self._ttl_ms, len(state.held), *state.held]
-                for waiter in state.waiters:
-                    args += (waiter.id, waiter.ticket)
-                calls.append(("renew", self._redis_keys(h, "renew"), tuple(args)))
-                hashes.append(h)
-            if not calls:
+            renewal = self._renewal()
+            if renewal is None:
                 self._renewer = None
                 return
             # Not held back by an outage's retry interval: a lease that misses its
             # renewal expires under a running request. One small round trip a tick is
             # also how the gate learns first that Redis is back.
             try:
-                replies = await self._eval_many(calls)
+                await self._renew(renewal)
             except self._redis_errors as exc:
                 self._redis_failed(exc, raising=False)
-                continue
             except Exception:  # a bug or an odd reply: log it, keep renewing
                 logger.exception("key gate: renewing leases failed; trying again")
+
+    def _renewal(self) -> _Renewal | None:
+        """What to renew now: every lease and queue place this gate holds (None: nothing)."""
+        calls: list[_Call] = []
+        hashes: list[str] = []
+        waiting: list[tuple[str, str]] = []
+        for h, state in self._keys.items():
+            if not state.held and not state.waiters:
                 continue
-            self._redis_ok()
-            self._restored(hashes, replies)
+            args: list[str | int] = [self._ttl_ms, len(state.held), *state.held]
+            for waiter in state.waiters:
+                args += (waiter.id, waiter.ticket)
+                waiting.append((h, waiter.id))
+            calls.append(("renew", self._redis_keys(h, "renew"), tuple(args)))
+            hashes.append(h)
+        return _Renewal(hashes, calls, waiting) if calls else None
+
+    async def _renew(self, renewal: _Renewal) -> None:
+        """Send a renewal, then undo what it put back by the time it ran.
+
+        The renewal was made before it waited for a connection and crossed the network:
+        a lease released meanwhile, or a waiter that left the queue (timed out or was
+        cancelled), may have been restored by it, and is dropped again now.
+        """
+        replies = await self._eval_many(renewal.calls)
+        self._redis_ok()
+        self._restored(renewal.hashes, replies)
+        departed: dict[str, list[str]] = {}
+        for h, id in renewal.waiting:
+            state = self._keys.get(h)
+            still_here = state is not None and (
+                id in state.held or any(w.id == id for w in state.waiters)
+            )
+            if not still_here:
+                departed.setdefault(h, []).append(id)
+        for h, ids in departed.items():
+            self._spawn(self._drop(h, ids))
 
     def _restored(self, hashes: Sequence[str], replies: Sequence[Any]) -> None:
         """Account for leases the renewal found missing in Redis and put back.

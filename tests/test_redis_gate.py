@@ -824,3 +824,54 @@ async def test_a_restart_costs_no_outage_and_the_holders_restore_their_leases(
     assert outages == []
     for _ in range(10):
         holder.release(KEY)
+
+
+async def test_a_waiter_granted_while_a_renewal_is_on_its_way_is_not_put_back_in_line(
+    make_gate: GateFactory, redis_client: aioredis.Redis
+) -> None:
+    """Issue 10, item 4, proved: a renewal is made (its waiter list taken) and then waits
+    for a connection; meanwhile its waiter is granted. The renewal must not put the
+    waiter's old ticket back at the head of the queue: with one slot free, another
+    process would wait behind that ghost until it expired (here 30 s)."""
+    gate = make_gate(per_key=2, lease_ttl=30)
+    other = make_gate(per_key=2, lease_ttl=30)
+    await gate.acquire(KEY, None)
+    await gate.acquire(KEY, None)
+    waiter = asyncio.create_task(gate.acquire(KEY, 5.0))
+    await _eventually(lambda: _is(1, _queue_length(redis_client)))
+    renewal = gate._renewal()  # taken now, sent later: the race, made deterministic
+    assert renewal is not None
+    gate.release(KEY)
+    await waiter  # granted: its ticket left the queue and became a lease
+    await gate._renew(renewal)
+    await gate._settle()
+    assert await _queue_length(redis_client) == 0
+    gate.release(KEY)  # one slot free now
+    await other.acquire(KEY, 1.0)  # not stuck behind a ghost ticket
+    other.release(KEY)
+    gate.release(KEY)
+
+
+async def test_a_waiter_that_left_while_a_renewal_was_on_its_way_is_not_put_back(
+    make_gate: GateFactory, redis_client: aioredis.Redis
+) -> None:
+    """The other half: the waiter timed out and gave up its place before the stale
+    renewal ran. The renewal restores the place (it cannot know), and the gate drops it
+    again as soon as the renewal returns, so nobody waits behind it."""
+    gate = make_gate(per_key=1, lease_ttl=30)
+    other = make_gate(per_key=1, lease_ttl=30)
+    await gate.acquire(KEY, None)
+    waiter = asyncio.create_task(gate.acquire(KEY, 0.3))
+    await _eventually(lambda: _is(1, _queue_length(redis_client)))
+    renewal = gate._renewal()
+    assert renewal is not None
+    with pytest.raises(GateTimeout):
+        await waiter
+    await gate._settle()
+    assert await _queue_length(redis_client) == 0
+    await gate._renew(renewal)
+    await gate._settle()
+    assert await _queue_length(redis_client) == 0
+    gate.release(KEY)
+    await other.acquire(KEY, 1.0)
+    other.release(KEY)
