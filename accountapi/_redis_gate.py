@@ -264,8 +264,10 @@ class RedisKeyGate:
     - ``socket_timeout``: how long one Redis command may take before Redis counts as
       unavailable, so a slow Redis cannot stall calls (default 0.25 s).
     - ``retry_interval``: during an outage, how long calls skip Redis before it is tried again.
-    - ``client``: a ``redis.asyncio.Redis`` to use instead of creating one; it is not
-      closed by :meth:`aclose`, and its own timeouts and retries apply.
+    - ``client``: a ``redis.asyncio.Redis`` to use instead of creating one (for example
+      ``Sentinel(...).master_for(name)``); it is not closed by :meth:`aclose`, and its
+      own timeouts and retries apply. A Redis Cluster client is refused
+      (:class:`~accountapi.ConfigurationError`): the gate needs one primary.
     """
 
     __slots__ = (
@@ -335,6 +337,20 @@ class RedisKeyGate:
             raise ConfigurationError("namespace must be a non-empty string without '{'")
         if client is None and (not isinstance(url, str) or not url.strip()):
             raise ConfigurationError("url must be a redis:// URL")
+        if client is not None:
+            from redis.asyncio.cluster import RedisCluster
+
+            if isinstance(client, RedisCluster):
+                raise ConfigurationError(
+                    "RedisKeyGate does not support Redis Cluster: its scripts, queue and "
+                    "wake-up channel are written for one primary. Use a single Redis, or "
+                    "the primary of a Sentinel-managed set: "
+                    "client=Sentinel(...).master_for(name)"
+                )
+            if not isinstance(client, aioredis.Redis):
+                raise ConfigurationError(
+                    "client must be a redis.asyncio.Redis (not the synchronous redis.Redis)"
+                )
 
         self._per_key = per_key
         self._lease_ttl = float(lease_ttl)

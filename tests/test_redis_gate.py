@@ -875,3 +875,15 @@ async def test_a_waiter_that_left_while_a_renewal_was_on_its_way_is_not_put_back
     gate.release(KEY)
     await other.acquire(KEY, 1.0)
     other.release(KEY)
+
+
+def test_a_cluster_or_synchronous_client_is_refused_up_front() -> None:
+    """Redis Cluster is not supported (said in the README), and a synchronous client
+    would fail at the first await: both are a ConfigurationError when the gate is made."""
+    from redis import Redis as SyncRedis
+    from redis.asyncio.cluster import RedisCluster
+
+    with pytest.raises(ConfigurationError, match="Redis Cluster"):
+        RedisKeyGate(client=RedisCluster(host="127.0.0.1", port=1))  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"redis\.asyncio\.Redis"):
+        RedisKeyGate(client=SyncRedis(host="127.0.0.1", port=1))  # type: ignore[arg-type]
