@@ -156,6 +156,34 @@ class BalanceSummary:
         if isinstance(result.error, AuthenticationError):
             self.auth_failed += 1
 
+    def _add_recorded(
+        self,
+        *,
+        error: str | None,
+        auth_failed: bool,
+        account_id: str | None,
+        balance_eur: Decimal | None,
+        held_eur: Decimal | None,
+    ) -> None:
+        """Count a result recorded by an earlier run (the command line's ``--resume``),
+        as :meth:`add` would have; its key is counted by :meth:`_add_key`."""
+        self.total += 1
+        if error is None:
+            self.ok += 1
+            if account_id is not None and account_id not in self._account_ids:
+                self._account_ids.add(account_id)
+                self.total_balance_eur = _EXACT.add(self.total_balance_eur, balance_eur or 0)
+                self.total_held_eur = _EXACT.add(self.total_held_eur, held_eur or 0)
+            return
+        self.failed += 1
+        self.by_error[error] = self.by_error.get(error, 0) + 1
+        if auth_failed:
+            self.auth_failed += 1
+
+    def _add_key(self, key: str) -> None:
+        """Count the key of a result recorded by an earlier run among the distinct keys."""
+        self._key_hashes.add(hash(key))
+
     @classmethod
     async def collect(cls, results: AsyncIterable[BalanceResult]) -> BalanceSummary:
         """Consume ``results`` (e.g. ``client.balances(keys)``) and summarise them."""

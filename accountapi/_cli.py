@@ -54,6 +54,7 @@ from ._exceptions import (
 )
 from ._keys import check_key
 from ._models import Profile
+from ._resume import ResumeError, read_previous
 from .testing._serve import DEFAULTS, ServeError, ServeOptions, plant_mix
 from .testing._serve import serve as serve_emulator
 
@@ -515,8 +516,17 @@ class _KeySource:
         keys: Iterator[str] | AsyncIterator[str] | None = None,
         *,
         skip_invalid: bool = False,
+        done: Callable[[int], bool] | None = None,
+        on_done: Callable[[str], None] | None = None,
+        same_key: Callable[[int, str], bool] | None = None,
     ) -> None:
         self.name = name
+        self._same_key = same_key
+        # --resume: lines answered by an earlier run are not handed out; each such key
+        # is passed to on_done instead (counted among the summary's distinct keys).
+        self._done = done
+        self._on_done = on_done
+        self.resumed = 0  # lines skipped as answered before
         self.skipped = 0  # lines skipped as not a key (--skip-invalid)
         self._on_invalid: Callable[[str, int], None] = self._skip if skip_invalid else _not_a_key
         self.total: int | None = None  # known up front for a regular file only
@@ -540,10 +550,19 @@ class _KeySource:
         _stderr().print(f"accountapi: {name} line {number}: not an API key, skipped", markup=False)
 
     @classmethod
-    def open(cls, source: str, *, skip_invalid: bool = False) -> _KeySource:
+    def open(
+        cls,
+        source: str,
+        *,
+        skip_invalid: bool = False,
+        done: Callable[[int], bool] | None = None,
+        on_done: Callable[[str], None] | None = None,
+        same_key: Callable[[int, str], bool] | None = None,
+    ) -> _KeySource:
         """Open ``source`` (a path, or ``-`` for stdin); check a regular file whole."""
+        name = "stdin" if source == "-" else source
+        self = cls(name, skip_invalid=skip_invalid, done=done, on_done=on_done, same_key=same_key)
         if source == "-":
-            self = cls("stdin", skip_invalid=skip_invalid)
             stdin = sys.stdin.buffer
             try:
                 fd = stdin.fileno()
@@ -554,7 +573,6 @@ class _KeySource:
                 return self
             f = open(fd, "rb", closefd=False)  # noqa: SIM115 - closed by the key iterator
         else:
-            self = cls(source, skip_invalid=skip_invalid)
             try:
                 f = open(source, "rb")  # noqa: SIM115 - closed by the key iterator
             except OSError as exc:
@@ -584,21 +602,45 @@ class _KeySource:
         """The line number of the key taken ``index``-th (forgotten once asked for)."""
         return self._lines.pop(index, 0)
 
+    def _answered(self, number: int, key: str) -> bool:
+        """--resume: whether line ``number`` was answered before (its key then counted)."""
+        if self._done is None or not self._done(number):
+            return False
+        self._check_same_key(number, key)
+        self.resumed += 1
+        if self._on_done is not None:
+            self._on_done(key)
+        return True
+
+    def _check_same_key(self, number: int, key: str) -> None:
+        if self._same_key is not None and not self._same_key(number, key):
+            _fail(
+                f"{self.name} line {number} holds another key than the --resume file's row "
+                "for that line: the keys file changed since that output was written"
+            )
+
     def _numbered(self, keys: Iterator[tuple[int, str]]) -> Iterator[str]:
         lines = self._lines
         for number, key in keys:
+            if self._answered(number, key):
+                continue
             lines[self.taken] = number
             self.taken += 1
             yield key
 
     def _check_whole(self, f: IO[bytes]) -> None:
         start = _tell(f)
-        count = last = 0
+        count = last = seen = 0
+        done = self._done
         try:
             lines = _key_lines(self.name, _raw_lines(f), self._on_invalid)
-            for last, _ in lines:  # noqa: B007 - the last counts
-                count += 1
-            if not count:
+            for last, key in lines:
+                seen += 1
+                if done is None or not done(last):
+                    count += 1
+                else:
+                    self._check_same_key(last, key)
+            if not seen:
                 _fail(f"no keys in {self.name} (blank lines and # comments are skipped)")
         except BaseException:
             f.close()
@@ -675,7 +717,7 @@ class _KeySource:
                 for raw in raws:
                     number += 1
                     key = _key_on_line(self.name, number, raw, self._on_invalid)
-                    if key is not None:
+                    if key is not None and not self._answered(number, key):
                         lines[self.taken] = number
                         self.taken += 1
                         yield key
@@ -781,6 +823,7 @@ _COLUMNS: Final = (
     "request_id",
     "attempts",
     "elapsed_s",
+    "account_id",
 )
 
 
@@ -810,6 +853,7 @@ def result_record(result: BalanceResult, line: int) -> dict[str, Any]:
         "request_id": request_id,
         "attempts": result.attempts,
         "elapsed_s": round(result.elapsed, 4),
+        "account_id": None if p is None else p.id,
     }
 
 
@@ -849,9 +893,9 @@ class _TableWriter:
 class _CsvWriter:
     """CSV records; text from the service has its control characters escaped (``\\x1b``)."""
 
-    def __init__(self, out: IO[str]) -> None:
+    def __init__(self, out: IO[str], *, header_written: bool = False) -> None:
         self._csv = csv.DictWriter(out, fieldnames=_COLUMNS, lineterminator="\n")
-        self._started = False
+        self._started = header_written
 
     def write(self, result: BalanceResult, line: int) -> None:
         if not self._started:
@@ -880,9 +924,9 @@ class _JsonlWriter:
         self._out.write(text + "\n")
 
 
-def _writer(fmt: str, out: IO[str], last_line: int) -> _Writer:
+def _writer(fmt: str, out: IO[str], last_line: int, *, header_written: bool = False) -> _Writer:
     if fmt == "csv":
-        return _CsvWriter(out)
+        return _CsvWriter(out, header_written=header_written)
     if fmt == "jsonl":
         return _JsonlWriter(out)
     return _TableWriter(out, last_line)
@@ -958,6 +1002,14 @@ _progress_option = click.option(
     metavar="PATH",
     help="Also write the summary (counts, exact totals as strings) to PATH as JSON.",
 )
+@click.option(
+    "--resume",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="OUTPUT",
+    help="Append results to OUTPUT (jsonl or csv) instead of stdout, first skipping the "
+    "lines it already answers: run the same command again after an interruption.",
+)
 @_service_options
 def balances(
     keys_file: str,
@@ -967,6 +1019,7 @@ def balances(
     progress: bool | None,
     skip_invalid: bool,
     summary_json: Path | None,
+    resume: Path | None,
     base_url: str | None,
     timeout: float | None,
     max_retries: int | None,
@@ -974,10 +1027,32 @@ def balances(
 ) -> int:
     """Check the balance of every key in KEYS_FILE (or stdin with -), one key per line.
 
-    Blank lines and lines starting with # are skipped. Results go to stdout, progress and
-    a closing summary to stderr.
+    Blank lines and lines starting with # are skipped. Results go to stdout (or are
+    appended to the --resume file), progress and a closing summary to stderr.
     """
-    source = _KeySource.open(keys_file, skip_invalid=skip_invalid)
+    summary = BalanceSummary()
+    previous = None
+    if resume is not None:
+        if fmt == "table":
+            _fail("--resume needs --format jsonl or csv: a table cannot be read back")
+        try:
+            previous = read_previous(resume, fmt, _COLUMNS, summary)
+        except ResumeError as exc:
+            _fail(str(exc))
+    source = _KeySource.open(
+        keys_file,
+        skip_invalid=skip_invalid,
+        done=None if previous is None else previous.is_done,
+        on_done=summary._add_key,
+        same_key=None if previous is None else previous.same_key,
+    )
+    if previous is not None and source.total is not None and previous.last_line > source.last_line:
+        source.close()
+        _fail(
+            f"--resume {resume} answers line {previous.last_line}, but the last key of "
+            f"{source.name} is on line {source.last_line}: is it the output of another keys file?"
+        )
+    out = None if resume is None else _open_resume_output(resume)
     sink = _open_summary_json(summary_json)
     try:
         client = _client(
@@ -997,12 +1072,17 @@ def balances(
                 ordered=ordered,
                 progress=progress,
                 summary_json=sink,
+                out=out,
+                summary=summary,
+                header_written=previous is not None and previous.csv_header,
             )
         )
     finally:
         source.close()
         if sink is not None:
             sink.close()
+        if out is not None:
+            out.close()
     if not summary.total:  # only a stream gets here empty: a file was checked up front
         _fail(f"no keys in {source.name} (blank lines and # comments are skipped)")
     return exit_status(summary)
@@ -1025,11 +1105,20 @@ async def _balances(
     progress: bool | None,
     on_result: Callable[[BalanceResult], None] | None = None,
     summary_json: IO[str] | None = None,
+    out: IO[str] | None = None,
+    summary: BalanceSummary | None = None,
+    header_written: bool = False,
 ) -> BalanceSummary:
-    """Stream the keys through ``client.balances``, writing each result as it comes."""
-    out = sys.stdout
-    writer = _writer(fmt, out, source.last_line)
-    summary = BalanceSummary()
+    """Stream the keys through ``client.balances``, writing each result as it comes.
+
+    ``out`` defaults to stdout; ``summary`` may already count an earlier run's results
+    (``--resume``), so the closing summary covers the whole keys file.
+    """
+    if out is None:
+        out = sys.stdout
+    writer = _writer(fmt, out, source.last_line, header_written=header_written)
+    if summary is None:
+        summary = BalanceSummary()
     bar = _progress(progress)
     task = TaskID(0)
     if bar is not None:
@@ -1073,13 +1162,23 @@ async def _balances(
             _silence_stdout()
         if reached or summary.total:
             total = source.total if source.total is not None else source.taken
+            total += source.resumed
             elapsed = time.perf_counter() - started
-            _print_summary(summary, total, elapsed, interrupted, source.skipped)
+            _print_summary(summary, total, elapsed, interrupted, source.skipped, source.resumed)
             if summary_json is not None:
                 record = summary_record(summary, total, elapsed, interrupted)
                 record["skipped_lines"] = source.skipped
+                record["resumed_lines"] = source.resumed
                 _write_summary_json(summary_json, record)
     return summary
+
+
+def _open_resume_output(path: Path) -> IO[str]:
+    """The --resume file, for appending (created if missing)."""
+    try:
+        return open(path, "a", encoding="utf-8", newline="")
+    except OSError as exc:
+        _fail(f"cannot write --resume {path}: {exc.strerror or exc}")
 
 
 def _open_summary_json(path: Path | None) -> IO[str] | None:
@@ -1128,8 +1227,10 @@ def _print_summary(
     elapsed: float,
     interrupted: bool = False,
     skipped: int = 0,
+    resumed: int = 0,
 ) -> None:
-    rate = summary.total / elapsed if elapsed > 0 else 0.0
+    checked_now = summary.total - resumed
+    rate = checked_now / elapsed if elapsed > 0 else 0.0
     head = (
         f"checked {summary.total} of {total} keys"
         if interrupted
@@ -1143,6 +1244,10 @@ def _print_summary(
         lines.append("  failed: " + ", ".join(f"{name} {count}" for name, count in parts))
     if skipped:
         lines.append(f"  skipped {skipped} line(s) that are not keys (--skip-invalid)")
+    if resumed:
+        lines.append(
+            f"  resumed: {resumed} line(s) answered by an earlier run, {checked_now} checked now"
+        )
     lines.append(
         f"  {summary.total} keys, {summary.distinct_keys} distinct, "
         f"of {summary.accounts} distinct accounts"
