@@ -789,7 +789,7 @@ async def test_a_lease_restored_as_it_was_released_does_not_linger(
     await _eventually(lambda: _is(0, observer.in_flight(KEY)))
 
     async def renewer_done() -> bool:  # it ends at the first tick with nothing held
-        return holder._renewer is None
+        return holder._shared._renewer is None
 
     await _eventually(renewer_done)
     assert await observer.in_flight(KEY) == 0
@@ -839,12 +839,12 @@ async def test_a_waiter_granted_while_a_renewal_is_on_its_way_is_not_put_back_in
     await gate.acquire(KEY, None)
     waiter = asyncio.create_task(gate.acquire(KEY, 5.0))
     await _eventually(lambda: _is(1, _queue_length(redis_client)))
-    renewal = gate._renewal()  # taken now, sent later: the race, made deterministic
+    renewal = gate._shared._renewal()  # taken now, sent later: the race, made deterministic
     assert renewal is not None
     gate.release(KEY)
     await waiter  # granted: its ticket left the queue and became a lease
-    await gate._renew(renewal)
-    await gate._settle()
+    await gate._shared._renew(renewal)
+    await gate._shared.settle()
     assert await _queue_length(redis_client) == 0
     gate.release(KEY)  # one slot free now
     await other.acquire(KEY, 1.0)  # not stuck behind a ghost ticket
@@ -863,14 +863,14 @@ async def test_a_waiter_that_left_while_a_renewal_was_on_its_way_is_not_put_back
     await gate.acquire(KEY, None)
     waiter = asyncio.create_task(gate.acquire(KEY, 0.3))
     await _eventually(lambda: _is(1, _queue_length(redis_client)))
-    renewal = gate._renewal()
+    renewal = gate._shared._renewal()
     assert renewal is not None
     with pytest.raises(GateTimeout):
         await waiter
-    await gate._settle()
+    await gate._shared.settle()
     assert await _queue_length(redis_client) == 0
-    await gate._renew(renewal)
-    await gate._settle()
+    await gate._shared._renew(renewal)
+    await gate._shared.settle()
     assert await _queue_length(redis_client) == 0
     gate.release(KEY)
     await other.acquire(KEY, 1.0)

@@ -18,6 +18,7 @@ import pytest
 from accountapi import (
     AccountAPIError,
     AccountClient,
+    APITimeoutError,
     AuthenticationError,
     Limits,
     Profile,
@@ -119,9 +120,19 @@ async def test_soak_loses_nothing_and_retries_only_what_is_safe() -> None:
                 truth = emu.profile(key)
                 assert outcome.balance_eur == Decimal(truth["balance_eur"])
                 assert outcome.id == truth["id"]
-        # 500 and 401 end a call at once: one such answer per such outcome, never a retry after it.
-        assert statuses[500] == by_class["InternalServerError"]
-        assert sum(isinstance(o, AuthenticationError) for o in outcomes) == invalid == statuses[401]
+        # 500 and 401 end a call at once: one such answer per such outcome, never a retry
+        # after it. On a loaded machine an attempt can time out while the server is still
+        # answering it: that answer is sent (and recorded) but its call ends as an
+        # APITimeoutError, so a timeout may stand for one of them, never a retry.
+        timeouts = by_class["APITimeoutError"]
+        errors_500 = by_class["InternalServerError"]
+        assert errors_500 <= statuses[500] <= errors_500 + timeouts
+        unknown = [o for key, o in zip(calls, outcomes, strict=True) if key.startswith("dpct_not_")]
+        assert len(unknown) == invalid
+        assert all(isinstance(o, AuthenticationError | APITimeoutError) for o in unknown)
+        auth = sum(isinstance(o, AuthenticationError) for o in unknown)
+        assert auth <= statuses[401] <= invalid
+        assert sum(isinstance(o, AuthenticationError) for o in outcomes) == auth
         # The faults actually happened, and transient ones were retried.
         assert retries["RateLimitError"] > 0
         assert retries["ServiceUnavailableError"] > 0
