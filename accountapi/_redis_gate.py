@@ -157,6 +157,7 @@ class _SharedGate:
         self._renewer: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._renewed_at: float | None = None  # loop time of the last renewal that landed
+        self._adopted: set[str] = set()  # leases made for calls the local gate admitted
         self._doubtful: list[tuple[float, str, str]] = []
 
     # -- for the public gate ----------------------------------------------------------
@@ -217,6 +218,33 @@ class _SharedGate:
     def held(self, key: str) -> int:
         state = self._keys.get(self.hash(key))
         return len(state.held) if state is not None else 0
+
+    def adopt(self, key: str, count: int) -> None:
+        """Hold ``count`` more slots of ``key`` as leases: running calls that an outage's
+        local gate admitted. They reach Redis with :meth:`write_adopted`."""
+        h = self.hash(key)
+        state = self._state(h, key)
+        fresh = [self._new_id() for _ in range(count)]
+        state.held.extend(fresh)
+        self._adopted.update(fresh)
+        if self._renewer is None:
+            self._renewer = self._spawn(self._renew_loop())
+
+    @property
+    def unwritten(self) -> bool:
+        """Whether adopted leases may not be in Redis yet."""
+        return bool(self._adopted)
+
+    async def write_adopted(self) -> None:
+        """Renew now, which writes the adopted leases; Redis errors reach the caller."""
+        renewal = self._renewal()
+        if renewal is not None:
+            await self._renew(renewal)
+        self._adopted.clear()  # written, or released meanwhile
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as one of this gate's tasks (ended by :meth:`close`)."""
+        self._spawn(coro)
 
     def held_counts(self) -> dict[str, int]:
         """How many Redis slots this process holds, by key."""
@@ -473,8 +501,14 @@ class _SharedGate:
                 continue
             state = self._keys.get(h)
             held = set(state.held) if state is not None else set()
-            stale = [lease for lease in map(_text, reply) if lease not in held]
-            restored += len(reply) - len(stale)
+            stale = []
+            for lease in map(_text, reply):
+                if lease not in held:
+                    stale.append(lease)
+                elif lease in self._adopted:  # first written now, not lost
+                    self._adopted.discard(lease)
+                else:
+                    restored += 1
             if stale:
                 self._spawn(self._drop(h, stale))
         if not restored:
@@ -588,6 +622,7 @@ class RedisKeyGate(_Health):
     """
 
     __slots__ = (
+        "_adopting",
         "_client",
         "_closed",
         "_connect_client",
@@ -699,6 +734,7 @@ class RedisKeyGate(_Health):
         self._outage = False
         self._paused_until = 0.0
         self._hand_over = False  # at the next local acquire: count Redis-held slots locally
+        self._adopting = False  # an outage's end is writing the local gate's calls to Redis
         self._closed = False
 
     # -- the KeyGate protocol ----------------------------------------------------------
@@ -833,8 +869,9 @@ class RedisKeyGate(_Health):
             ) from cause
 
     def _paused(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """True while an outage's retry interval runs: calls do not ask Redis."""
-        return self._outage and loop.time() < self._paused_until
+        """True while an outage's retry interval runs, or while the end of an outage
+        writes the local gate's running calls to Redis: calls do not ask Redis."""
+        return self._outage and (self._adopting or loop.time() < self._paused_until)
 
     def failed(self, exc: BaseException) -> None:
         """Redis did not answer: an outage begins (one WARNING) or goes on."""
@@ -853,10 +890,44 @@ class RedisKeyGate(_Health):
         )
 
     def answered(self) -> None:
-        if self._outage:
-            self._outage = False
-            self._hand_over = False
-            logger.info("key gate: Redis at %s answers again; limits are shared again", self._where)
+        """Redis answered: the outage ends once the calls that the local gate admitted,
+        and that still run, are leases in Redis; until then new calls stay local, so
+        none is admitted beside them beyond the shared limit."""
+        if not self._outage or self._adopting:
+            return
+        if not self._adopt_local():
+            self._end_outage()
+            return
+        self._adopting = True
+        self._shared.spawn(self._write_adopted())
+
+    def _adopt_local(self) -> bool:
+        """Hand the local gate's running calls to Redis as leases; False if none to write."""
+        if not self._local_held:
+            return self._shared.unwritten
+        for key, count in self._local_held.items():
+            self._shared.adopt(key, count)
+            self._dual[key] = self._dual.get(key, 0) + count
+        self._local_held.clear()
+        return True
+
+    async def _write_adopted(self) -> None:
+        try:
+            # Calls the local gate admits while a write is on its way are adopted and
+            # written in turn; each round trip leaves fewer, the local limit bounds them.
+            while self._adopt_local():
+                await self._shared.write_adopted()
+        except self._redis_errors as exc:
+            self.failed(exc)  # the outage goes on; the next answer tries again
+            return
+        finally:
+            self._adopting = False
+        self._end_outage()
+
+    def _end_outage(self) -> None:
+        self._outage = False
+        self._hand_over = False
+        logger.info("key gate: Redis at %s answers again; limits are shared again", self._where)
 
     async def _acquire_local(
         self, key: str, timeout: float | None, max_cool_down: float | None = None
@@ -872,7 +943,17 @@ class RedisKeyGate(_Health):
                     except GateTimeout:
                         break
                     self._dual[held_key] = self._dual.get(held_key, 0) + 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         await self._local.acquire(key, timeout, max_cool_down=max_cool_down)
+        if not self._outage:
+            # Redis came back while this call waited here: the slot it got is not in
+            # Redis, so it queues there instead, with what is left of its timeout.
+            self._local.release(key)
+            if timeout is not None:
+                timeout = max(timeout - (loop.time() - started), 0.0)
+            await self.acquire(key, timeout, max_cool_down=max_cool_down)
+            return
         self._local_held[key] = self._local_held.get(key, 0) + 1
         logger.debug("key gate: %s admitted by the local fallback", key_hint(key))
 

@@ -25,7 +25,13 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from accountapi import AccountClient, APIConnectionError, ClientStateError, ConfigurationError
+from accountapi import (
+    AccountAPIError,
+    AccountClient,
+    APIConnectionError,
+    ClientStateError,
+    ConfigurationError,
+)
 from accountapi._gate import GateTimeout
 from accountapi._redis_gate import RedisKeyGate
 from accountapi.testing import Emulator, Fault
@@ -599,7 +605,7 @@ async def test_four_workers_share_one_limit(
     emulator: Emulator, redis_server: RedisServer, workers: list[Worker]
 ) -> None:
     """Four processes making 50 concurrent calls each on one key draw no 429 and never exceed 10 in flight."""
-    key = emulator.add_key(latency=0.05)
+    key = emulator.add_key(latency=0.3)  # calls outlive a renewal interval (0.2 s)
     workers += await asyncio.gather(
         *(Worker.start(emulator, redis_server, key, 50, 10.0) for _ in range(4))
     )
@@ -887,3 +893,150 @@ def test_a_cluster_or_synchronous_client_is_refused_up_front() -> None:
         RedisKeyGate(client=RedisCluster(host="127.0.0.1", port=1))  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match=r"redis\.asyncio\.Redis"):
         RedisKeyGate(client=SyncRedis(host="127.0.0.1", port=1))  # type: ignore[arg-type]
+
+
+# -- chaos: each fault under load, measured at the counting server -------------------------
+
+
+async def _fault(
+    name: str, server: RedisServer, client: aioredis.Redis, socket_timeout: float
+) -> None:
+    """Inflict one fault on the Redis every gate of the chaos test uses."""
+    if name == "short-freeze":  # SIGSTOP for less than socket_timeout
+        server.pause()
+        await asyncio.sleep(socket_timeout / 3)
+        server.resume()
+    elif name == "long-freeze":  # SIGSTOP for several socket timeouts
+        server.pause()
+        await asyncio.sleep(socket_timeout * 6)
+        server.resume()
+    elif name == "restart":  # killed and started again: every key lost
+        server.restart()
+    elif name == "flushall":
+        await client.flushall()
+    elif name == "flushdb":
+        await client.flushdb()
+    elif name == "stall":  # this process's event loop blocked for longer than lease_ttl
+        time.sleep(0.8)  # noqa: ASYNC251 - the stall under test: the whole loop blocked
+    else:  # pragma: no cover
+        raise AssertionError(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["local", "raise"])
+@pytest.mark.parametrize(
+    "fault", ["short-freeze", "long-freeze", "restart", "flushall", "flushdb", "stall"]
+)
+async def test_chaos_the_limit_holds_once_redis_is_back_and_no_call_is_lost(
+    emulator: Emulator,
+    redis_server: RedisServer,
+    redis_client: aioredis.Redis,
+    make_gate: GateFactory,
+    caplog: pytest.LogCaptureFixture,
+    fault: str,
+    mode: str,
+) -> None:
+    """Two gates (two processes' worth) run 24 callers on one key, every call holding its
+    slot for 300 ms at the emulator, while Redis is frozen, restarted, flushed, or this
+    process stalls past lease_ttl. Once each gate has renewed after the fault, the
+    emulator never sees more than 10 in flight on the key; every call ends with a profile
+    or an SDK error (in raise mode only the gate's APIConnectionError, during the fault),
+    none hangs."""
+    ttl, socket_timeout = 0.6, 0.15
+    key = emulator.add_key(latency=0.3)  # calls outlive a renewal interval (0.2 s)
+    gates = [
+        make_gate(
+            lease_ttl=ttl,
+            socket_timeout=socket_timeout,
+            retry_interval=0.1,
+            on_redis_error=mode,
+        )
+        for _ in range(2)
+    ]
+    outcomes: list[object] = []
+    stop = asyncio.Event()
+
+    async def caller(client: AccountClient) -> None:
+        while not stop.is_set():
+            try:
+                outcomes.append(await client.account.profile(timeout=10))
+            except AccountAPIError as exc:
+                outcomes.append(exc)
+                await asyncio.sleep(0.02)  # a caller that failed does not spin
+
+    async with (
+        AccountClient(key, base_url=emulator.url, key_gate=gates[0]) as one,
+        AccountClient(key, base_url=emulator.url, key_gate=gates[1]) as two,
+    ):
+        callers = [asyncio.create_task(caller(c)) for c in (one, two) for _ in range(12)]
+        try:
+            await _eventually(lambda: _at_least(outcomes, 20))
+            assert emulator.max_in_flight(key) <= 10  # before the fault
+            await _fault(fault, redis_server, redis_client, socket_timeout)
+            faulted_at = asyncio.get_running_loop().time()
+
+            async def renewed_since_fault() -> bool:  # each gate's renewal has landed since
+                return all(
+                    g.redis_available
+                    and g._shared._renewed_at is not None
+                    and g._shared._renewed_at > faulted_at
+                    for g in gates
+                )
+
+            await _eventually(renewed_since_fault, within=10)
+            emulator.reset_stats()
+            settled = len(outcomes)
+            await _eventually(lambda: _at_least(outcomes, settled + 30), within=20)
+            assert emulator.max_in_flight(key) <= 10
+            assert emulator.limit_rejections == 0
+        finally:
+            stop.set()
+            async with asyncio.timeout(20):  # none hangs
+                await asyncio.gather(*callers)
+    assert outcomes
+    for outcome in outcomes:
+        if isinstance(outcome, AccountAPIError):
+            assert mode == "raise", outcome
+            assert isinstance(outcome, APIConnectionError), outcome
+            assert "key gate unavailable" in str(outcome)
+        else:
+            assert outcome.__class__.__name__ == "Profile"
+    if fault in ("restart", "flushall", "flushdb"):
+        restored = [r.getMessage() for r in _gate_warnings(caplog) if "restored" in r.getMessage()]
+        assert restored, "the holders put their leases back"
+        assert all("Redis lost them" in m for m in restored)
+    if fault == "stall":  # whatever was restored is put down to the stall, never to Redis
+        restored = [r.getMessage() for r in _gate_warnings(caplog) if "restored" in r.getMessage()]
+        assert all("did not renew them" in m for m in restored)
+
+
+async def _at_least(items: list[object], n: int) -> bool:
+    return len(items) >= n
+
+
+@pytest.mark.slow
+async def test_chaos_a_worker_killed_among_four_costs_nothing_but_its_own_calls(
+    emulator: Emulator, redis_server: RedisServer, workers: list[Worker]
+) -> None:
+    """Four worker processes, 30 calls each on one key; one is SIGKILLed while it holds
+    slots. The emulator never sees more than 10 in flight; the other three finish every
+    call (its slots come back within lease_ttl), with no 429 and no fallback."""
+    key = emulator.add_key(latency=0.2)
+    workers += await asyncio.gather(
+        *(Worker.start(emulator, redis_server, key, 30, 1.0) for _ in range(4))
+    )
+    for worker in workers:
+        worker.go()
+    doomed = workers[0]
+
+    async def doomed_is_calling() -> bool:  # its calls are on the wire: it holds slots
+        return emulator.attempts(key) >= 15
+
+    await _eventually(doomed_is_calling, within=10)
+    doomed.process.kill()
+    await doomed.process.wait()
+    results = await asyncio.gather(*(w.result() for w in workers[1:]))
+    assert [r["ok"] for r in results] == [30, 30, 30], results
+    assert [r["warnings"] for r in results] == [0, 0, 0]
+    assert emulator.max_in_flight(key) <= 10
+    assert emulator.limit_rejections == 0
