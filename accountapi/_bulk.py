@@ -46,7 +46,9 @@ logger: Final = logging.getLogger("accountapi")
 KeySource: TypeAlias = Iterable[str] | AsyncIterable[str]
 """What :meth:`AccountClient.balances` reads keys from: any iterable or async iterable of str."""
 
-DEFAULT_CONCURRENCY: Final = 100
+# Keys checked at once by default: what a remote service 20-80 ms away needs to keep one
+# core busy over HTTPS (python -m benchmarks.https_grid; the README's concurrency table).
+DEFAULT_CONCURRENCY: Final = 256
 DEFAULT_DEDUPE_WINDOW: Final = 10_000
 # Results an ordered stream may hold while it waits for an earlier, slower key.
 _REORDER_FACTOR: Final = 4

@@ -41,7 +41,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from ._bulk import BalanceResult, BalanceSummary
+from ._bulk import DEFAULT_CONCURRENCY, BalanceResult, BalanceSummary
 from ._client import AccountClient
 from ._config import NOT_GIVEN, Limits
 from ._exceptions import (
@@ -94,7 +94,6 @@ Exit status:
      for that; the run stopped early
 """
 
-DEFAULT_CONCURRENCY: Final = 100
 
 _T = TypeVar("_T")
 

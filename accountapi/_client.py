@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import aiohttp
 
 from ._account import AccountResource
-from ._bulk import BalanceStream, KeySource
+from ._bulk import DEFAULT_CONCURRENCY, BalanceStream, KeySource
 from ._calls import CallPath
 from ._clock import Clock, SystemClock
 from ._config import (
@@ -211,7 +211,7 @@ class AccountClient:
         self,
         keys: KeySource,
         *,
-        concurrency: int = 100,
+        concurrency: int = DEFAULT_CONCURRENCY,
         ordered: bool = False,
         timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
         dedupe_window: int = 10_000,

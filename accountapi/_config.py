@@ -133,7 +133,7 @@ class Limits:
     - ``max_response_bytes``: a larger body is refused without being read into memory.
     """
 
-    max_connections: int | None = attrs.field(default=100, validator=_limit)
+    max_connections: int | None = attrs.field(default=256, validator=_limit)
     per_key: int | None = attrs.field(default=10, validator=_limit)
     max_response_bytes: int = attrs.field(default=1 << 20, validator=_limit)
 

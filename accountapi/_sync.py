@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from ._bulk import BalanceResult, KeySource
+from ._bulk import DEFAULT_CONCURRENCY, BalanceResult, KeySource
 from ._client import AccountClient
 from ._config import NOT_GIVEN, NotGiven, Timeout
 from ._exceptions import ClientStateError, ConfigurationError
@@ -167,7 +167,7 @@ class SyncAccountClient:
         self,
         keys: KeySource,
         *,
-        concurrency: int = 100,
+        concurrency: int = DEFAULT_CONCURRENCY,
         ordered: bool = False,
         timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
         dedupe_window: int = 10_000,
