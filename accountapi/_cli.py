@@ -1031,9 +1031,15 @@ def balances(
     """
     summary = BalanceSummary()
     previous = None
+    out = None
     if resume is not None:
         if fmt == "table":
             _fail("--resume needs --format jsonl or csv: a table cannot be read back")
+        if summary_json is not None and summary_json.resolve() == resume.resolve():
+            _fail("--summary-json and --resume name the same file")
+        # Opened (and locked) first, so no other run can append between the read below
+        # and this run's first row.
+        out = _open_resume_output(resume)
         try:
             previous = read_previous(resume, fmt, _COLUMNS, summary)
         except ResumeError as exc:
@@ -1051,7 +1057,6 @@ def balances(
             f"--resume {resume} answers line {previous.last_line}, but the last key of "
             f"{source.name} is on line {source.last_line}: is it the output of another keys file?"
         )
-    out = None if resume is None else _open_resume_output(resume)
     sink = _open_summary_json(summary_json)
     try:
         client = _client(
@@ -1173,11 +1178,23 @@ async def _balances(
 
 
 def _open_resume_output(path: Path) -> IO[str]:
-    """The --resume file, for appending (created if missing)."""
+    """The --resume file, for appending (created if missing), locked against a second run
+    appending to it at the same time (an advisory lock, released when this process ends,
+    even by SIGKILL)."""
     try:
-        return open(path, "a", encoding="utf-8", newline="")
+        out = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115 - closed by the caller
     except OSError as exc:
         _fail(f"cannot write --resume {path}: {exc.strerror or exc}")
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here
+        return out
+    try:
+        fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        out.close()
+        _fail(f"--resume {path} is being written by another run (it holds its lock)")
+    return out
 
 
 def _open_summary_json(path: Path | None) -> IO[str] | None:

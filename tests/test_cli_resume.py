@@ -257,3 +257,49 @@ async def test_resume_with_the_table_format_is_refused(
     status, err = await _balances(emulator, keys_file, "--resume", str(tmp_path / "out.txt"))
     assert status == 2
     assert "--resume needs --format jsonl or csv" in err
+
+
+async def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(
+    emulator: Emulator, keys_file: Path, tmp_path: Path
+) -> None:
+    """Two runs appending to one file would write lines twice: the second is refused
+    (exit 2) while the first holds the file, and nothing it did reached the file."""
+    out = tmp_path / "out.jsonl"
+    slow = emulator.add_key(latency=30)  # keeps the first run going
+    other_keys = tmp_path / "slow.txt"
+    other_keys.write_text(slow + "\n")
+    first = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "accountapi", "balances", str(other_keys), "--format", "jsonl"),
+        *("--base-url", emulator.url, "--no-progress", "--resume", str(out)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+
+        async def first_is_calling() -> bool:
+            return emulator.attempts(slow) == 1
+
+        deadline = time.monotonic() + 20
+        while not await first_is_calling():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        status, err = await _balances(
+            emulator, keys_file, "--format", "jsonl", "--resume", str(out)
+        )
+        assert status == 2
+        assert "is being written by another run" in err
+        assert _newlines(out) == 0
+    finally:
+        first.kill()
+        await first.communicate()
+
+
+async def test_summary_json_and_resume_on_one_file_is_refused(
+    emulator: Emulator, keys_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    status, err = await _balances(
+        emulator, keys_file, "--format", "jsonl", "--resume", str(out), "--summary-json", str(out)
+    )
+    assert status == 2
+    assert "name the same file" in err

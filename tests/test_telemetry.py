@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -208,6 +209,32 @@ async def test_a_failed_call_marks_the_span_as_an_error(otel: None, emu: Emulato
     assert span.attributes is not None
     assert span.attributes["error.type"] == "APIConnectionError"
     assert "http.response.status_code" not in span.attributes
+
+
+async def test_a_cancelled_call_ends_its_span_as_cancelled(otel: None, emu: Emulator) -> None:
+    """A caller that cancels (a web request that went away) still ends the span, with
+    status ERROR and error.type CancelledError, and records its duration."""
+    key = emu.add_key(latency=30)
+    async with AccountClient(key, base_url=emu.url) as client:
+        call = asyncio.create_task(client.account.profile())
+
+        async def sent() -> bool:
+            return emu.attempts(key) == 1
+
+        deadline = time.monotonic() + 10
+        while not await sent():  # polling the emulator's count, bounded above
+            assert time.monotonic() < deadline, "the request never reached the emulator"
+            await asyncio.sleep(0.005)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    (span,) = _spans()
+    assert span.end_time is not None
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "CancelledError"
+    (duration,) = _collect()["accountapi.call.duration"]
+    assert duration[0]["error.type"] == "CancelledError"
 
 
 async def test_the_key_never_reaches_a_span_event_or_metric(otel: None, emu: Emulator) -> None:
