@@ -39,6 +39,7 @@ OPENAPI_PATH: Final = "/openapi.yaml"
 _ROUTES: Final[Mapping[str, str]] = {PROFILE_PATH: "GET", DISMISS_PATH: "POST"}
 
 _user_numbers = itertools.count(1)
+_BACKLOG: Final = 4096
 
 
 def default_profile() -> dict[str, Any]:
@@ -241,7 +242,12 @@ class Emulator:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._port, ssl_context=self._ssl)
+            # A deep accept queue: a client opening hundreds of connections at once (the
+            # SDK's pool is 256) must not have its handshakes dropped and retried a
+            # second later, which would look like a slow service. aiohttp's default is 128.
+            site = web.TCPSite(
+                runner, self._host, self._port, ssl_context=self._ssl, backlog=_BACKLOG
+            )
             await site.start()
         except BaseException:
             await runner.cleanup()
