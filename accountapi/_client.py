@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import aiohttp
 
 from ._account import AccountResource
-from ._bulk import DEFAULT_CONCURRENCY, BalanceStream, KeySource
+from ._bulk import DEFAULT_CONCURRENCY, DEFAULT_DEDUPE_WINDOW, BalanceStream, KeySource
 from ._calls import CallPath
 from ._clock import Clock, SystemClock
 from ._config import (
@@ -214,7 +214,7 @@ class AccountClient:
         concurrency: int = DEFAULT_CONCURRENCY,
         ordered: bool = False,
         timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
-        dedupe_window: int = 10_000,
+        dedupe_window: int = DEFAULT_DEDUPE_WINDOW,
     ) -> BalanceStream:
         """Check the profile behind every key; an async iterator of one ``BalanceResult`` per key.
 

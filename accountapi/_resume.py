@@ -40,14 +40,13 @@ class ResumeError(Exception):
 class Previous:
     """Which lines of the keys file an earlier run already answered."""
 
-    __slots__ = ("_done", "_hints", "csv_header", "last_line", "rows")
+    __slots__ = ("_done", "_hints", "csv_header", "last_line")
 
     def __init__(self) -> None:
         self._done = bytearray()  # bit n: line n answered
         # 16 bits of each answered line's key hint, to notice a keys file that changed
         # (a line inserted or removed) since the rows were written.
         self._hints = array("H")
-        self.rows = 0
         self.last_line = 0  # the highest line answered
         self.csv_header = False  # a CSV file that already has its header
 
@@ -68,7 +67,6 @@ class Previous:
         if self._done[index] & bit:
             return False
         self._done[index] |= bit
-        self.rows += 1
         self.last_line = max(self.last_line, line)
         return True
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from ._bulk import DEFAULT_CONCURRENCY, BalanceResult, KeySource
+from ._bulk import DEFAULT_CONCURRENCY, DEFAULT_DEDUPE_WINDOW, BalanceResult, KeySource
 from ._client import AccountClient
 from ._config import NOT_GIVEN, NotGiven, Timeout
 from ._exceptions import ClientStateError, ConfigurationError
@@ -170,7 +170,7 @@ class SyncAccountClient:
         concurrency: int = DEFAULT_CONCURRENCY,
         ordered: bool = False,
         timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
-        dedupe_window: int = 10_000,
+        dedupe_window: int = DEFAULT_DEDUPE_WINDOW,
     ) -> Iterator[BalanceResult]:
         """One :class:`BalanceResult` per key, as :meth:`AccountClient.balances` gives them.
 
