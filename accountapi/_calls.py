@@ -21,8 +21,9 @@ as detached copies.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 from multidict import CIMultiDict
 
@@ -84,6 +85,30 @@ class _Request(Protocol):
         api_key: Credential | None,
         timeout: Timeout | float | NotGiven | None,
     ) -> Awaitable[tuple[T, int]]: ...
+
+
+class _Call(Generic[T]):
+    """One call's state across its attempts: the key, the request, the deadline, and
+    how many requests were sent (the success path builds this instead of a closure)."""
+
+    __slots__ = ("deadline", "key", "method", "parse", "sent", "timeouts", "url")
+
+    def __init__(
+        self,
+        key: Credential,
+        method: str,
+        url: URL,
+        parse: Callable[[RawResponse], T],
+        timeouts: Timeout,
+        deadline: float | None,
+    ) -> None:
+        self.key = key
+        self.method = method
+        self.url = url
+        self.parse = parse
+        self.timeouts = timeouts
+        self.deadline = deadline  # monotonic; None without Timeout.total
+        self.sent = 0  # requests handed to the transport, across attempts
 
 
 class CallPath:
@@ -157,99 +182,113 @@ class CallPath:
         Returns the decoded value and the number of requests sent. Every error raised
         has ``attempts`` (requests sent) and ``key_hint`` set.
         """
-        key = self.credential(api_key)
-        transport = self._transport
+        key = api_key.check() if api_key is not None else self.credential(None)
         timeouts = self._timeout if timeout is NOT_GIVEN else Timeout.coerce(timeout)
-        clock = self._clock
-        gate = self._gate
-        try_acquire = self._fast_acquire
-        retrier = self._retrier
-        max_wait = retrier.policy.max_wait
         total = timeouts.total
-        deadline = None if total is None else clock.monotonic() + total
-        sent = 0  # requests handed to the transport, across attempts
-
-        async def attempt(number: int) -> T:
-            nonlocal sent
-            failure: AccountAPIError | None = None
-            remaining = None if deadline is None else deadline - clock.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise APITimeoutError(
-                    f"the call's deadline of {total}s passed before attempt {number}",
-                    request_sent=False,
-                    retryable=False,
-                )
-            if try_acquire is None or not try_acquire(key._value):
-                try:
-                    await gate.acquire(key._value, remaining, max_cool_down=max_wait)
-                except KeyCoolingDown as exc:
-                    failure = RateLimitError(
-                        f"the key is cooling down after a 429 for {exc.retry_after:.3f}s more, "
-                        "longer than this call may wait; nothing was sent",
-                        status=429,
-                        retry_after=exc.retry_after,
-                    )
-                except GateTimeout:
-                    failure = APITimeoutError(
-                        f"no request slot for the key within the call's deadline of {total}s",
-                        request_sent=False,
-                        retryable=False,
-                    )
-                except AccountAPIError as exc:  # a shared gate's own failure
-                    failure = copy.copy(exc)  # detached: its frames hold the raw key
-                if failure is not None:
-                    raise failure
-            try:
-                if deadline is not None:
-                    # The slot may have taken a while: the attempt gets what is left now.
-                    remaining = deadline - clock.monotonic()
-                    if remaining <= 0:
-                        raise APITimeoutError(
-                            f"the call's deadline of {total}s passed while it waited "
-                            "for a request slot",
-                            request_sent=False,
-                            retryable=False,
-                        )
-                session = transport.session()  # ClientStateError once the client is closed
-                sent += 1
-                raw = await transport.request(session, method, url, key, timeouts, remaining)
-                if 200 <= raw.status < 300:
-                    return parse(raw)
-                raw = without_key(raw, key)
-                error = error_for_status(
-                    raw.status,
-                    raw.headers,
-                    raw.body,
-                    now=clock.time(),
-                    truncated=raw.truncated,
-                    problem=raw.problem,
-                )
-                if raw.status == 429 and error.retry_after is not None:
-                    # One cool-down for the key: queued and new calls wait it out too. It
-                    # starts before the slot is released, so no other caller (in any
-                    # process, with a shared gate) slips in between. Without a usable
-                    # Retry-After each call backs off on its own jittered schedule.
-                    await gate.cool_down(key._value, error.retry_after)
-                raise error
-            finally:
-                gate.release(key._value)
-
+        call = _Call(
+            key, method, url, parse, timeouts, None if total is None else self.monotonic() + total
+        )
         # The success path is this bare await; retries start only after a failure.
         try:
-            return await attempt(1), sent
+            return await self._attempt(call, 1), call.sent
         except AccountAPIError as exc:
-            exc.attempts = sent
-            if not retrier.should_retry(exc):
+            exc.attempts = call.sent
+            if not self._retrier.should_retry(exc):
                 exc.key_hint = key.hint
                 raise
             first = exc
         try:
-            value = await retrier.retry(attempt, first, deadline=deadline, key_hint=key.hint)
+            value = await self._retrier.retry(
+                functools.partial(self._attempt, call),
+                first,
+                deadline=call.deadline,
+                key_hint=key.hint,
+            )
         except AccountAPIError as exc:
-            exc.attempts = sent
+            exc.attempts = call.sent
             exc.key_hint = key.hint
             raise
-        return value, sent
+        return value, call.sent
+
+    async def _attempt(self, call: _Call[T], number: int) -> T:
+        """Attempt ``number`` of ``call``: a slot in the key gate, one request, its status."""
+        key = call.key
+        deadline = call.deadline
+        remaining = None if deadline is None else deadline - self.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise APITimeoutError(
+                f"the call's deadline of {call.timeouts.total}s passed before attempt {number}",
+                request_sent=False,
+                retryable=False,
+            )
+        # The in-process gate admits synchronously when the key has a free slot.
+        try_acquire = self._fast_acquire
+        queued = try_acquire is None or not try_acquire(key._value)
+        if queued:
+            await self._wait_for_slot(call, remaining)
+        gate = self._gate
+        try:
+            if queued and deadline is not None:
+                # The slot may have taken a while: the attempt gets what is left now.
+                remaining = deadline - self.monotonic()
+                if remaining <= 0:
+                    raise APITimeoutError(
+                        f"the call's deadline of {call.timeouts.total}s passed while it "
+                        "waited for a request slot",
+                        request_sent=False,
+                        retryable=False,
+                    )
+            transport = self._transport
+            session = transport.session()  # ClientStateError once the client is closed
+            call.sent += 1
+            raw = await transport.request(
+                session, call.method, call.url, key, call.timeouts, remaining
+            )
+            if 200 <= raw.status < 300:
+                return call.parse(raw)
+            raw = without_key(raw, key)
+            error = error_for_status(
+                raw.status,
+                raw.headers,
+                raw.body,
+                now=self._clock.time(),
+                truncated=raw.truncated,
+                problem=raw.problem,
+            )
+            if raw.status == 429 and error.retry_after is not None:
+                # One cool-down for the key: queued and new calls wait it out too. It
+                # starts before the slot is released, so no other caller (in any
+                # process, with a shared gate) slips in between. Without a usable
+                # Retry-After each call backs off on its own jittered schedule.
+                await gate.cool_down(key._value, error.retry_after)
+            raise error
+        finally:
+            gate.release(key._value)
+
+    async def _wait_for_slot(self, call: _Call[Any], remaining: float | None) -> None:
+        """Queue in the key gate; its refusals become SDK errors. Holds no slot on error."""
+        failure: AccountAPIError | None = None
+        try:
+            await self._gate.acquire(
+                call.key._value, remaining, max_cool_down=self._retrier.policy.max_wait
+            )
+        except KeyCoolingDown as exc:
+            failure = RateLimitError(
+                f"the key is cooling down after a 429 for {exc.retry_after:.3f}s more, "
+                "longer than this call may wait; nothing was sent",
+                status=429,
+                retry_after=exc.retry_after,
+            )
+        except GateTimeout:
+            failure = APITimeoutError(
+                f"no request slot for the key within the call's deadline of {call.timeouts.total}s",
+                request_sent=False,
+                retryable=False,
+            )
+        except AccountAPIError as exc:  # a shared gate's own failure
+            failure = copy.copy(exc)  # detached: its frames hold the raw key
+        if failure is not None:
+            raise failure
 
     def _traced(
         self,

@@ -155,7 +155,10 @@ class MemoryKeyGate:
             raise ConfigurationError("per_key must be a whole number >= 1 or None")
         self._limit = per_key
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._states: dict[str, _KeyState] = {}
+        # Per key with slots held, queued callers or a cool-down: how many slots it holds
+        # while that is all there is to know (most keys: one call, nothing else), else
+        # its full state. A key with nothing of these has no entry.
+        self._states: dict[str, int | _KeyState] = {}
         # (cool-down end, key) for every cool-down started; swept as they end, so that a
         # key nobody calls again does not keep its state.
         self._cooling: list[tuple[float, str]] = []
@@ -166,8 +169,10 @@ class MemoryKeyGate:
 
     async def in_flight(self, key: str) -> int:
         """Requests for ``key`` holding a slot right now."""
-        state = self._states.get(key)
-        return state.in_flight if state is not None else 0
+        entry = self._states.get(key)
+        if isinstance(entry, _KeyState):
+            return entry.in_flight
+        return entry or 0
 
     def __len__(self) -> int:
         """Keys the gate holds state for (in flight, queued or cooling down)."""
@@ -179,19 +184,33 @@ class MemoryKeyGate:
         False when the key is at its limit, has callers queued, or is cooling down: then
         :meth:`acquire` waits in line (see :func:`fast_acquire`).
         """
-        state = self._states.get(key)
-        if state is None:
-            self._states[key] = _KeyState()
+        states = self._states
+        entry = states.get(key)
+        if entry is None:
+            states[key] = 1
             return True
         limit = self._limit
+        if isinstance(entry, int):
+            if limit is None or entry < limit:
+                states[key] = entry + 1
+                return True
+            return False
         if (
-            state.cool_until == 0.0
-            and not state.waiters
-            and (limit is None or state.in_flight < limit)
+            entry.cool_until == 0.0
+            and not entry.waiters
+            and (limit is None or entry.in_flight < limit)
         ):
-            state.in_flight += 1
+            entry.in_flight += 1
             return True
         return False
+
+    def _state(self, key: str) -> _KeyState:
+        """The key's full state, made from its plain count (or from nothing) if need be."""
+        entry = self._states.get(key)
+        if isinstance(entry, _KeyState):
+            return entry
+        state = self._states[key] = _KeyState(in_flight=entry or 0)
+        return state
 
     async def acquire(
         self, key: str, timeout: float | None, *, max_cool_down: float | None = None
@@ -199,7 +218,7 @@ class MemoryKeyGate:
         if self._try_acquire(key):
             return
         # Queued behind other callers, at the limit, or cooling down.
-        state = self._states[key]
+        state = self._state(key)
         clock = self._clock
         now = clock.monotonic()
         deadline = None if timeout is None else now + timeout
@@ -281,8 +300,15 @@ class MemoryKeyGate:
                 return
 
     def release(self, key: str) -> None:
-        state = self._states.get(key)
+        states = self._states
+        state = states.get(key)
         if state is None:
+            return
+        if isinstance(state, int):  # slots held, nothing queued or cooling: just count
+            if state > 1:
+                states[key] = state - 1
+            else:
+                del states[key]
             return
         waiters = state.waiters
         while waiters:
@@ -303,9 +329,7 @@ class MemoryKeyGate:
         """Start or extend the key's cool-down (at most :data:`MAX_COOL_DOWN`); synchronous."""
         now = self._clock.monotonic()
         self._sweep(now)
-        state = self._states.get(key)
-        if state is None:
-            state = self._states[key] = _KeyState(in_flight=0)
+        state = self._state(key)
         until = now + min(max(seconds, 0.0), MAX_COOL_DOWN)
         if until > state.cool_until:
             state.cool_until = until
@@ -317,7 +341,7 @@ class MemoryKeyGate:
         while cooling and cooling[0][0] <= now:
             until, key = heapq.heappop(cooling)
             state = self._states.get(key)
-            if state is not None and state.cool_until == until:
+            if isinstance(state, _KeyState) and state.cool_until == until:
                 state.cool_until = 0.0
                 self._forget_if_idle(key, state)
 

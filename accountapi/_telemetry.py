@@ -111,8 +111,12 @@ class Telemetry:
         is set (about 2 µs each, measured); the module globals they read are compared
         instead, with the getters as the fallback should a future API rename them.
         """
-        tracer_provider = getattr(self.trace, "_TRACER_PROVIDER", _MISSING)
-        meter_provider = getattr(self._meter_globals, "_METER_PROVIDER", _MISSING)
+        try:  # attribute loads, not getattr(..., default): this runs on every call
+            tracer_provider = self.trace._TRACER_PROVIDER
+            meter_provider = self._meter_globals._METER_PROVIDER
+        except AttributeError:  # pragma: no cover - an API that renamed them
+            tracer_provider = getattr(self.trace, "_TRACER_PROVIDER", _MISSING)
+            meter_provider = getattr(self._meter_globals, "_METER_PROVIDER", _MISSING)
         if tracer_provider is self._tracer_provider and meter_provider is self._meter_provider:
             return self._on
         self._tracer_provider = tracer_provider

@@ -173,3 +173,39 @@ def test_gate_limit_validated() -> None:
     """A per-key limit below 1 is a configuration error."""
     with pytest.raises(ConfigurationError):
         MemoryKeyGate(0)
+
+
+async def test_slots_counted_plainly_keep_their_count_when_a_key_needs_more() -> None:
+    """A key whose calls only hold slots is a bare count; queueing behind it or a
+    cool-down turns it into full state with the same count, and releasing every slot
+    leaves nothing behind, whichever form the key was in."""
+    clock = VirtualClock()
+    gate = MemoryKeyGate(3, clock=clock)
+    for _ in range(3):
+        await gate.acquire("k", None)
+    assert await gate.in_flight("k") == 3
+    assert await gate.in_flight("other") == 0
+    queued = asyncio.create_task(gate.acquire("k", None))
+    await asyncio.sleep(0)
+    assert not queued.done()  # the limit held across the change of form
+    gate.release("k")  # the freed slot goes to the queued call, not back to the count
+    await queued
+    assert await gate.in_flight("k") == 3
+    for _ in range(3):
+        gate.release("k")
+    assert len(gate) == 0
+
+    await gate.acquire("k", None)
+    await gate.acquire("k", None)
+    await gate.cool_down("k", 1.0)  # a 429 while two calls hold slots
+    assert await gate.in_flight("k") == 2
+    late = asyncio.create_task(gate.acquire("k", None))
+    gate.release("k")
+    gate.release("k")
+    await late  # admitted only after the cool-down
+    assert clock.slept == pytest.approx(1.0, abs=0.01)
+    assert await gate.in_flight("k") == 1
+    gate.release("k")
+    assert len(gate) == 0
+    gate.release("k")  # a release with nothing held is ignored in either form
+    assert len(gate) == 0
