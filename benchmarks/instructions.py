@@ -22,11 +22,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
 
 from accountapi import AccountClient, Limits
+from accountapi._config import NOT_GIVEN
 
 from ._keys import bench_key
 from ._machine import settle_allocator
@@ -42,8 +45,48 @@ VARIANTS: Final = {
     "balances": "accountapi balances(), a new key per request",
     "sdk-no-otel": "as sdk, with opentelemetry not importable (the package absent)",
     "sdk-otel-sdk": "as sdk, with opentelemetry-sdk's TracerProvider and MeterProvider set",
+    # The breakdown: aiohttp called the way the SDK calls it, and sdk-distinct with one
+    # part of the SDK taken out at a time (measurement only; see _ablate()).
+    "floor": "raw aiohttp called as the SDK calls it: prebuilt headers, no per-request timer",
+    "sdk-distinct-json": "sdk-distinct, json.loads instead of the strict decode into Profile",
+    "sdk-distinct-nodeadline": "sdk-distinct without attempt deadlines (timeout=None)",
+    "sdk-distinct-noguard": "sdk-distinct on aiohttp's plain TCPConnector (no pool guard)",
+    "sdk-distinct-direct": "sdk-distinct calling the transport directly (no call path or gate)",
 }
-DISTINCT: Final = frozenset({"sdk-distinct", "balances"})
+DISTINCT: Final = frozenset(
+    {
+        "sdk-distinct",
+        "balances",
+        "sdk-distinct-json",
+        "sdk-distinct-nodeadline",
+        "sdk-distinct-noguard",
+        "sdk-distinct-direct",
+    }
+)
+# The default run: every variant but the breakdown's (``--breakdown`` adds those).
+MAIN: Final = (
+    "raw",
+    "sdk",
+    "sdk-distinct",
+    "sdk-nogate",
+    "balances",
+    "sdk-no-otel",
+    "sdk-otel-sdk",
+)
+BREAKDOWN: Final = (
+    "floor",
+    "sdk-distinct-json",
+    "sdk-distinct-nodeadline",
+    "sdk-distinct-noguard",
+    "sdk-distinct-direct",
+)
+# Each part's cost: sdk-distinct minus the variant without it.
+PARTS: Final = (
+    ("strict decode into Profile, over json.loads", "sdk-distinct-json"),
+    ("attempt deadlines (one timer for all attempts)", "sdk-distinct-nodeadline"),
+    ("pool guard (connections that spoke out of turn)", "sdk-distinct-noguard"),
+    ("call path, key gate, key check, telemetry check", "sdk-distinct-direct"),
+)
 _COLLECTED: Final = re.compile(r"Collected : (\d+)")
 
 
@@ -59,6 +102,20 @@ async def _drive(variant: str, url: str, requests: int) -> None:
 
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
+    if variant == "floor":
+        # What the SDK's transport asks of aiohttp, without the SDK: headers built once
+        # per key as a CIMultiDict, no per-request total timer, no redirects.
+        no_timer = aiohttp.ClientTimeout(total=None, sock_connect=5.0)
+        async with aiohttp.ClientSession(timeout=no_timer) as session:
+            target = URL(url + "/v1/account/profile")
+
+            async def lean(_: int) -> None:
+                headers = CIMultiDict({"Authorization": "Bearer " + key})
+                async with session.get(target, headers=headers, allow_redirects=False) as resp:
+                    json.loads(await resp.read())
+
+            await pool(lean)
+        return
     if variant == "raw":
         async with aiohttp.ClientSession() as session:
 
@@ -70,15 +127,16 @@ async def _drive(variant: str, url: str, requests: int) -> None:
             await pool(raw)
         return
     limits = Limits(per_key=None) if variant == "sdk-nogate" else Limits()
+    timeout = None if variant == "sdk-distinct-nodeadline" else NOT_GIVEN
     # sdk-no-otel and sdk-otel-sdk drive the same load as sdk.
     # Input data, made up front (and only for the variants that use distinct keys).
     keys = [bench_key("instr", i) for i in range(requests)] if variant in DISTINCT else []
-    async with AccountClient(key, base_url=url, limits=limits) as client:
+    async with AccountClient(key, base_url=url, limits=limits, timeout=timeout) as client:
         if variant == "balances":
             async with client.balances(keys, concurrency=CONCURRENCY) as results:
                 async for _ in results:
                     pass
-        elif variant == "sdk-distinct":
+        elif variant in DISTINCT:
 
             async def distinct(index: int) -> None:
                 await client.account.profile(api_key=keys[index])
@@ -90,6 +148,43 @@ async def _drive(variant: str, url: str, requests: int) -> None:
                 await client.account.profile()
 
             await pool(one)
+
+
+def _ablate(variant: str) -> None:
+    """Take one part out of the SDK for a breakdown variant (measurement only).
+
+    Each replacement keeps the request on the wire the same; what it removes is the
+    part's own work, so sdk-distinct minus the variant is what that part costs.
+    """
+    if variant == "sdk-distinct-json":
+        import accountapi._account as account
+
+        def json_only(body: bytes, *, status: int = 200) -> object:
+            return json.loads(body)
+
+        setattr(account, "decode_profile", json_only)  # noqa: B010
+    elif variant == "sdk-distinct-noguard":
+        import accountapi._transport as transport
+
+        setattr(transport, "GuardedConnector", aiohttp.TCPConnector)  # noqa: B010
+    elif variant == "sdk-distinct-direct":
+        from accountapi._account import AccountResource, parse_profile
+        from accountapi._keys import Credential
+
+        async def profile(self: Any, *, api_key: str, timeout: object = None) -> object:
+            credential = Credential(api_key).check()
+            transport = self._calls._transport
+            raw = await transport.request(
+                transport.session(),
+                "GET",
+                self._profile_url,
+                credential,
+                self._calls._timeout,
+                None,
+            )
+            return parse_profile(raw)
+
+        setattr(AccountResource, "profile", profile)  # noqa: B010
 
 
 def _telemetry_for(variant: str) -> None:
@@ -146,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         settle_allocator()
         variant, url, n = args.child
         _telemetry_for(variant)
+        _ablate(variant)
         asyncio.run(_drive(variant, url, int(n)))
         return 0
     if shutil.which("valgrind") is None:
@@ -153,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     extra = args.large - args.small
     rows: dict[str, float] = {}
-    chosen = list(VARIANTS) if not args.only else args.only.split(",")
+    chosen = [*MAIN, *BREAKDOWN] if not args.only else args.only.split(",")
     unknown = sorted(set(chosen) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
@@ -165,11 +261,18 @@ def main(argv: list[str] | None = None) -> int:
             small = _count(variant, responder.url, args.small)
             large = _count(variant, responder.url, args.large)
             rows[variant] = (large - small) / extra
+            print(f"  {variant}: {rows[variant]:,.0f}", file=sys.stderr, flush=True)
     raw = rows["raw"]
-    print(f"{'variant':14s} {'instructions/request':>21s} {'x raw':>6s}  what")
+    print(f"{'variant':24s} {'instructions/request':>21s} {'x raw':>6s}  what")
     for variant, per_request in rows.items():
         ratio = per_request / raw
-        print(f"{variant:14s} {per_request:21,.0f} {ratio:6.3f}  {VARIANTS[variant]}")
+        print(f"{variant:24s} {per_request:21,.0f} {ratio:6.3f}  {VARIANTS[variant]}")
+    parts = breakdown(rows)
+    if parts:
+        print()
+        print("Where profile(api_key=k) goes beyond raw aiohttp (instructions per request):")
+        for name, value in parts.items():
+            print(f"  {value:+10,.0f}  {name}")
     if args.only:
         return 0
     RESULTS.parent.mkdir(exist_ok=True)
@@ -182,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                 "concurrency": CONCURRENCY,
                 "instructions_per_request": rows,
                 "ratio_to_raw": {k: v / raw for k, v in rows.items()},
+                "breakdown": parts,
             },
             indent=2,
         )
@@ -189,6 +293,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"wrote {RESULTS}")
     return 0
+
+
+def breakdown(rows: dict[str, float]) -> dict[str, float]:
+    """sdk-distinct minus raw aiohttp, part by part; empty unless every variant ran.
+
+    The parts are measured by taking each out on its own; what they do not explain
+    (the transport edge, the response object, per-key headers) is the remainder.
+    """
+    needed = {"raw", "floor", "sdk-distinct", *(variant for _, variant in PARTS)}
+    if not needed <= rows.keys():
+        return {}
+    sdk = rows["sdk-distinct"]
+    parts = {"raw aiohttp's per-request timer and header conversion": rows["floor"] - rows["raw"]}
+    for name, variant in PARTS:
+        parts[name] = sdk - rows[variant]
+    explained = sum(parts.values())
+    parts["the rest (transport edge, response object, per-key headers)"] = (
+        sdk - rows["raw"] - explained
+    )
+    parts["total: profile(api_key=k) minus raw aiohttp"] = sdk - rows["raw"]
+    if "balances" in rows:
+        parts["balances() engine per key, over profile(api_key=k)"] = rows["balances"] - sdk
+    return parts
 
 
 if __name__ == "__main__":
