@@ -94,6 +94,9 @@ async def _drive(variant: str, url: str, requests: int) -> None:
     """The load for one variant: ``requests`` calls, CONCURRENCY at a time."""
     key = bench_key("instr", 0)
     counter = iter(range(requests))
+    # Input data, made by every variant alike (only the distinct-key ones use it), so that
+    # making it cancels out of every difference between variants.
+    keys = [bench_key("instr", i) for i in range(requests)]
 
     async def pool(call: object) -> None:
         async def worker() -> None:
@@ -129,8 +132,6 @@ async def _drive(variant: str, url: str, requests: int) -> None:
     limits = Limits(per_key=None) if variant == "sdk-nogate" else Limits()
     timeout = None if variant == "sdk-distinct-nodeadline" else NOT_GIVEN
     # sdk-no-otel and sdk-otel-sdk drive the same load as sdk.
-    # Input data, made up front (and only for the variants that use distinct keys).
-    keys = [bench_key("instr", i) for i in range(requests)] if variant in DISTINCT else []
     async with AccountClient(key, base_url=url, limits=limits, timeout=timeout) as client:
         if variant == "balances":
             async with client.balances(keys, concurrency=CONCURRENCY) as results:
