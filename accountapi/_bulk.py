@@ -34,7 +34,6 @@ from ._exceptions import (
 )
 from ._keys import Credential, key_hint, malformed_key_error, match_key
 from ._models import Profile
-from ._transport import RawResponse
 
 if TYPE_CHECKING:
     from ._calls import CallPath
@@ -209,21 +208,17 @@ _Kept: TypeAlias = bytes | AccountAPIError
 # that large answers cannot make its memory grow with the window's length.
 _WINDOW_BYTES: Final = 16 << 20
 _ERROR_WEIGHT: Final = 1024  # an error's fields besides its message and details, roughly
+_MAX_KEPT: Final = _WINDOW_BYTES // 16  # one huge answer would crowd out hundreds
 
 
 def _weight(kept: _Kept) -> int:
     """The bytes a kept outcome costs the window, roughly (its body, or its error's text).
 
-    :meth:`_Engine._keep` inlines the common case, a body: ``len(body) + 64``."""
+    :meth:`_Engine._check` inlines the common case, a body: ``len(body) + 64``."""
     if isinstance(kept, bytes):
         return len(kept) + 64
     details = getattr(kept, "details", None)
     return _ERROR_WEIGHT + len(kept.message) + (0 if details is None else len(repr(details)))
-
-
-def _parse_keeping_body(raw: RawResponse) -> tuple[Profile, bytes]:
-    """:func:`parse_profile`, also returning the body for the dedupe window."""
-    return parse_profile(raw), raw.body
 
 
 def _detached(error: AccountAPIError) -> AccountAPIError:
@@ -475,15 +470,12 @@ class _Engine:
         error: AccountAPIError | None = None
         try:
             # The key passed match_key(); the call path need not check it again.
-            (fetched, body), attempts = await self._calls.request(
-                "GET",
-                self._profile_url,
-                _parse_keeping_body,
-                Credential(key, valid=True),
-                self._timeout,
+            fetched, call = await self._calls.request(
+                "GET", self._profile_url, parse_profile, Credential(key, valid=True), self._timeout
             )
+            attempts = call.sent
             outcome: _Outcome = fetched
-            kept: _Kept = body
+            kept: _Kept = call.answer.body  # type: ignore[union-attr]  # set with a value
             profile = fetched
         except AccountAPIError as exc:
             # The result's error is a detached copy too: the original's traceback holds
@@ -502,7 +494,20 @@ class _Engine:
         if pending is not None:
             pending.set_result(outcome)
         if self._window:
-            self._keep(key, kept)
+            # The common case inline: a body, and room for it in the window.
+            recent = self._recent
+            size = len(kept) + 64 if type(kept) is bytes else _MAX_KEPT
+            total = self._window_bytes + size
+            if (
+                size < _MAX_KEPT
+                and total <= _WINDOW_BYTES
+                and len(recent) < self._window
+                and key not in recent
+            ):
+                recent[key] = kept
+                self._window_bytes = total
+            else:
+                self._keep(key, kept)
         return BalanceResult(
             key=key,
             index=index,
@@ -514,8 +519,8 @@ class _Engine:
 
     def _keep(self, key: str, kept: _Kept) -> None:
         """Remember a finished check for repeats, within the window's count and bytes."""
-        size = len(kept) + 64 if type(kept) is bytes else _weight(kept)
-        if size > _WINDOW_BYTES // 16:
+        size = _weight(kept)
+        if size > _MAX_KEPT:
             return  # one huge answer would crowd out hundreds of ordinary ones
         recent = self._recent
         total = self._window_bytes + size
@@ -648,9 +653,12 @@ class BalanceStream:
         engine = self._engine
         if not engine.started and not engine.closed:
             engine.start()
+        ready = engine._ready
+        if ready and not engine._blocked and not engine.closed:
+            return ready.popleft()  # the common case under load: no wait, no further call
         result = engine.take()
         if result is not None:
-            return result  # the common case under load: no wait, no further coroutine
+            return result
         try:
             return await engine.next()
         except StopAsyncIteration:

@@ -84,14 +84,19 @@ class _Request(Protocol):
         parse: Callable[[RawResponse], T],
         api_key: Credential | None,
         timeout: Timeout | float | NotGiven | None,
-    ) -> Awaitable[tuple[T, int]]: ...
+    ) -> Awaitable[tuple[T, Call[T]]]: ...
 
 
-class _Call(Generic[T]):
-    """One call's state across its attempts: the key, the request, the deadline, and
-    how many requests were sent (the success path builds this instead of a closure)."""
+class Call(Generic[T]):
+    """One call's state across its attempts: the key, the request, the deadline, how
+    many requests were sent and the answer its value was decoded from.
 
-    __slots__ = ("deadline", "key", "method", "parse", "sent", "timeouts", "url")
+    :meth:`CallPath.request` returns it beside the value: ``sent`` is what a result's
+    ``attempts`` reports, and ``answer`` (the 2xx response) is what ``balances()`` keeps
+    for repeats and the span records the status of.
+    """
+
+    __slots__ = ("answer", "deadline", "key", "method", "parse", "sent", "timeouts", "url")
 
     def __init__(
         self,
@@ -109,6 +114,7 @@ class _Call(Generic[T]):
         self.timeouts = timeouts
         self.deadline = deadline  # monotonic; None without Timeout.total
         self.sent = 0  # requests handed to the transport, across attempts
+        self.answer: RawResponse | None = None  # the 2xx answer, once there is one
 
 
 class CallPath:
@@ -176,21 +182,21 @@ class CallPath:
         parse: Callable[[RawResponse], T],
         api_key: Credential | None,
         timeout: Timeout | float | NotGiven | None,
-    ) -> tuple[T, int]:
+    ) -> tuple[T, Call[T]]:
         """One API call for one key: gate, attempt, map status, retry, decode.
 
-        Returns the decoded value and the number of requests sent. Every error raised
-        has ``attempts`` (requests sent) and ``key_hint`` set.
+        Returns the decoded value and the :class:`Call` (requests sent, the answer).
+        Every error raised has ``attempts`` (requests sent) and ``key_hint`` set.
         """
         key = api_key.check() if api_key is not None else self.credential(None)
         timeouts = self._timeout if timeout is NOT_GIVEN else Timeout.coerce(timeout)
         total = timeouts.total
-        call = _Call(
+        call = Call(
             key, method, url, parse, timeouts, None if total is None else self.monotonic() + total
         )
         # The success path is this bare await; retries start only after a failure.
         try:
-            return await self._attempt(call, 1), call.sent
+            return await self._attempt(call, 1), call
         except AccountAPIError as exc:
             exc.attempts = call.sent
             if not self._retrier.should_retry(exc):
@@ -208,9 +214,9 @@ class CallPath:
             exc.attempts = call.sent
             exc.key_hint = key.hint
             raise
-        return value, call.sent
+        return value, call
 
-    async def _attempt(self, call: _Call[T], number: int) -> T:
+    async def _attempt(self, call: Call[T], number: int) -> T:
         """Attempt ``number`` of ``call``: a slot in the key gate, one request, its status."""
         key = call.key
         deadline = call.deadline
@@ -245,6 +251,7 @@ class CallPath:
                 session, call.method, call.url, key, call.timeouts, remaining
             )
             if 200 <= raw.status < 300:
+                call.answer = raw
                 return call.parse(raw)
             raw = without_key(raw, key)
             error = error_for_status(
@@ -265,7 +272,7 @@ class CallPath:
         finally:
             gate.release(key._value)
 
-    async def _wait_for_slot(self, call: _Call[Any], remaining: float | None) -> None:
+    async def _wait_for_slot(self, call: Call[Any], remaining: float | None) -> None:
         """Queue in the key gate; its refusals become SDK errors. Holds no slot on error."""
         failure: AccountAPIError | None = None
         try:
@@ -297,7 +304,7 @@ class CallPath:
         parse: Callable[[RawResponse], T],
         api_key: Credential | None,
         timeout: Timeout | float | NotGiven | None,
-    ) -> Awaitable[tuple[T, int]]:
+    ) -> Awaitable[tuple[T, Call[T]]]:
         """:meth:`_untraced` itself while no OpenTelemetry SDK records (no extra frame);
         else the call inside a span (:meth:`_in_span`)."""
         tel = self._telemetry
@@ -313,7 +320,7 @@ class CallPath:
         parse: Callable[[RawResponse], T],
         api_key: Credential | None,
         timeout: Timeout | float | NotGiven | None,
-    ) -> tuple[T, int]:
+    ) -> tuple[T, Call[T]]:
         """One call in a CLIENT span, with its duration, attempts and status recorded."""
         labels = self._labels.get((method, url))
         if labels is None:
@@ -323,13 +330,6 @@ class CallPath:
                 "server.address": url.host or "",
                 "server.port": url.port or 0,
             }
-        status = 0
-
-        def parse_and_note(raw: RawResponse) -> T:
-            nonlocal status
-            status = raw.status
-            return parse(raw)
-
         monotonic = self.monotonic
         started = monotonic()
         token = call_labels.set(labels)
@@ -342,20 +342,19 @@ class CallPath:
                 set_status_on_exception=False,
             ) as span:
                 try:
-                    value, sent = await self._untraced(
-                        method, url, parse_and_note, api_key, timeout
-                    )
+                    value, call = await self._untraced(method, url, parse, api_key, timeout)
                 except BaseException as exc:
                     kind = tel.failed(span, exc, labels)
                     tel.duration.record(monotonic() - started, {**labels, "error.type": kind})
                     raise
+                status = 0 if call.answer is None else call.answer.status
                 span.set_attributes(
-                    {"http.response.status_code": status, "accountapi.attempts": sent}
+                    {"http.response.status_code": status, "accountapi.attempts": call.sent}
                 )
                 tel.duration.record(
                     monotonic() - started, {**labels, "http.response.status_code": status}
                 )
-                return value, sent
+                return value, call
         finally:
             call_labels.reset(token)
 

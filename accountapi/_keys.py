@@ -58,7 +58,7 @@ class Credential:
     __slots__ = ("_headers", "_raw", "_value")
 
     def __init__(self, value: object, *, valid: bool = False) -> None:
-        if isinstance(value, str) and type(value) is not str:
+        if type(value) is not str and isinstance(value, str):
             value = str.__str__(value)  # a str subclass: keep the characters, not the class
         self._raw = value
         # The key once checked ("" until then): what the header and the gate are built from.

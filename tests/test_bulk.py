@@ -33,9 +33,10 @@ from accountapi import (
     Profile,
     key_hint,
 )
+from accountapi._calls import Call
 from accountapi.testing import Emulator, Fault, VirtualClock
 
-ProfileCall = Callable[..., Awaitable[tuple[Profile, int]]]
+ProfileCall = Callable[..., Awaitable[tuple[Profile, Call[Profile]]]]
 
 
 async def collect(stream: BalanceStream) -> list[BalanceResult]:
@@ -250,7 +251,7 @@ async def test_input_is_read_lazily_and_in_flight_work_is_bounded(
     active = peak = 0
     real: ProfileCall = client._calls.request
 
-    async def counting(*args: Any, **kwargs: Any) -> tuple[Profile, int]:
+    async def counting(*args: Any, **kwargs: Any) -> tuple[Profile, Call[Profile]]:
         nonlocal active, peak
         active += 1
         peak = max(peak, active)
@@ -379,7 +380,7 @@ async def test_a_bug_in_one_call_is_that_keys_result_and_logged_without_the_key(
     doomed = keys[2]
     real: ProfileCall = client._calls.request
 
-    async def buggy(*args: Any, **kwargs: Any) -> tuple[Profile, int]:
+    async def buggy(*args: Any, **kwargs: Any) -> tuple[Profile, Call[Profile]]:
         if args[3].reveal() == doomed:  # (method, url, parse, key, timeout)
             raise RuntimeError(f"bug with {doomed}")
         return await real(*args, **kwargs)
