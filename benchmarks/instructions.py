@@ -268,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     for variant, per_request in rows.items():
         ratio = per_request / raw
         print(f"{variant:24s} {per_request:21,.0f} {ratio:6.3f}  {VARIANTS[variant]}")
+    verdicts = instruction_targets(rows)
+    if verdicts:
+        print()
+        for line in verdicts:
+            print(line)
     parts = breakdown(rows)
     if parts:
         print()
@@ -287,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                 "instructions_per_request": rows,
                 "ratio_to_raw": {k: v / raw for k, v in rows.items()},
                 "breakdown": parts,
+                "targets": verdicts,
             },
             indent=2,
         )
@@ -294,6 +300,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"wrote {RESULTS}")
     return 0
+
+
+def instruction_targets(rows: dict[str, float]) -> list[str]:
+    """Issue 13's instruction targets, PASS or MISS, for the variants that ran."""
+    found = []
+    for mine, theirs, limit, what in (
+        ("sdk-distinct", "sdk", 0.03, "profile(api_key=k) vs profile() on one key"),
+        ("balances", "sdk-distinct", 0.05, "balances() per key vs profile(api_key=k)"),
+    ):
+        if mine in rows and theirs in rows:
+            over = rows[mine] / rows[theirs] - 1
+            verdict = "PASS" if over <= limit else "MISS"
+            found.append(f"{verdict}: {what}: {over:+.1%} (target ≤ +{limit:.0%})")
+    return found
 
 
 def breakdown(rows: dict[str, float]) -> dict[str, float]:

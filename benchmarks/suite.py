@@ -31,6 +31,8 @@ __all__ = ["main"]
 T = TypeVar("T")
 RESULTS = Path(__file__).resolve().parent / "results"
 SECTIONS = ("decode", "throughput", "retry", "manykeys")
+# The throughput variants also measured at concurrency 1 in a full run.
+SERIAL_VARIANTS = frozenset({"raw", "sdk", "sdk_keys", "httpx"})
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Settings:
     success_calls: int
     many_keys: tuple[int, ...]
     many_keys_time_limit: float
+    serial_requests: int  # requests per concurrency-1 run (0: none)
 
 
 FULL = Settings(
@@ -64,6 +67,7 @@ FULL = Settings(
     success_calls=100_000,
     many_keys=(10_000, 100_000),
     many_keys_time_limit=150.0,
+    serial_requests=2_000,
 )
 QUICK = Settings(
     requests=256,
@@ -78,6 +82,7 @@ QUICK = Settings(
     success_calls=10_000,
     many_keys=(1_000, 2_000),
     many_keys_time_limit=20.0,
+    serial_requests=0,
 )
 
 
@@ -192,6 +197,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     time_limit=settings.round_time_limit,
                     warmup=settings.warmup,
                 )
+                if settings.serial_requests:
+                    # One request at a time: where httpx's gap is its pool under
+                    # concurrency rather than its per-request cost (issue 13).
+                    serial = [v for v in variants if v.name in SERIAL_VARIANTS]
+                    rows += run_throughput(
+                        serial,
+                        responder,
+                        concurrencies=(1,),
+                        requests=settings.serial_requests,
+                        rounds=settings.rounds,
+                        time_limit=settings.round_time_limit,
+                        warmup=settings.warmup // 10,
+                    )
             responder_final = responder.final_stats
             return rows
 

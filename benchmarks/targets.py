@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ._stats import spread
 from .decode import DecodeRow
 from .manykeys import ManyKeysRow
 from .retry import RetryAccuracy
@@ -13,10 +12,12 @@ from .throughput import ThroughputRow
 
 __all__ = ["Target", "evaluate"]
 
-PROFILE_MIN_RATIO = 0.95
-BALANCES_MIN_RATIO = 0.90
+# Issue 13: the one-key path stays ahead of raw aiohttp, the distinct-key paths reach it.
+PROFILE_MIN_RATIO = 1.00
+DISTINCT_MIN_RATIO = 1.00
+BALANCES_MIN_RATIO = 0.95
+TARGET_CONCURRENCIES = (64, 256)  # the c=1 rows are for reference (httpx at low load)
 DECODE_MAX_US = 10.0
-DECODE_MAX_VS_PYDANTIC = 1.3
 MANY_KEYS_COUNT = 100_000
 MANY_KEYS_MAX_MB = 100.0
 FLAT_TOLERANCE = 0.10  # peak RSS at the largest count within 10% of the smallest
@@ -38,10 +39,11 @@ def _verdict(ok: bool) -> str:
 def _throughput(rows: Sequence[ThroughputRow], balances_available: bool) -> list[Target]:
     found: list[Target] = []
     for name, title, floor in (
-        ("sdk", "profile() throughput", PROFILE_MIN_RATIO),
+        ("sdk", "profile() throughput, one key", PROFILE_MIN_RATIO),
+        ("sdk_keys", "profile(api_key=k) throughput, distinct keys", DISTINCT_MIN_RATIO),
         ("balances", "balances() throughput, distinct keys", BALANCES_MIN_RATIO),
     ):
-        mine = [r for r in rows if r.name == name]
+        mine = [r for r in rows if r.name == name and r.concurrency in TARGET_CONCURRENCIES]
         if name == "balances" and not balances_available:
             found.append(
                 Target(
@@ -66,7 +68,9 @@ def _decode(rows: Sequence[DecodeRow]) -> list[Target]:
     ours = by_name.get("accountapi")
     if ours is None:
         return []
-    found = [
+    # The ratio to pydantic's Rust validator is no longer a target (issue 13): the decode
+    # table still shows it; 10 µs is the guard.
+    return [
         Target(
             "decode, µs per profile",
             f"≤ {DECODE_MAX_US:.0f} µs",
@@ -74,21 +78,6 @@ def _decode(rows: Sequence[DecodeRow]) -> list[Target]:
             _verdict(ours.us.median <= DECODE_MAX_US),
         )
     ]
-    pyd = by_name.get("pydantic")
-    if pyd is None:
-        found.append(Target("decode vs pydantic v2", "≤ 1.3x", "pydantic not installed", "N/A"))
-    else:
-        ratios = spread([a / b for a, b in zip(ours.runs, pyd.runs, strict=True)])
-        found.append(
-            Target(
-                "decode vs pydantic v2 (strict)",
-                f"≤ {DECODE_MAX_VS_PYDANTIC}x pydantic",
-                f"{ratios.text('{:.2f}')}x run by run ({ours.us.median:.2f} vs "
-                f"{pyd.us.median:.2f} µs)",
-                _verdict(ratios.median <= DECODE_MAX_VS_PYDANTIC),
-            )
-        )
-    return found
 
 
 def _many_keys(rows: Sequence[ManyKeysRow], balances_available: bool) -> list[Target]:
