@@ -36,7 +36,7 @@ from ._keys import Credential, key_hint, malformed_key_error, match_key
 from ._models import Profile
 
 if TYPE_CHECKING:
-    from ._calls import CallPath
+    from ._calls import Call, CallPath
 
 __all__ = ["BalanceResult", "BalanceStream", "BalanceSummary", "KeySource"]
 
@@ -395,6 +395,12 @@ class _Engine:
         ordered = self._ordered
         ready = self._ready
         capacity = self._capacity
+        inflight = self._inflight
+        recent = self._recent
+        monotonic = self._monotonic
+        request = self._calls.request
+        url = self._profile_url
+        timeout = self._timeout
         try:
             while not self._exhausted and not self.closed:
                 if source is not None:
@@ -410,7 +416,34 @@ class _Engine:
                     break
                 index = self._taken
                 self._taken += 1
-                result = await self._check(index, key)
+                start = monotonic()
+                if type(key) is not str or match_key(key) is None:
+                    result = self._malformed(index, key)
+                elif key in inflight or key in recent:
+                    result = await self._share(index, key, start)
+                else:
+                    # A key not seen within the window: check it. Inline rather than in
+                    # a coroutine of its own, the path nearly every key takes.
+                    inflight[key] = None
+                    try:
+                        # The key passed match_key(); the call path need not check it again.
+                        fetched, call = await request(
+                            "GET", url, parse_profile, Credential(key, valid=True), timeout
+                        )
+                    except AccountAPIError as exc:
+                        # Detached: the original's traceback holds this frame and its key.
+                        error = _detached(exc)
+                        result = self._checked(index, key, start, exc.attempts, error, error)
+                    except Exception as exc:
+                        error = _unexpected(key, exc)  # keeps the bug as its __cause__
+                        result = self._checked(index, key, start, 0, error, _detached(error))
+                    except BaseException:
+                        pending = inflight.pop(key)
+                        if pending is not None:
+                            pending.cancel()
+                        raise
+                    else:
+                        result = self._fetched(index, key, start, fetched, call)
                 # Wait for room: the consumer holds at most `capacity` results back.
                 while (
                     index >= self._next + capacity if ordered else len(ready) >= capacity
@@ -457,61 +490,57 @@ class _Engine:
             self._input_failed(exc)
         return _NO_KEY
 
-    async def _check(self, index: int, key: object) -> BalanceResult:
-        """One occurrence of a key: reuse a check in flight or in the window, else make one."""
-        start = self._monotonic()
-        if type(key) is not str or match_key(key) is None:
-            return self._malformed(index, key)
-        inflight = self._inflight
-        if key in inflight or key in self._recent:
-            return await self._share(index, key, start)
-        inflight[key] = None
-        profile: Profile | None = None
-        error: AccountAPIError | None = None
-        try:
-            # The key passed match_key(); the call path need not check it again.
-            fetched, call = await self._calls.request(
-                "GET", self._profile_url, parse_profile, Credential(key, valid=True), self._timeout
-            )
-            attempts = call.sent
-            outcome: _Outcome = fetched
-            kept: _Kept = call.answer.body  # type: ignore[union-attr]  # set with a value
-            profile = fetched
-        except AccountAPIError as exc:
-            # The result's error is a detached copy too: the original's traceback holds
-            # this frame, whose locals include the key.
-            attempts = exc.attempts
-            error = outcome = kept = _detached(exc)
-        except Exception as exc:
-            error, attempts = _unexpected(key, exc), 0
-            outcome = kept = _detached(error)
-        except BaseException:
-            pending = inflight.pop(key)
-            if pending is not None:
-                pending.cancel()
-            raise
-        pending = inflight.pop(key)
+    def _fetched(
+        self, index: int, key: str, start: float, profile: Profile, call: Call[Profile]
+    ) -> BalanceResult:
+        """The result of a key checked by this occurrence: hand it to the waiting repeats
+        and keep the answer's body in the window."""
+        pending = self._inflight.pop(key)
         if pending is not None:
-            pending.set_result(outcome)
+            pending.set_result(profile)
+        body = call.answer.body  # type: ignore[union-attr]  # set with a value
         if self._window:
-            # The common case inline: a body, and room for it in the window.
+            # The common case inline: room for the body in the window.
             recent = self._recent
-            size = len(kept) + 64 if type(kept) is bytes else _MAX_KEPT
-            total = self._window_bytes + size
+            total = self._window_bytes + len(body) + 64
             if (
-                size < _MAX_KEPT
+                len(body) + 64 < _MAX_KEPT
                 and total <= _WINDOW_BYTES
                 and len(recent) < self._window
                 and key not in recent
             ):
-                recent[key] = kept
+                recent[key] = body
                 self._window_bytes = total
             else:
-                self._keep(key, kept)
+                self._keep(key, body)
         return BalanceResult(
             key=key,
             index=index,
             profile=profile,
+            attempts=call.sent,
+            elapsed=self._monotonic() - start,
+        )
+
+    def _checked(
+        self,
+        index: int,
+        key: str,
+        start: float,
+        attempts: int,
+        error: AccountAPIError,
+        shared: AccountAPIError,
+    ) -> BalanceResult:
+        """The result of a key whose check failed with ``error``; ``shared``, a copy
+        without traceback (see :func:`_detached`), goes to the waiting repeats and into
+        the window."""
+        pending = self._inflight.pop(key)
+        if pending is not None:
+            pending.set_result(shared)
+        if self._window:
+            self._keep(key, shared)
+        return BalanceResult(
+            key=key,
+            index=index,
             error=error,
             attempts=attempts,
             elapsed=self._monotonic() - start,
