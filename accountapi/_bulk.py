@@ -214,7 +214,7 @@ _MAX_KEPT: Final = _WINDOW_BYTES // 16  # one huge answer would crowd out hundre
 def _weight(kept: _Kept) -> int:
     """The bytes a kept outcome costs the window, roughly (its body, or its error's text).
 
-    :meth:`_Engine._check` inlines the common case, a body: ``len(body) + 64``."""
+    :meth:`_Engine._fetched` inlines the common case, a body: ``len(body) + 64``."""
     if isinstance(kept, bytes):
         return len(kept) + 64
     details = getattr(kept, "details", None)
