@@ -404,6 +404,8 @@ class _SharedGate:
         ]
         try:
             await self._scripts.eval_many(calls)
+        except ClientStateError:
+            return  # closed before this ran: as in _drop, the leases expire
         except self._redis_errors as exc:
             for h, ids in batch.items():
                 self._doubt(h, ids)
@@ -417,6 +419,10 @@ class _SharedGate:
             await self._scripts.eval(
                 "release", redis_keys(self._namespace, h, "release"), (0, self._channel, h, *ids)
             )
+        except ClientStateError:
+            # The gate was closed (and its client with it) before this ran, e.g. for a
+            # call that gave up its place after aclose(): Redis lets them expire.
+            return
         except self._redis_errors as exc:
             self._doubt(h, ids)
             self._health.failed(exc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -379,6 +381,42 @@ async def test_aclose_frees_held_slots_and_closes_its_client(
     with pytest.raises(ClientStateError):
         await closing.acquire(KEY, None)
     assert await redis_client.ping()
+
+
+async def test_a_call_that_gives_up_after_aclose_leaves_no_failed_task(
+    make_gate: GateFactory,
+) -> None:
+    """A queued acquire ended by aclose() fails with ClientStateError, and the gate's
+    background release of its queue place, which runs after the client is gone, ends
+    quietly (Redis lets the place expire) instead of as "Task exception was never
+    retrieved" in the application's log."""
+    loop = asyncio.get_running_loop()
+    reported: list[str | None] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context.get("message")))
+    try:
+        holder, waiting = make_gate(per_key=1), make_gate(per_key=1)
+        await holder.acquire(KEY, None)
+        queued = asyncio.create_task(waiting.acquire(KEY, 0.3))
+        await _eventually(lambda: _true_after_one_tick(queued))
+        await waiting.aclose()
+        with pytest.raises(ClientStateError):
+            await queued
+        await asyncio.sleep(0.2)  # past the queued call's own timeout
+        with warnings.catch_warnings():
+            # Collecting now may also finalise an earlier test's Redis connections,
+            # whose ResourceWarning is not this test's subject.
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()  # a failed task reports itself when it is collected
+        await asyncio.sleep(0)
+        assert reported == []
+    finally:
+        loop.set_exception_handler(None)
+
+
+async def _true_after_one_tick(task: asyncio.Task[None]) -> bool:
+    """True once ``task`` has run up to its first wait (it is queued in Redis by then)."""
+    await asyncio.sleep(0.05)
+    return not task.done()
 
 
 async def test_api_keys_are_never_stored_in_clear(
