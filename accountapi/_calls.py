@@ -167,10 +167,8 @@ class CallPath:
         """The absolute URL of an endpoint (built once per endpoint by its resource)."""
         return self._transport.url(path)
 
-    def credential(self, api_key: Credential | None) -> Credential:
-        """The checked key for a call: ``api_key``, else the client's default key."""
-        if api_key is not None:
-            return api_key.check()
+    def _default_credential(self) -> Credential:
+        """The client's default key, checked, for a call that names none."""
         if self._default_key is None:
             raise ConfigurationError(_NO_KEY)
         return self._default_key.check()
@@ -188,7 +186,7 @@ class CallPath:
         Returns the decoded value and the :class:`Call` (requests sent, the answer).
         Every error raised has ``attempts`` (requests sent) and ``key_hint`` set.
         """
-        key = api_key.check() if api_key is not None else self.credential(None)
+        key = api_key.check() if api_key is not None else self._default_credential()
         timeouts = self._timeout if timeout is NOT_GIVEN else Timeout.coerce(timeout)
         total = timeouts.total
         call = Call(

@@ -63,16 +63,6 @@ DISTINCT: Final = frozenset(
         "sdk-distinct-direct",
     }
 )
-# The default run: every variant but the breakdown's (``--breakdown`` adds those).
-MAIN: Final = (
-    "raw",
-    "sdk",
-    "sdk-distinct",
-    "sdk-nogate",
-    "balances",
-    "sdk-no-otel",
-    "sdk-otel-sdk",
-)
 BREAKDOWN: Final = (
     "floor",
     "sdk-distinct-json",
@@ -80,6 +70,8 @@ BREAKDOWN: Final = (
     "sdk-distinct-noguard",
     "sdk-distinct-direct",
 )
+# The default run's other variants: all but the breakdown's.
+MAIN: Final = tuple(name for name in VARIANTS if name not in BREAKDOWN)
 # Each part's cost: sdk-distinct minus the variant without it.
 PARTS: Final = (
     ("strict decode into Profile, over json.loads", "sdk-distinct-json"),
