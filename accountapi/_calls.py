@@ -20,8 +20,10 @@ as detached copies.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
+from asyncio import CancelledError, current_task, get_running_loop
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
@@ -31,6 +33,7 @@ from ._config import NOT_GIVEN, NotGiven, Timeout
 from ._exceptions import (
     AccountAPIError,
     APITimeoutError,
+    ClientStateError,
     ConfigurationError,
     RateLimitError,
 )
@@ -52,6 +55,14 @@ __all__ = ["CallPath"]
 T = TypeVar("T")
 
 _NO_KEY: Final = "no API key: pass api_key=... or set $ACCOUNTAPI_API_KEY (or $DEPICTA_API_KEY)"
+_CLOSED: Final = "the client is closed; create a new AccountClient"
+_OTHER_LOOP: Final = (
+    "this AccountClient is bound to another event loop; "
+    "create one client per event loop (e.g. per asyncio.run call)"
+)
+# How long aclose() waits for the calls it ended to unwind (release their key slots, end
+# their spans) before it closes the pool under whatever is left.
+_DRAIN_LIMIT: Final = 1.0
 
 
 def without_key(raw: RawResponse, key: Credential) -> RawResponse:
@@ -122,15 +133,27 @@ class CallPath:
 
     ``request`` is the untraced call path itself, or that path inside an OpenTelemetry
     span when ``opentelemetry-api`` is installed (see :mod:`accountapi._telemetry`).
+
+    **One event loop, and an end.** The first call binds the client to its event loop;
+    a call from any other loop raises :class:`ClientStateError` before it touches the
+    key gate (whose queues belong to one loop). Every call in progress is registered
+    with its task, so :meth:`aclose` can end all of them at once, wherever each one is
+    (queued for a slot, on the wire, or waiting out a ``Retry-After``): each raises
+    :class:`ClientStateError` and gives its slot back.
     """
 
     __slots__ = (
         "_clock",
+        "_closing",
         "_default_key",
+        "_drained",
+        "_ended",
         "_fast_acquire",
         "_gate",
         "_labels",
+        "_loop",
         "_retrier",
+        "_running",
         "_telemetry",
         "_timeout",
         "_transport",
@@ -161,6 +184,13 @@ class CallPath:
         # wrapper, not a branch per call.
         self._telemetry = telemetry()
         self._labels: dict[tuple[str, URL], dict[str, Any]] = {}  # per endpoint: two
+        self._loop: asyncio.AbstractEventLoop | None = None  # bound by the first call
+        self._closing = False
+        # Each call in progress: its task -> task.cancelling() when the call began, so a
+        # cancellation by aclose() is told apart from the caller's own (as asyncio.timeout does).
+        self._running: dict[asyncio.Task[Any], int] = {}
+        self._ended: set[asyncio.Task[Any]] = set()  # cancelled by aclose(), not yet unwound
+        self._drained: asyncio.Future[None] | None = None  # set when the last of those leaves
         self.request: _Request = self._untraced if self._telemetry is None else self._traced
 
     def url(self, path: str) -> URL:
@@ -186,33 +216,114 @@ class CallPath:
         Returns the decoded value and the :class:`Call` (requests sent, the answer).
         Every error raised has ``attempts`` (requests sent) and ``key_hint`` set.
         """
+        if get_running_loop() is not self._loop or self._closing:
+            self._bind()
         key = api_key.check() if api_key is not None else self._default_credential()
         timeouts = self._timeout if timeout is NOT_GIVEN else Timeout.coerce(timeout)
         total = timeouts.total
         call = Call(
             key, method, url, parse, timeouts, None if total is None else self.monotonic() + total
         )
-        # The success path is this bare await; retries start only after a failure.
+        task = current_task()
+        if task is not None:
+            self._running[task] = task.cancelling()
         try:
-            return await self._attempt(call, 1), call
-        except AccountAPIError as exc:
-            exc.attempts = call.sent
-            if not self._retrier.should_retry(exc):
+            # The success path is this bare await; retries start only after a failure.
+            try:
+                return await self._attempt(call, 1), call
+            except AccountAPIError as exc:
+                exc.attempts = call.sent
+                if not self._retrier.should_retry(exc):
+                    exc.key_hint = key.hint
+                    raise
+                first = exc
+            try:
+                value = await self._retrier.retry(
+                    functools.partial(self._attempt, call),
+                    first,
+                    deadline=call.deadline,
+                    key_hint=key.hint,
+                )
+            except AccountAPIError as exc:
+                exc.attempts = call.sent
                 exc.key_hint = key.hint
                 raise
-            first = exc
+            return value, call
+        except CancelledError:
+            ended = None if task is None else self._ended_by_close(task, call)
+            if ended is None:
+                raise
+            failure = ended
+        finally:
+            if task is not None:
+                self._leave(task)
+        # Raised outside the except block: the cancellation's frames (aiohttp's among
+        # them, holding the request headers) are not chained to the error.
+        raise failure
+
+    def _bind(self) -> None:
+        """Bind the client to the running loop on its first call; refuse any other loop,
+        and any call once :meth:`aclose` has begun."""
+        if self._closing:
+            raise ClientStateError(_CLOSED)
+        loop = get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            raise ClientStateError(_OTHER_LOOP)
+
+    def _ended_by_close(self, task: asyncio.Task[Any], call: Call[Any]) -> ClientStateError | None:
+        """The error for a call that :meth:`aclose` cancelled, or None when the
+        cancellation is (also) someone else's and must go on as one."""
+        if task not in self._ended:
+            return None
+        self._ended.discard(task)
+        if task.uncancel() > self._running[task]:
+            return None
+        error = ClientStateError(
+            "the client was closed while this call was in progress; "
+            f"{call.sent} request(s) had been sent"
+        )
+        error.attempts = call.sent
+        error.key_hint = call.key.hint
+        return error
+
+    def _leave(self, task: asyncio.Task[Any]) -> None:
+        running = self._running
+        running.pop(task, None)
+        if self._ended and task in self._ended:
+            # Cancelled by aclose() but never saw the CancelledError (the call had
+            # already finished): withdraw the request so the caller's task is not hit.
+            self._ended.discard(task)
+            task.uncancel()
+        drained = self._drained
+        if drained is not None and not self._ended and not drained.done():
+            drained.set_result(None)
+
+    async def aclose(self) -> None:
+        """End every call in progress with :class:`ClientStateError` and refuse new ones.
+
+        Waits (at most :data:`_DRAIN_LIMIT` seconds) for the ended calls to unwind, so
+        their key slots are back and their spans ended before the pool closes.
+        """
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and get_running_loop() is not loop:
+            raise ClientStateError("close the client in the event loop it was used in")
+        self._closing = True
+        me = current_task()
+        for task in list(self._running):
+            if task is not me and not task.done() and task not in self._ended:
+                self._ended.add(task)
+                task.cancel()
+        if not self._ended:
+            return
+        drained = self._drained = get_running_loop().create_future()
         try:
-            value = await self._retrier.retry(
-                functools.partial(self._attempt, call),
-                first,
-                deadline=call.deadline,
-                key_hint=key.hint,
-            )
-        except AccountAPIError as exc:
-            exc.attempts = call.sent
-            exc.key_hint = key.hint
-            raise
-        return value, call
+            await asyncio.wait_for(asyncio.shield(drained), _DRAIN_LIMIT)
+        except TimeoutError:
+            pass
+        finally:
+            self._drained = None
 
     async def _attempt(self, call: Call[T], number: int) -> T:
         """Attempt ``number`` of ``call``: a slot in the key gate, one request, its status."""

@@ -175,7 +175,14 @@ class AccountClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client's own connection pool (a session passed in stays open)."""
+        """Close the client: end every call in progress, then its own connection pool.
+
+        Calls queued for a key slot, on the wire or waiting out a retry's wait raise
+        :class:`ClientStateError` at once (their slots given back), as do calls made
+        afterwards. A session passed in as ``session=`` stays open. Idempotent; must run
+        in the event loop the client was used in.
+        """
+        await self._calls.aclose()
         await self._transport.aclose()
 
     @property
