@@ -129,7 +129,6 @@ def test_a_second_event_loop_is_refused_at_once_even_while_the_key_is_busy() -> 
     loop at once with ClientStateError, even with no deadline, instead of queueing in a
     gate that belongs to the first loop."""
     ready = threading.Event()
-    stop = threading.Event()
     box: dict[str, object] = {}
 
     def first_loop() -> None:
@@ -141,10 +140,11 @@ def test_a_second_event_loop_is_refused_at_once_even_while_the_key_is_busy() -> 
                 )
                 call = asyncio.create_task(client.account.profile())
                 await emulator.wait_for_attempts(key, 1)
-                box["client"] = client
+                stop = asyncio.Event()
+                box["client"], box["stop"] = client, stop
+                box["loop"] = asyncio.get_running_loop()
                 ready.set()
-                while not stop.is_set():
-                    await asyncio.sleep(0.01)
+                await stop.wait()
                 await client.aclose()
                 box["first"] = await asyncio.gather(call, return_exceptions=True)
 
@@ -164,7 +164,13 @@ def test_a_second_event_loop_is_refused_at_once_even_while_the_key_is_busy() -> 
         with pytest.raises(ClientStateError, match="another event loop"):
             asyncio.run(second())
     finally:
-        stop.set()
+        if ready.is_set():
+            loop, stop = box["loop"], box["stop"]
+            assert isinstance(loop, asyncio.AbstractEventLoop)
+            assert isinstance(stop, asyncio.Event)
+            loop.call_soon_threadsafe(stop.set)
         thread.join(10)
     assert not thread.is_alive()
-    assert [type(r) for r in box["first"]] == [ClientStateError]  # type: ignore[union-attr]
+    first = box["first"]
+    assert isinstance(first, list)
+    assert [type(r) for r in first] == [ClientStateError]
