@@ -1,98 +1,286 @@
 """A blocking face on the async client, for Django views, Celery tasks, scripts, notebooks.
 
 One implementation: :class:`SyncAccountClient` owns an :class:`AccountClient` that lives
-on a private event loop in a daemon thread started on first use, and hands each call to
-that loop (``asyncio.run_coroutine_threadsafe``). Every thread that calls it shares the
-one client, so the one connection pool and the one per-key gate: the 10-per-key limit
-holds across threads. Nothing of the calling logic is copied here.
+on a private event loop in a daemon thread started on first use (a :class:`_LoopThread`),
+and hands each call to that loop. Every thread that calls it shares the one client, so
+the one connection pool and the one per-key gate: the 10-per-key limit holds across
+threads. Nothing of the calling logic is copied here.
+
+What a real process does to such a thread, and who ends each wait:
+
+- **Fork.** A child inherits the loop object but not its thread. The first use in a
+  child makes a new loop thread and a new :class:`AccountClient` (pool, gate); the
+  parent's loop, sockets and client are never touched in the child (kept, unused, so
+  no finaliser of theirs runs there either).
+- **Every wait is bounded.** A caller waits for its call at most the call's own
+  deadline plus :data:`GRACE` seconds, and the loop thread fails every waiting caller
+  when it ends for any reason; no wait depends on a thread that may be gone.
+- **Close from any thread** ends every call in progress with :class:`ClientStateError`
+  (:meth:`AccountClient.aclose`), cancels whatever else runs on the loop, and stops it.
+- **Exit and dropped clients.** A ``weakref.finalize`` closes the client when it is
+  collected and at interpreter exit (before daemon threads are frozen), so a forgotten
+  client leaks no thread, socket or warning, and exit never waits on a frozen loop.
+- **Key iterables** given to :meth:`SyncAccountClient.balances` are read in the
+  caller's thread, a batch at a time, never on the shared loop thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import os
+import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import Future
-from typing import Any, TypeVar
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
+from typing import Any, Final, TypeVar
 
 from ._bulk import DEFAULT_CONCURRENCY, DEFAULT_DEDUPE_WINDOW, BalanceResult, KeySource
 from ._client import AccountClient
 from ._config import NOT_GIVEN, NotGiven, Timeout
-from ._exceptions import ClientStateError, ConfigurationError
+from ._exceptions import APITimeoutError, ClientStateError, ConfigurationError
+from ._keys import Credential
 from ._models import Profile
 
-__all__ = ["SyncAccountClient", "SyncAccountResource"]
+__all__ = ["GRACE", "SyncAccountClient", "SyncAccountResource"]
 
 T = TypeVar("T")
 
+GRACE: Final = 1.0
+"""Seconds a blocking call waits past its own deadline for the loop thread's answer.
+
+The loop enforces the deadline itself; this is the bound for a loop that can no longer
+answer (a callback blocking it, an interpreter shutting down), after which the caller
+gets :class:`APITimeoutError` instead of waiting for ever."""
+
+# How long closing waits for the loop thread to wind down (end calls, close the pool).
+_CLOSE_LIMIT: Final = 5.0
+_CLOSED: Final = "the client is closed; create a new SyncAccountClient"
+
+# Loop threads, loops and clients inherited from a parent process: never used or closed
+# in the child (their sockets are the parent's), only kept from being finalised there.
+_inherited: list[object] = []
+
 
 class _LoopThread:
-    """An event loop running in a daemon thread, started on first use."""
+    """An event loop in a daemon thread, started on first use in the process that uses it.
 
-    __slots__ = ("_lock", "_loop", "_stopped", "_thread")
+    Owns the waits of the threads that call into it: :meth:`run` waits at most the
+    bound it is given, and when the loop ends (closed, or its thread gone) every caller
+    still waiting is failed with :class:`ClientStateError`.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = (
+        "__weakref__",
+        "_client",
+        "_lock",
+        "_loop",
+        "_make",
+        "_pending",
+        "_pid",
+        "_stopped",
+        "_thread",
+    )
+
+    def __init__(self, make: Callable[[], AccountClient]) -> None:
+        self._make = make
+        self._client = make()  # built here, so a bad option fails at construction
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._pending: set[concurrent.futures.Future[Any]] = set()
+        self._pid = os.getpid()
         self._stopped = False
+        _live.add(self)
 
-    def loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._stopped:  # a call that raced with close(): never a second thread
-                raise ClientStateError("the client is closed; create a new SyncAccountClient")
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                ready = threading.Event()
+    @property
+    def client(self) -> AccountClient:
+        """The async client for this process (a new one after a fork)."""
+        if self._pid != os.getpid():
+            with self._lock:
+                self._adopt_fork()
+        return self._client
 
-                def run() -> None:
-                    asyncio.set_event_loop(loop)
-                    loop.call_soon(ready.set)
-                    loop.run_forever()
-
-                thread = threading.Thread(target=run, name="accountapi-sync", daemon=True)
-                thread.start()
-                ready.wait()
-                self._loop, self._thread = loop, thread
-            return self._loop
-
-    @staticmethod
-    def check_caller() -> None:
-        """Raise :class:`ClientStateError` in a thread that runs an event loop."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
+    def _adopt_fork(self) -> None:
+        """In a forked child (under the lock): forget the parent's loop, thread and
+        client without touching them, and start afresh on first use."""
+        if self._pid == os.getpid():
             return
-        raise ClientStateError(
-            "SyncAccountClient blocks, so it cannot be called from a running event loop "
-            "(that would stall it); use AccountClient and await it there"
-        )
+        _inherited.append((self._loop, self._thread, self._client, self._pending))
+        self._loop = self._thread = None
+        self._pending = set()
+        self._client = self._make()
+        self._pid = os.getpid()
 
-    def run(self, make: Callable[[], Awaitable[T]]) -> T:
-        """Run ``make()`` on the loop and wait for its result in the calling thread."""
-        self.check_caller()
-        loop = self.loop()
+    def _reset_lock_after_fork(self) -> None:
+        # Another thread of the parent may have held it at the fork; it never lets go here.
+        self._lock = threading.Lock()
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        """The running loop, started on first use (under the lock)."""
+        if self._stopped:
+            raise ClientStateError(_CLOSED)
+        self._adopt_fork()
+        if self._loop is not None:
+            return self._loop
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        thread = threading.Thread(
+            target=_serve, args=(loop, ready, self._pending), name="accountapi-sync", daemon=True
+        )
+        thread.start()
+        if not ready.wait(_CLOSE_LIMIT):  # pragma: no cover - a thread that never ran
+            raise ClientStateError("the client's event loop thread did not start")
+        self._loop, self._thread = loop, thread
+        return loop
+
+    def submit(self, make: Callable[[], Awaitable[T]]) -> concurrent.futures.Future[T]:
+        """Start ``make()`` on the loop; the future is failed if the loop ends first."""
+        if sys.is_finalizing():  # daemon threads may be frozen: nothing would answer
+            raise ClientStateError("the interpreter is shutting down")
 
         async def call() -> T:
             return await make()
 
-        future: Future[T] = asyncio.run_coroutine_threadsafe(call(), loop)
+        with self._lock:
+            loop = self._start()
+            future = asyncio.run_coroutine_threadsafe(call(), loop)
+            self._pending.add(future)
+        return future
+
+    def run(self, make: Callable[[], Awaitable[T]], bound: float | None) -> T:
+        """Run ``make()`` on the loop; wait at most ``bound`` seconds (None: until the
+        call ends or the loop does)."""
+        return self.wait(self.submit(make), bound)
+
+    def wait(self, future: concurrent.futures.Future[T], bound: float | None) -> T:
+        """The result of a call :meth:`submit` started, waited for at most ``bound`` s."""
         try:
-            return future.result()
+            return future.result(bound)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise APITimeoutError(
+                f"the client's event loop did not answer within the call's deadline "
+                f"plus {GRACE:g}s (is a callback blocking it?); the call was cancelled",
+                request_sent=True,
+                retryable=False,
+            ) from None
+        except concurrent.futures.CancelledError:
+            raise ClientStateError(_CLOSED) from None
         except BaseException:
             future.cancel()  # e.g. KeyboardInterrupt in the caller: stop the call too
             raise
+        finally:
+            self._pending.discard(future)
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """End every call, close the client and stop the loop; idempotent, any thread.
+
+        From the loop thread itself (a finaliser run there) the shutdown is started and
+        not waited for.
+        """
         with self._lock:
+            if self._stopped:
+                return
             self._stopped = True
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
+            _live.discard(self)
+            if self._pid != os.getpid():  # the parent's loop: not ours to stop
+                self._adopt_fork()
+            loop, thread, client = self._loop, self._thread, self._client
         if loop is None or thread is None:
             return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
+        try:
+            loop.call_soon_threadsafe(_begin_shutdown, loop, client)
+        except RuntimeError:  # its loop is already closed
+            return
+        if threading.current_thread() is not thread:
+            thread.join(_CLOSE_LIMIT)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+
+def _serve(
+    loop: asyncio.AbstractEventLoop,
+    ready: threading.Event,
+    pending: set[concurrent.futures.Future[Any]],
+) -> None:
+    """The loop thread: run until stopped, then fail every caller still waiting."""
+    asyncio.set_event_loop(loop)
+    loop.call_soon(ready.set)
+    try:
+        loop.run_forever()
+    finally:
+        for future in list(pending):
+            if not future.done():
+                future.set_exception(ClientStateError(_CLOSED))
         loop.close()
+
+
+def _begin_shutdown(loop: asyncio.AbstractEventLoop, client: AccountClient) -> None:
+    loop.create_task(_shutdown(loop, client))
+
+
+async def _shutdown(loop: asyncio.AbstractEventLoop, client: AccountClient) -> None:
+    """On the loop: close the client (its calls end with ClientStateError), cancel any
+    other task (a balances() stream), close async generators, stop the loop."""
+    try:
+        with contextlib.suppress(Exception):  # closing goes on whatever the pool says
+            await asyncio.wait_for(client.aclose(), _CLOSE_LIMIT)
+        me = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks(loop) if task is not me]
+        for task in others:
+            task.cancel()
+        if others:
+            await asyncio.wait(others, timeout=_CLOSE_LIMIT)
+        await loop.shutdown_asyncgens()
+    finally:
+        loop.stop()
+
+
+_live: weakref.WeakSet[_LoopThread] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for runner in list(_live):
+        runner._reset_lock_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _in_notebook_cell() -> bool:
+    """Whether this thread runs a Jupyter (IPython kernel) cell: its event loop is the
+    kernel's, and a blocking call there is what every sync library does."""
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    shell = get_ipython() if callable(get_ipython) else None
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _check_caller() -> None:
+    """Raise :class:`ClientStateError` in a thread that runs an event loop (an async
+    server's: the call would stall it), except a notebook cell's."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if _in_notebook_cell():
+        return
+    raise ClientStateError(
+        "SyncAccountClient blocks, so it cannot be called from a running event loop "
+        "(that would stall it); use AccountClient and await it there"
+    )
+
+
+def _bound(client: AccountClient, timeout: Timeout | float | NotGiven | None) -> float | None:
+    """How long a caller waits for a call: its deadline plus :data:`GRACE` (None: none)."""
+    timeouts = client.timeout if isinstance(timeout, NotGiven) else Timeout.coerce(timeout)
+    return None if timeouts.total is None else timeouts.total + GRACE
 
 
 class SyncAccountResource:
@@ -101,7 +289,7 @@ class SyncAccountResource:
     __slots__ = ("_client",)
 
     def __init__(self, client: SyncAccountClient) -> None:
-        self._client = client
+        self._client = client  # kept alive by its resource: SyncAccountClient().account works
 
     def profile(
         self,
@@ -110,11 +298,12 @@ class SyncAccountResource:
         timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
     ) -> Profile:
         """Fetch the account profile (see :meth:`AccountResource.profile`)."""
-        client = self._client
-        client._check()
-        call = client._async.account.profile(api_key=api_key, timeout=timeout)
+        runner = self._client._usable()
+        client = runner.client
+        bound = _bound(client, timeout)
+        call = client.account.profile(api_key=api_key, timeout=timeout)
         del api_key  # the key stays out of this frame's locals
-        return client._runner.run(lambda: call)
+        return _run_coroutine(runner, call, bound)
 
     def dismiss_notifications(
         self,
@@ -123,11 +312,102 @@ class SyncAccountResource:
         timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
     ) -> None:
         """Clear the unseen-credit notice (see :meth:`AccountResource.dismiss_notifications`)."""
-        client = self._client
-        client._check()
-        call = client._async.account.dismiss_notifications(api_key=api_key, timeout=timeout)
+        runner = self._client._usable()
+        client = runner.client
+        bound = _bound(client, timeout)
+        call = client.account.dismiss_notifications(api_key=api_key, timeout=timeout)
         del api_key
-        client._runner.run(lambda: call)
+        _run_coroutine(runner, call, bound)
+
+    def __repr__(self) -> str:
+        return f"SyncAccountResource({self._client!r})"
+
+
+def _run_coroutine(runner: _LoopThread, call: Coroutine[Any, Any, T], bound: float | None) -> T:
+    try:
+        future = runner.submit(lambda: call)
+    except BaseException:
+        call.close()  # never started (the client closed meanwhile): no "never awaited"
+        raise
+    return runner.wait(future, bound)
+
+
+class _Feed:
+    """The keys of a sync ``balances()`` run: read in the caller's thread a batch at a
+    time, handed to the loop's workers as an async iterator.
+
+    A worker that finds no key waits; the caller's thread is told (``_HUNGRY``), reads
+    the next batch from the iterable and hands it over. So a slow or blocking iterable
+    (a database cursor, a queue) holds up only its own caller, never the loop thread
+    every other thread's calls run on, and a thread-bound cursor is read by its thread.
+    """
+
+    __slots__ = ("_arrived", "_batch", "_buffer", "_ended", "_failure", "_source", "_wanted")
+
+    def __init__(self, keys: Iterable[str], batch: int) -> None:
+        self._source = keys
+        self._batch = batch
+        self._buffer: deque[str] = deque()
+        self._ended = False
+        self._failure: Exception | None = None
+        self._arrived: asyncio.Future[None] | None = None  # workers wait on it for keys
+        self._wanted: asyncio.Future[None] | None = None  # the step waits on it for hunger
+
+    # -- the caller's thread ----------------------------------------------------------
+
+    def read(self) -> tuple[list[str], bool, Exception | None]:
+        """Up to one batch of keys from the iterable; whether it ended; how it failed."""
+        keys: list[str] = []
+        try:
+            if not isinstance(self._source, Iterator):
+                self._source = iter(self._source)
+            for key in self._source:
+                keys.append(key)
+                if len(keys) >= self._batch:
+                    return keys, False, None
+        except Exception as exc:  # the caller's iterable failed: the run reports it
+            return keys, True, exc
+        return keys, True, None
+
+    # -- the loop --------------------------------------------------------------------
+
+    def put(self, keys: list[str], ended: bool, failure: Exception | None) -> None:
+        """Hand over a batch the caller's thread read; wake the workers waiting for it."""
+        self._buffer.extend(keys)
+        self._ended = ended
+        self._failure = failure
+        arrived = self._arrived
+        if arrived is not None and not arrived.done():
+            arrived.set_result(None)
+
+    def hungry(self) -> asyncio.Future[None]:
+        """A future done once a worker waits for keys (at once if one already does)."""
+        wanted = self._wanted
+        if wanted is None or wanted.done():
+            wanted = self._wanted = asyncio.get_running_loop().create_future()
+        arrived = self._arrived
+        if arrived is not None and not arrived.done():
+            wanted.set_result(None)
+        return wanted
+
+    def __aiter__(self) -> _Feed:
+        return self
+
+    async def __anext__(self) -> str:
+        while not self._buffer:
+            if self._ended:
+                failure, self._failure = self._failure, None
+                if failure is not None:
+                    raise failure
+                raise StopAsyncIteration
+            arrived = self._arrived
+            if arrived is None or arrived.done():
+                arrived = self._arrived = asyncio.get_running_loop().create_future()
+            wanted = self._wanted
+            if wanted is not None and not wanted.done():
+                wanted.set_result(None)
+            await arrived
+        return self._buffer.popleft()
 
 
 class SyncAccountClient:
@@ -135,33 +415,55 @@ class SyncAccountClient:
     :class:`AccountClient`, for code that is not async.
 
     ``with SyncAccountClient() as client: client.account.profile()``. Safe to share
-    across threads (one pool and one per-key limit for all of them). Calling it from a
-    thread that runs an event loop raises :class:`ClientStateError`: await
-    :class:`AccountClient` there instead. ``session=`` is not accepted (an aiohttp
-    session belongs to the loop that made it).
+    across threads (one pool and one per-key limit for all of them) and across a fork
+    (the child makes its own loop thread and pool on first use). :meth:`close` from any
+    thread ends every call in progress with :class:`ClientStateError`; a client never
+    closed is closed when collected and at interpreter exit. Calling it from a thread
+    that runs an event loop raises :class:`ClientStateError` (await
+    :class:`AccountClient` there), except in a Jupyter notebook cell. ``session=`` is not
+    accepted (an aiohttp session belongs to the loop that made it).
     """
 
-    __slots__ = ("_async", "_closed", "_runner", "account")
+    __slots__ = ("__weakref__", "_finalizer", "_runner")
 
-    def __init__(self, api_key: str | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        api_key: str | None = None,
+        **options: Any,
+    ) -> None:
         if options.get("session") is not None:
             raise ConfigurationError(
                 "SyncAccountClient makes its own aiohttp session on its own event loop; "
                 "session= is for AccountClient"
             )
-        self._async = AccountClient(api_key, **options)
+        key = None if api_key is None else Credential(api_key)
         del api_key
-        self._runner = _LoopThread()
-        self._closed = False
-        self.account = SyncAccountResource(self)
+
+        def make() -> AccountClient:
+            # Again in a forked child: a new pool and gate for the same key and options.
+            return AccountClient(None if key is None else key.reveal(), **options)
+
+        self._runner = _LoopThread(make)
+        self._finalizer = weakref.finalize(self, self._runner.close)
+
+    @property
+    def account(self) -> SyncAccountResource:
+        """The account calls (``profile()``, ``dismiss_notifications()``), blocking."""
+        return SyncAccountResource(self)
 
     @property
     def base_url(self) -> str:
-        return self._async.base_url
+        return self._runner.client.base_url
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._runner.stopped
+
+    def _usable(self) -> _LoopThread:
+        if self._runner.stopped:
+            raise ClientStateError(_CLOSED)
+        _check_caller()
+        return self._runner
 
     def balances(
         self,
@@ -174,51 +476,59 @@ class SyncAccountClient:
     ) -> Iterator[BalanceResult]:
         """One :class:`BalanceResult` per key, as :meth:`AccountClient.balances` gives them.
 
-        ``keys`` may be any iterable of str (read on the client's loop thread, lazily).
+        ``keys`` may be any iterable of str, read lazily in the calling thread (a batch
+        of ``concurrency`` keys at a time), or an async iterable (read on the loop).
         Leaving the loop early (``break``, an exception) cancels the checks still running.
         """
-        self._check()
-        stream = self._async.balances(
-            keys,
+        runner = self._usable()
+        client = runner.client
+        feed = None
+        source: KeySource = keys
+        if isinstance(keys, Iterable) and not isinstance(keys, str | bytes | list | tuple):
+            feed = _Feed(keys, max(int(concurrency) if isinstance(concurrency, int) else 1, 1))
+            source = feed
+        stream = client.balances(
+            source,
             concurrency=concurrency,
             ordered=ordered,
             timeout=timeout,
             dedupe_window=dedupe_window,
         )
-        return self._iterate(stream)
+        return self._iterate(_Steps(stream, feed), _bound(client, timeout))
 
-    def _iterate(self, stream: AsyncIterator[BalanceResult]) -> Iterator[BalanceResult]:
+    def _iterate(self, steps: _Steps, bound: float | None) -> Iterator[BalanceResult]:
+        # ``self`` stays referenced while the iterator lives: the client is not collected
+        # (and closed) under a caller that kept only the iterator.
         runner = self._runner
-
-        async def step() -> BalanceResult | None:
-            try:
-                return await stream.__anext__()
-            except StopAsyncIteration:
-                return None
-
+        feed = steps.feed
+        batch: tuple[list[str], bool, Exception | None] | None = None
         try:
-            while (result := runner.run(step)) is not None:
-                yield result
+            while True:
+                outcome = runner.run(functools.partial(steps.step, batch), bound)
+                batch = None
+                if outcome is _END:
+                    return
+                if outcome is _HUNGRY:
+                    assert feed is not None  # noqa: S101 - only a feed reports hunger
+                    batch = feed.read()
+                    continue
+                assert isinstance(outcome, BalanceResult)  # noqa: S101
+                yield outcome
         finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None and not self._closed:
-                runner.run(aclose)
-
-    def _check(self) -> None:
-        if self._closed:
-            raise ClientStateError("the client is closed; create a new SyncAccountClient")
-        self._runner.check_caller()
+            if not runner.stopped and not sys.is_finalizing():
+                with contextlib.suppress(ClientStateError):  # closed meanwhile: all ended
+                    runner.run(steps.aclose, _CLOSE_LIMIT)
 
     def close(self) -> None:
-        """Close the client and stop its loop thread; idempotent."""
-        if self._closed:
+        """Close the client and stop its loop thread; idempotent, from any thread.
+
+        Calls in progress in other threads (queued, on the wire, waiting to retry) end at
+        once with :class:`ClientStateError`; later calls raise it too.
+        """
+        if self._runner.stopped:
             return
-        self._runner.check_caller()  # from a running loop: refused, and still open
-        self._closed = True
-        try:
-            self._runner.run(self._async.aclose)
-        finally:
-            self._runner.stop()
+        _check_caller()  # from an async server's loop: refused, and still open
+        self._finalizer()
 
     def __enter__(self) -> SyncAccountClient:
         return self
@@ -227,4 +537,50 @@ class SyncAccountClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Sync{self._async!r}"
+        return f"Sync{self._runner._client!r}"
+
+
+_END: Final = object()
+_HUNGRY: Final = object()
+
+
+class _Steps:
+    """The loop side of a sync ``balances()`` iterator: one step per result."""
+
+    __slots__ = ("feed", "next", "stream")
+
+    def __init__(self, stream: AsyncIterator[BalanceResult], feed: _Feed | None) -> None:
+        self.stream = stream
+        self.feed = feed
+        self.next: asyncio.Task[BalanceResult] | None = None
+
+    async def step(self, batch: tuple[list[str], bool, Exception | None] | None) -> object:
+        """The next result, or ``_END``, or ``_HUNGRY`` when the workers wait for keys
+        the caller's thread must read first (``batch`` hands over the last read)."""
+        feed = self.feed
+        if feed is None:
+            try:
+                return await self.stream.__anext__()
+            except StopAsyncIteration:
+                return _END
+        if batch is not None:
+            feed.put(*batch)
+        nxt = self.next
+        if nxt is None:
+            nxt = self.next = asyncio.ensure_future(self.stream.__anext__())
+        if not nxt.done():
+            await asyncio.wait((nxt, feed.hungry()), return_when=asyncio.FIRST_COMPLETED)
+            if not nxt.done():
+                return _HUNGRY
+        self.next = None
+        try:
+            return nxt.result()
+        except StopAsyncIteration:
+            return _END
+
+    async def aclose(self) -> None:
+        if self.next is not None:
+            self.next.cancel()
+        aclose = getattr(self.stream, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -117,6 +117,8 @@ class RequestRecord:
     headers: Mapping[str, str] = attrs.field(hash=False)
     fault: str | None
     request_id: str
+    client_port: int | None = None
+    """The client's source port: which of its connections carried the request."""
 
 
 @attrs.define(slots=True, repr=False)
@@ -438,6 +440,7 @@ class Emulator:
                     },
                     fault=exchange.fault,
                     request_id=request_id,
+                    client_port=_client_port(request),
                 )
             )
 
@@ -677,6 +680,12 @@ def _padded(body: bytes, n_bytes: int) -> bytes:
     if missing <= 0:
         return body
     return body[:-1] + b" " * missing + body[-1:]
+
+
+def _client_port(request: web.Request) -> int | None:
+    transport = request.transport
+    peer = None if transport is None else transport.get_extra_info("peername")
+    return peer[1] if isinstance(peer, tuple) and len(peer) >= 2 else None
 
 
 def _bearer_token(header: str | None) -> str | None:
