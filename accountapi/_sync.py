@@ -109,10 +109,13 @@ class _LoopThread:
         client without touching them, and start afresh on first use."""
         if self._pid == os.getpid():
             return
+        self._forget_parent()
+        self._client = self._make()
+
+    def _forget_parent(self) -> None:
         _inherited.append((self._loop, self._thread, self._client, self._pending))
         self._loop = self._thread = None
         self._pending = set()
-        self._client = self._make()
         self._pid = os.getpid()
 
     def _reset_lock_after_fork(self) -> None:
@@ -147,7 +150,12 @@ class _LoopThread:
 
         with self._lock:
             loop = self._start()
-            future = asyncio.run_coroutine_threadsafe(call(), loop)
+            coroutine = call()
+            try:
+                future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+            except RuntimeError:  # its loop is closed: the thread ended on its own
+                coroutine.close()
+                raise ClientStateError(_CLOSED) from None
             self._pending.add(future)
         return future
 
@@ -188,7 +196,7 @@ class _LoopThread:
             self._stopped = True
             _live.discard(self)
             if self._pid != os.getpid():  # the parent's loop: not ours to stop
-                self._adopt_fork()
+                self._forget_parent()
             loop, thread, client = self._loop, self._thread, self._client
         if loop is None or thread is None:
             return
@@ -216,7 +224,7 @@ def _serve(
         loop.run_forever()
     finally:
         for future in list(pending):
-            if not future.done():
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # done meanwhile
                 future.set_exception(ClientStateError(_CLOSED))
         loop.close()
 
