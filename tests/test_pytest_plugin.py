@@ -200,14 +200,3 @@ def test_the_plugin_module_ships_in_the_wheel() -> None:
     assert f"{PLUGIN_MODULE}.py" in shipped
     assert (ROOT / f"{PLUGIN_MODULE}.py").is_file()
     assert re.fullmatch(r"[a-z_]+", PLUGIN_MODULE)  # top level: no package to import first
-
-
-def test_the_readme_testing_example_passes_in_strict_mode(pytester: pytest.Pytester) -> None:
-    """The README's "Testing your own code" block, as written, in a bare project."""
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("## Testing your own code")
-    block = re.compile(r"```python\n(.*?)```", re.S).search(readme, start)
-    assert block is not None
-    pytester.makepyfile(test_readme=block.group(1))
-    result = pytester.runpytest_subprocess(*RUN, *LOOP_SCOPE, "-o", "asyncio_mode=strict")
-    result.assert_outcomes(passed=1)
