@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 from ._account import AccountResource
 from ._bulk import DEFAULT_CONCURRENCY, DEFAULT_DEDUPE_WINDOW, BalanceStream, KeySource
 from ._calls import CallPath
-from ._clock import Clock, SystemClock
+from ._clock import Clock, default_clock
 from ._config import (
     DEFAULT_LIMITS,
     DEFAULT_RETRY,
@@ -125,7 +125,7 @@ class AccountClient:
         self._limits = DEFAULT_LIMITS if isinstance(limits, NotGiven) else limits
         if not isinstance(self._limits, Limits):
             raise ConfigurationError("limits must be a Limits")
-        clock = clock if clock is not None else SystemClock()
+        clock = clock if clock is not None else default_clock()
         if key_gate is None:
             key_gate = MemoryKeyGate(self._limits.per_key, clock=clock)
         elif not isinstance(key_gate, KeyGate):

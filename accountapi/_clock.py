@@ -7,10 +7,12 @@ and deadlines can be asserted without waiting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "SystemClock"]
+__all__ = ["Clock", "SystemClock", "default_clock", "override_default_clock"]
 
 
 @runtime_checkable
@@ -43,3 +45,30 @@ class SystemClock:
 
     def __repr__(self) -> str:
         return "SystemClock()"
+
+
+# Test-only: the clock of clients built without ``clock=`` while a test overrides it.
+_default_override: Clock | None = None
+
+
+def default_clock() -> Clock:
+    """The clock of a client built without ``clock=``: the system clock, unless a test
+    has put another in place with :func:`override_default_clock`."""
+    return _default_override if _default_override is not None else SystemClock()
+
+
+@contextlib.contextmanager
+def override_default_clock(clock: Clock) -> Iterator[None]:
+    """Test-only: every client built without ``clock=`` inside the block uses ``clock``.
+
+    Process-wide rather than a context variable, on purpose: the application under test
+    may build its client on another thread (FastAPI's ``TestClient`` runs the lifespan on
+    its own; ``SyncAccountClient`` on its loop thread). The previous clock is put back on
+    exit, also when the block raises. ``accountapi_defaults`` (the pytest plugin) uses it.
+    """
+    global _default_override
+    previous, _default_override = _default_override, clock
+    try:
+        yield
+    finally:
+        _default_override = previous

@@ -80,6 +80,7 @@ def test_exported_names_are_pinned() -> None:
         "Emulator",
         "Fault",
         "RequestRecord",
+        "ThreadedEmulator",
         "VirtualClock",
         "default_profile",
     ]

@@ -36,3 +36,19 @@ def test_runtime_dependencies_are_exactly_the_chosen_four() -> None:
 def test_typed_marker_ships() -> None:
     """py.typed is in the package so type checkers use our hints."""
     assert (Path(__file__).parent.parent / "accountapi" / "py.typed").exists()
+
+
+def test_ci_runs_the_readme_test_command_with_a_coverage_floor() -> None:
+    """.ci/run runs the README's Development test command as written, and that command
+    measures line and branch coverage of accountapi with a floor that fails the run."""
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    block = re.search(r"```console\n(.*?)```", readme[readme.index("## Development") :], re.S)
+    assert block is not None
+    command = block.group(1).strip().splitlines()[-1]
+    assert command.split()[:2] == ["pytest", "--cov"]
+    assert command in (root / ".ci" / "run").read_text().splitlines()
+    coverage = PYPROJECT["tool"]["coverage"]
+    assert coverage["run"]["source"] == ["accountapi"]
+    assert coverage["run"]["branch"] is True
+    assert coverage["report"]["fail_under"] >= 90

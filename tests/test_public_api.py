@@ -123,6 +123,13 @@ def test_library_never_imports_the_emulator_or_cli() -> None:
 
 
 def test_testing_surface() -> None:
-    """accountapi.testing offers the emulator, faults, records and the virtual clock."""
-    for name in ("Emulator", "Fault", "RequestRecord", "VirtualClock", "default_profile"):
-        assert name in accountapi.testing.__all__
+    """accountapi.testing offers the emulator (also on its own thread), faults, records and
+    the virtual clock."""
+    assert sorted(accountapi.testing.__all__) == [
+        "Emulator",
+        "Fault",
+        "RequestRecord",
+        "ThreadedEmulator",
+        "VirtualClock",
+        "default_profile",
+    ]

@@ -2,9 +2,9 @@
 
 Script blocks run as scripts (a child Python with ``$ACCOUNTAPI_BASE_URL`` pointing at
 the emulator and ``$ACCOUNTAPI_API_KEY`` a key it knows), web examples serve real
-requests, and the testing example runs under pytest-asyncio's strict mode
-(``tests/test_pytest_plugin.py``). A block added to the README without a test here
-fails ``test_every_python_block_is_run_by_a_test``.
+requests, and the testing examples run as a user's test files in a bare project
+(pytester), under pytest-asyncio's default strict mode. A block added to the README
+without a test here fails ``test_every_python_block_is_run_by_a_test``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from test_redis_gate import RedisServer
 
 from accountapi._keys import key_hint
 from accountapi.testing import Emulator, Fault
+
+pytest_plugins = ("pytester",)
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 _BLOCK = re.compile(r"```python\n(.*?)```", re.S)
@@ -50,8 +52,29 @@ RUN_BY = {
     "Errors": "test_the_errors_example",
     "Timeouts, retries and limits": "test_the_timeouts_example",
     "Sharing the limit across processes (Redis)": "test_the_redis_example",
-    "Testing your own code": "test_pytest_plugin.py::test_the_readme_testing_example_passes_in_strict_mode",
+    "Testing your application": "test_the_testing_example",
+    "With FastAPI": "test_the_fastapi_recipe",
+    "With Flask (or Django) and `SyncAccountClient`": "test_the_flask_recipe",
+    "In a Celery task (or any plain function)": "test_the_celery_recipe",
 }
+
+# A user's project running a README test file: each warning an error, pytest-asyncio in
+# its default strict mode; the heavy plugins this environment also has (not ours) stay
+# out, to keep each run near a second.
+RECIPE_RUN = (
+    "-p",
+    "no:cacheprovider",
+    "-p",
+    "no:schemathesis",
+    "-p",
+    "no:hypothesispytest",
+    "-W",
+    "error",
+    "-o",
+    "asyncio_mode=strict",
+    "-o",
+    "asyncio_default_fixture_loop_scope=function",
+)
 
 
 def _block_after(heading: str) -> str:
@@ -235,3 +258,34 @@ async def test_the_fastapi_example_answers_401_for_every_bad_key(
         server.should_exit = True
         await asyncio.wait_for(serving, 10)
         listener.close()
+
+
+def _run_tests(pytester: pytest.Pytester, heading: str, **modules: str) -> pytest.RunResult:
+    """Run the README block under ``heading`` as a user's test file, beside ``modules``."""
+    pytester.makepyfile(test_readme=_block_after(f"# {heading}\n"), **modules)
+    return pytester.runpytest_subprocess(*RECIPE_RUN)
+
+
+def test_the_testing_example(pytester: pytest.Pytester) -> None:
+    """The fixtures example: a sync and an async test, faults retried on the virtual clock."""
+    _run_tests(pytester, "Testing your application").assert_outcomes(passed=2)
+
+
+def test_the_fastapi_recipe(pytester: pytest.Pytester) -> None:
+    """The README's FastAPI app, unchanged, tested through ASGITransport and TestClient:
+    its own AccountClient (built in the lifespan) retries a 503 and a 429 instantly."""
+    app = _block_after("### In a FastAPI backend")
+    _run_tests(pytester, "With FastAPI", app=app).assert_outcomes(passed=2)
+
+
+def test_the_flask_recipe(pytester: pytest.Pytester) -> None:
+    """The Flask app factory's SyncAccountClient retries a 503 and a 429 instantly; an
+    unknown key is 401."""
+    heading = "With Flask (or Django) and `SyncAccountClient`"
+    _run_tests(pytester, heading).assert_outcomes(passed=2)
+
+
+def test_the_celery_recipe(pytester: pytest.Pytester) -> None:
+    """A task's plain function with a client from the environment retries a 429 and a 503
+    instantly."""
+    _run_tests(pytester, "In a Celery task (or any plain function)").assert_outcomes(passed=1)

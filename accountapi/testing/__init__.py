@@ -2,6 +2,8 @@
 
 - :class:`Emulator`: the account API on a loopback port, with scripted :class:`Fault` s
   and request accounting (``python -m accountapi.testing`` runs it standalone).
+- :class:`ThreadedEmulator`: the same emulator on a thread of its own, so it answers
+  while a sync test (or a web framework's test client) blocks.
 - :class:`VirtualClock`: pass as ``AccountClient(clock=...)`` to make retry waits and
   cool-downs instant while recording each wait asked for.
 
@@ -12,5 +14,13 @@ depend on the code under test.
 from ._clock import VirtualClock
 from ._emulator import Emulator, RequestRecord, default_profile
 from ._faults import Fault
+from ._threaded import ThreadedEmulator
 
-__all__ = ["Emulator", "Fault", "RequestRecord", "VirtualClock", "default_profile"]
+__all__ = [
+    "Emulator",
+    "Fault",
+    "RequestRecord",
+    "ThreadedEmulator",
+    "VirtualClock",
+    "default_profile",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 __all__ = ["VirtualClock"]
@@ -13,12 +14,14 @@ class VirtualClock:
 
     Pass it as ``AccountClient(clock=...)``: retry waits, cool-downs and deadlines then
     behave as if the time had passed, and ``sleeps`` lists each wait the SDK asked for,
-    so a test can assert the wait without spending it.
+    so a test can assert the wait without spending it. One clock may serve clients on
+    several threads (an application's own client and the test's, say).
     """
 
     def __init__(self) -> None:
         self.offset = 0.0
         self.sleeps: list[float] = []
+        self._lock = threading.Lock()  # sleeps from clients on different threads
 
     def monotonic(self) -> float:
         return time.monotonic() + self.offset
@@ -27,8 +30,9 @@ class VirtualClock:
         return time.time() + self.offset
 
     async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.offset += max(seconds, 0.0)
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.offset += max(seconds, 0.0)
         await asyncio.sleep(0)  # still a suspension point, as a real sleep would be
 
     @property
