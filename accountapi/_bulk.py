@@ -233,6 +233,11 @@ def _detached(error: AccountAPIError) -> AccountAPIError:
 _NO_KEY: Final = object()  # what _pull() returns once the async input has no more keys
 
 
+def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+
+
 def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:
     while waiters:
         waiter = waiters.popleft()
@@ -322,18 +327,35 @@ class _Engine:
         ]
 
     def cancel(self) -> None:
-        """Cancel every worker without waiting (safe from ``__del__``)."""
+        """Cancel every worker without waiting; safe from ``__del__`` in any thread (a
+        stream collected outside its loop's thread hands the cancel to that loop)."""
         self.closed = True
-        for task in self._workers:
-            with contextlib.suppress(RuntimeError):  # the loop may already be closed
-                task.cancel()
+        workers = self._workers
+        if not workers:
+            return
+        loop = workers[0].get_loop()
+        try:
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            here = False
+        if here:
+            _cancel_all(workers)
+        else:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: so are the tasks
+                loop.call_soon_threadsafe(_cancel_all, list(workers))
 
     async def aclose(self) -> None:
-        """Cancel the workers, wait until they have finished, and close an async input."""
+        """Cancel the workers, wait until they have finished, and close an async input.
+
+        Safe to run twice at once (a cancelled consumer and its caller both closing): each
+        waits for every worker before the input is closed, so the input is never closed
+        while a worker is still reading it.
+        """
         self.cancel()
-        workers, self._workers = self._workers, []
+        workers = self._workers
         if workers:
             await asyncio.gather(*workers, return_exceptions=True)
+        self._workers = []
         # A consumer waiting in another task must see the end instead of waiting forever.
         _wake_all(self._consumers)
         await self._close_source()

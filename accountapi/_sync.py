@@ -30,12 +30,21 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import itertools
 import os
 import sys
 import threading
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+)
 from typing import Any, Final, TypeVar
 
 from ._bulk import DEFAULT_CONCURRENCY, DEFAULT_DEDUPE_WINDOW, BalanceResult, KeySource
@@ -204,8 +213,16 @@ class _LoopThread:
             loop.call_soon_threadsafe(_begin_shutdown, loop, client)
         except RuntimeError:  # its loop is already closed
             return
-        if threading.current_thread() is not thread:
-            thread.join(_CLOSE_LIMIT)
+        if threading.current_thread() is thread:
+            return  # a finaliser or hook on the loop itself: the shutdown runs after it
+        thread.join(_CLOSE_LIMIT)
+        if thread.is_alive():
+            # A loop blocked by a callback cannot end its callers' waits: end them here.
+            _fail(self._pending)
+
+    def in_loop_thread(self) -> bool:
+        """Whether the calling thread is this client's own loop thread."""
+        return self._thread is not None and threading.current_thread() is self._thread
 
     @property
     def stopped(self) -> bool:
@@ -223,10 +240,15 @@ def _serve(
     try:
         loop.run_forever()
     finally:
-        for future in list(pending):
-            with contextlib.suppress(concurrent.futures.InvalidStateError):  # done meanwhile
-                future.set_exception(ClientStateError(_CLOSED))
+        _fail(pending)
         loop.close()
+
+
+def _fail(pending: set[concurrent.futures.Future[Any]]) -> None:
+    """End the wait of every caller still waiting on the loop with ClientStateError."""
+    for future in list(pending):
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # done meanwhile
+            future.set_exception(ClientStateError(_CLOSED))
 
 
 def _begin_shutdown(loop: asyncio.AbstractEventLoop, client: AccountClient) -> None:
@@ -262,8 +284,11 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _in_notebook_cell() -> bool:
-    """Whether this thread runs a Jupyter (IPython kernel) cell: its event loop is the
-    kernel's, and a blocking call there is what every sync library does."""
+    """Whether this thread runs a Jupyter (IPython kernel) cell: the main thread of a
+    kernel, whose event loop is the kernel's, where a blocking call is what every sync
+    library does. Any other thread running a loop, in a kernel or not, is refused."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
     ipython = sys.modules.get("IPython")
     get_ipython = getattr(ipython, "get_ipython", None)
     shell = get_ipython() if callable(get_ipython) else None
@@ -350,11 +375,23 @@ class _Feed:
     every other thread's calls run on, and a thread-bound cursor is read by its thread.
     """
 
-    __slots__ = ("_arrived", "_batch", "_buffer", "_ended", "_failure", "_source", "_wanted")
+    __slots__ = (
+        "_arrived",
+        "_batch",
+        "_buffer",
+        "_ended",
+        "_failure",
+        "_reader",
+        "_source",
+        "_staged",
+        "_wanted",
+    )
 
     def __init__(self, keys: Iterable[str], batch: int) -> None:
         self._source = keys
+        self._reader: Iterator[str] | None = None
         self._batch = batch
+        self._staged: deque[str] = deque()  # read by the caller's thread, not yet handed over
         self._buffer: deque[str] = deque()
         self._ended = False
         self._failure: Exception | None = None
@@ -363,25 +400,30 @@ class _Feed:
 
     # -- the caller's thread ----------------------------------------------------------
 
-    def read(self) -> tuple[list[str], bool, Exception | None]:
-        """Up to one batch of keys from the iterable; whether it ended; how it failed."""
-        keys: list[str] = []
+    def read(self) -> tuple[bool, Exception | None]:
+        """Stage up to one batch of keys from the iterable; whether it ended, how it failed.
+
+        The keys go straight from the iterable into ``_staged`` (no local of this frame
+        holds one: an error tracker records the locals of the frames an exception of the
+        iterable passed through).
+        """
+        staged = self._staged
+        before = len(staged)
         try:
-            if not isinstance(self._source, Iterator):
-                self._source = iter(self._source)
-            for key in self._source:
-                keys.append(key)
-                if len(keys) >= self._batch:
-                    return keys, False, None
+            if self._reader is None:
+                self._reader = iter(self._source)
+            staged.extend(itertools.islice(self._reader, self._batch))
         except Exception as exc:  # the caller's iterable failed: the run reports it
-            return keys, True, exc
-        return keys, True, None
+            return True, exc
+        return len(staged) - before < self._batch, None
 
     # -- the loop --------------------------------------------------------------------
 
-    def put(self, keys: list[str], ended: bool, failure: Exception | None) -> None:
-        """Hand over a batch the caller's thread read; wake the workers waiting for it."""
-        self._buffer.extend(keys)
+    def put(self, ended: bool, failure: Exception | None) -> None:
+        """Take over the batch the caller's thread staged; wake the workers waiting."""
+        staged, buffer = self._staged, self._buffer
+        while staged:
+            buffer.append(staged.popleft())
         self._ended = ended
         self._failure = failure
         arrived = self._arrived
@@ -502,14 +544,18 @@ class SyncAccountClient:
             timeout=timeout,
             dedupe_window=dedupe_window,
         )
-        return self._iterate(_Steps(stream, feed), _bound(client, timeout))
+        # Each step waits for a check (bounded by its deadline) or, with a plain iterable,
+        # for the caller's thread to read keys; an async iterable is read on the loop for
+        # as long as it takes, so its steps are ended by close() instead.
+        bound = None if isinstance(keys, AsyncIterable) else _bound(client, timeout)
+        return self._iterate(_Steps(stream, feed), bound)
 
     def _iterate(self, steps: _Steps, bound: float | None) -> Iterator[BalanceResult]:
         # ``self`` stays referenced while the iterator lives: the client is not collected
         # (and closed) under a caller that kept only the iterator.
         runner = self._runner
         feed = steps.feed
-        batch: tuple[list[str], bool, Exception | None] | None = None
+        batch: tuple[bool, Exception | None] | None = None
         try:
             while True:
                 outcome = runner.run(functools.partial(steps.step, batch), bound)
@@ -523,7 +569,13 @@ class SyncAccountClient:
                 assert isinstance(outcome, BalanceResult)  # noqa: S101
                 yield outcome
         finally:
-            if not runner.stopped and not sys.is_finalizing():
+            if runner.stopped or sys.is_finalizing():
+                pass  # the loop's shutdown ends the stream's checks
+            elif runner.in_loop_thread():
+                # Collected on the loop thread itself (a finaliser there): waiting for the
+                # loop would block it, so the stream is closed after this returns.
+                asyncio.get_running_loop().create_task(steps.aclose())
+            else:
                 with contextlib.suppress(ClientStateError):  # closed meanwhile: all ended
                     runner.run(steps.aclose, _CLOSE_LIMIT)
 
@@ -535,7 +587,8 @@ class SyncAccountClient:
         """
         if self._runner.stopped:
             return
-        _check_caller()  # from an async server's loop: refused, and still open
+        if not self._runner.in_loop_thread():  # a hook on the loop itself may close it
+            _check_caller()  # from an async server's loop: refused, and still open
         self._finalizer()
 
     def __enter__(self) -> SyncAccountClient:
@@ -562,7 +615,7 @@ class _Steps:
         self.feed = feed
         self.next: asyncio.Task[BalanceResult] | None = None
 
-    async def step(self, batch: tuple[list[str], bool, Exception | None] | None) -> object:
+    async def step(self, batch: tuple[bool, Exception | None] | None) -> object:
         """The next result, or ``_END``, or ``_HUNGRY`` when the workers wait for keys
         the caller's thread must read first (``batch`` hands over the last read)."""
         feed = self.feed
@@ -587,8 +640,10 @@ class _Steps:
             return _END
 
     async def aclose(self) -> None:
-        if self.next is not None:
-            self.next.cancel()
+        nxt, self.next = self.next, None
+        if nxt is not None:
+            nxt.cancel()
+            await asyncio.wait((nxt,))  # its own cleanup ends before the stream's
         aclose = getattr(self.stream, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -12,7 +12,9 @@ import asyncio
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+import traceback
+import types
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -29,10 +31,12 @@ from accountapi.testing import Emulator, Fault
 PROCESS_BOUND = 60.0
 
 
-async def _python(code: str, *args: str) -> tuple[int, str, str]:
-    """Run ``code`` in a fresh interpreter; its exit status, stdout and stderr."""
+async def _python(code: str, *args: str, dev: bool = False) -> tuple[int, str, str]:
+    """Run ``code`` in a fresh interpreter (with ``-X dev``: asyncio's debug mode and its
+    thread checks); its exit status, stdout and stderr."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
+        *(("-X", "dev") if dev else ()),
         "-c",
         textwrap.dedent(code),
         *args,
@@ -375,3 +379,175 @@ async def test_works_in_a_jupyter_notebook_cell(emulator: Emulator) -> None:
     code, out, _ = await _python(RUN_NOTEBOOK, cell)  # a kernel's own chatter on stderr
     assert (code, out.split()) == (0, ["3.250000", "True"])
     assert emulator.attempts(key) == 1
+
+
+ITERATOR_COLLECTED_ON_THE_LOOP = """
+import gc, sys
+from accountapi import SyncAccountClient
+
+url, limited, keys = sys.argv[1], sys.argv[2], sys.argv[3:]
+
+
+def collect(_event: object) -> None:
+    gc.collect()  # on the client's loop thread, as an automatic collection may be
+
+
+client = SyncAccountClient(base_url=url, on_retry=collect)
+cycle: list[object] = [client.balances(keys, concurrency=2)]
+cycle.append(cycle)  # the half-read iterator is freed only by the cycle collector
+print(next(cycle[0]).ok)
+del cycle
+gc.disable()
+print(client.account.profile(api_key=limited, timeout=2).id != "")
+client.close()
+"""
+
+
+async def test_an_iterator_collected_on_the_loop_thread_does_not_block_it(
+    emulator: Emulator,
+) -> None:
+    """A half-read balances() iterator freed by the cycle collector running on the
+    client's own loop thread closes its stream without blocking that loop: the call that
+    triggered it still answers within its 2 s deadline, and nothing is logged."""
+    keys = [emulator.add_key(latency=0.05) for _ in range(10)]
+    limited = emulator.add_key()
+    emulator.script(limited, [Fault.rate_limited(0)])
+    code, out, err = await _python(ITERATOR_COLLECTED_ON_THE_LOOP, emulator.url, limited, *keys)
+    assert (code, out.split(), err) == (0, ["True", "True"], "")
+
+
+CLOSE_WHILE_ANOTHER_THREAD_ITERATES = """
+import sys, threading, time
+from accountapi import ClientStateError, SyncAccountClient
+
+url, keys = sys.argv[1], sys.argv[2:]
+client = SyncAccountClient(base_url=url)
+started, outcome = threading.Event(), []
+
+
+def iterate() -> None:
+    try:
+        for _ in client.balances(keys, concurrency=4):
+            started.set()
+    except ClientStateError as exc:
+        outcome.append(type(exc).__name__)
+
+
+thread = threading.Thread(target=iterate)
+thread.start()
+assert started.wait(10)
+began = time.monotonic()
+client.close()
+closing = time.monotonic() - began
+thread.join(5)
+print(outcome, thread.is_alive(), closing < 4.0)
+"""
+
+
+async def test_close_while_another_thread_iterates_balances_is_clean(emulator: Emulator) -> None:
+    """close() while another thread iterates balances(), under asyncio's debug mode: the
+    iterating thread gets ClientStateError, close() does not wait out its 5 s limit for
+    workers cancelled from the wrong thread, and no task is destroyed pending."""
+    keys = [emulator.add_key(latency=0.2) for _ in range(40)]
+    code, out, err = await _python(
+        CLOSE_WHILE_ANOTHER_THREAD_ITERATES, emulator.url, *keys, dev=True
+    )
+    assert (code, out.strip(), err) == (0, "['ClientStateError'] False True", "")
+
+
+async def test_a_slow_async_key_source_is_not_cut_off_by_the_call_deadline(
+    emulator: Emulator,
+) -> None:
+    """An async iterable of keys slower than each call's deadline (and its grace): every
+    key is checked,
+    since only the checks (not the wait for the next key) are bounded by it."""
+    keys = [emulator.add_key() for _ in range(2)]
+
+    async def slowly() -> AsyncIterator[str]:
+        yield keys[0]
+        await asyncio.sleep(1.3)  # longer than the 0.1 s deadline plus the 1 s grace
+        yield keys[1]
+
+    def run() -> list[bool]:
+        with SyncAccountClient(base_url=emulator.url, timeout=0.1) as client:
+            return [r.ok for r in client.balances(slowly())]
+
+    assert await asyncio.wait_for(asyncio.to_thread(run), 20) == [True, True]
+
+
+async def test_close_from_an_on_retry_hook_ends_the_call(emulator: Emulator) -> None:
+    """close() from a hook running on the client's own loop thread closes the client (it
+    does not wait for its own loop) and the retrying call ends with ClientStateError."""
+    key = emulator.add_key()
+    emulator.script(key, [Fault.rate_limited(0)] * 5)
+    box: list[SyncAccountClient] = []
+    client = SyncAccountClient(key, base_url=emulator.url, on_retry=lambda _: box[0].close())
+    box.append(client)
+
+    def call() -> BaseException | None:
+        try:
+            client.account.profile(timeout=5)
+        except BaseException as exc:
+            return exc
+        return None
+
+    error = await asyncio.wait_for(asyncio.to_thread(call), 10)
+    assert isinstance(error, ClientStateError)
+    assert client.closed
+    assert emulator.attempts(key) == 1
+
+
+async def test_in_a_kernel_only_the_main_thread_may_block_on_a_loop(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an IPython kernel in the process, a call from the client's own loop thread
+    (a nested call in a hook) is still refused at once, not a wait on its own loop."""
+    kernel_shell = types.SimpleNamespace(kernel=object())
+    monkeypatch.setitem(
+        sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: kernel_shell)
+    )
+    key = emulator.add_key()
+    emulator.script(key, [Fault.rate_limited(0)])
+    nested: list[BaseException] = []
+    box: list[SyncAccountClient] = []
+
+    def hook(_: object) -> None:
+        try:
+            box[0].account.profile(timeout=3)
+        except BaseException as exc:
+            nested.append(exc)
+
+    client = SyncAccountClient(key, base_url=emulator.url, on_retry=hook)
+    box.append(client)
+    profile = await asyncio.wait_for(asyncio.to_thread(client.account.profile, timeout=3), 10)
+    assert isinstance(profile, Profile)
+    assert [type(e) for e in nested] == [ClientStateError]
+    await asyncio.to_thread(client.close)
+
+
+async def test_a_failing_key_iterable_leaves_no_key_in_the_sdks_frames(emulator: Emulator) -> None:
+    """The iterable's own exception reaches the caller without a frame of the SDK that
+    holds a key among its locals (error trackers record them)."""
+    keys = [emulator.add_key() for _ in range(3)]
+
+    def broken(given: list[str]) -> Iterator[str]:
+        yield from given
+        raise LookupError("cursor lost")
+
+    def run() -> LookupError:
+        with SyncAccountClient(base_url=emulator.url) as client:
+            try:
+                list(client.balances(broken(keys), concurrency=2))
+            except LookupError as exc:
+                return exc
+        raise AssertionError("no error")
+
+    error = await asyncio.to_thread(run)
+    sdk_locals = [
+        repr(value)
+        for frame, _ in traceback.walk_tb(error.__traceback__)
+        if "/accountapi/" in frame.f_code.co_filename
+        for value in frame.f_locals.values()
+    ]
+    assert sdk_locals
+    assert not [text for text in sdk_locals for key in keys if key in text]
