@@ -551,3 +551,36 @@ async def test_a_failing_key_iterable_leaves_no_key_in_the_sdks_frames(emulator:
     ]
     assert sdk_locals
     assert not [text for text in sdk_locals for key in keys if key in text]
+
+
+@pytest.mark.slow
+async def test_close_ends_waits_on_a_loop_that_cannot_answer(emulator: Emulator) -> None:
+    """A call with no deadline waits on a loop blocked by a hook: close() from another
+    thread, unable to stop that loop within its limit, ends the caller's wait itself with
+    ClientStateError."""
+    key = emulator.add_key()
+    emulator.script(key, [Fault.rate_limited(0)])
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck_hook(_: object) -> None:
+        entered.set()
+        release.wait(30)
+
+    client = SyncAccountClient(key, base_url=emulator.url, on_retry=stuck_hook, timeout=None)
+
+    def call() -> BaseException | None:
+        try:
+            client.account.profile()
+        except BaseException as exc:
+            return exc
+        return None
+
+    caller = asyncio.ensure_future(asyncio.to_thread(call))
+    try:
+        assert await asyncio.to_thread(entered.wait, 10)
+        await asyncio.wait_for(asyncio.to_thread(client.close), 15)
+        error = await asyncio.wait_for(caller, 5)
+    finally:
+        release.set()
+    assert isinstance(error, ClientStateError)
+    assert client.closed
