@@ -41,11 +41,10 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Coroutine,
     Iterable,
     Iterator,
 )
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from ._bulk import DEFAULT_CONCURRENCY, DEFAULT_DEDUPE_WINDOW, BalanceResult, KeySource
 from ._client import AccountClient
@@ -85,11 +84,11 @@ class _LoopThread:
     __slots__ = (
         "__weakref__",
         "_client",
+        "_forked",
         "_lock",
         "_loop",
         "_make",
         "_pending",
-        "_pid",
         "_stopped",
         "_thread",
     )
@@ -101,14 +100,14 @@ class _LoopThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._pending: set[concurrent.futures.Future[Any]] = set()
-        self._pid = os.getpid()
+        self._forked = False  # set in a forked child (os.register_at_fork), until adopted
         self._stopped = False
         _live.add(self)
 
     @property
     def client(self) -> AccountClient:
         """The async client for this process (a new one after a fork)."""
-        if self._pid != os.getpid():
+        if self._forked:
             with self._lock:
                 self._adopt_fork()
         return self._client
@@ -116,7 +115,7 @@ class _LoopThread:
     def _adopt_fork(self) -> None:
         """In a forked child (under the lock): forget the parent's loop, thread and
         client without touching them, and start afresh on first use."""
-        if self._pid == os.getpid():
+        if not self._forked:
             return
         self._forget_parent()
         self._client = self._make()
@@ -125,11 +124,13 @@ class _LoopThread:
         _inherited.append((self._loop, self._thread, self._client, self._pending))
         self._loop = self._thread = None
         self._pending = set()
-        self._pid = os.getpid()
+        self._forked = False
 
-    def _reset_lock_after_fork(self) -> None:
-        # Another thread of the parent may have held it at the fork; it never lets go here.
+    def _after_fork(self) -> None:
+        # Another thread of the parent may have held the lock at the fork; it never lets
+        # go here. The rest is adopted lazily, on first use.
         self._lock = threading.Lock()
+        self._forked = True
 
     def _start(self) -> asyncio.AbstractEventLoop:
         """The running loop, started on first use (under the lock)."""
@@ -150,22 +151,23 @@ class _LoopThread:
         return loop
 
     def submit(self, make: Callable[[], Awaitable[T]]) -> concurrent.futures.Future[T]:
-        """Start ``make()`` on the loop; the future is failed if the loop ends first."""
+        """Start ``make()`` on the loop; the future is failed if the loop ends first.
+
+        ``make`` is called on the loop, so a call the loop never gets to leaves no
+        coroutine behind (no "never awaited" warning).
+        """
         if sys.is_finalizing():  # daemon threads may be frozen: nothing would answer
             raise ClientStateError("the interpreter is shutting down")
-
-        async def call() -> T:
-            return await make()
-
         with self._lock:
             loop = self._start()
-            coroutine = call()
-            try:
-                future = asyncio.run_coroutine_threadsafe(coroutine, loop)
-            except RuntimeError:  # its loop is closed: the thread ended on its own
-                coroutine.close()
-                raise ClientStateError(_CLOSED) from None
-            self._pending.add(future)
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        try:
+            loop.call_soon_threadsafe(_start_call, loop, make, future)
+        except RuntimeError:  # its loop is closed: the thread has ended
+            raise ClientStateError(_CLOSED) from None
+        self._pending.add(future)
+        if loop.is_closed():  # closed after the call was queued: the loop never runs it
+            _fail({future})
         return future
 
     def run(self, make: Callable[[], Awaitable[T]], bound: float | None) -> T:
@@ -204,7 +206,7 @@ class _LoopThread:
                 return
             self._stopped = True
             _live.discard(self)
-            if self._pid != os.getpid():  # the parent's loop: not ours to stop
+            if self._forked:  # the parent's loop: not ours to stop
                 self._forget_parent()
             loop, thread, client = self._loop, self._thread, self._client
         if loop is None or thread is None:
@@ -240,8 +242,50 @@ def _serve(
     try:
         loop.run_forever()
     finally:
-        _fail(pending)
+        # Closed first: a call queued from now on is refused (or sees is_closed()), and
+        # every call queued before is among ``pending`` by the time it is swept.
         loop.close()
+        _fail(pending)
+
+
+def _start_call(
+    loop: asyncio.AbstractEventLoop,
+    make: Callable[[], Awaitable[T]],
+    future: concurrent.futures.Future[T],
+) -> None:
+    """On the loop: run ``make()`` as a task whose outcome settles ``future``; the
+    caller cancelling ``future`` (a timeout, Ctrl-C) cancels the task."""
+    if future.done():  # cancelled or failed before the loop got to it
+        return
+    try:
+        task = asyncio.ensure_future(make())
+    except BaseException as exc:
+        future.set_exception(exc)
+        return
+    task.add_done_callback(functools.partial(_settle, future))
+    future.add_done_callback(functools.partial(_cancel_soon, loop, task))
+
+
+def _settle(future: concurrent.futures.Future[T], task: asyncio.Future[T]) -> None:
+    if future.done():
+        return
+    with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
+        if task.cancelled():
+            future.cancel()
+        elif (exc := task.exception()) is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(task.result())
+
+
+def _cancel_soon(
+    loop: asyncio.AbstractEventLoop,
+    task: asyncio.Future[Any],
+    future: concurrent.futures.Future[Any],
+) -> None:
+    if future.cancelled() and not task.done():
+        with contextlib.suppress(RuntimeError):  # its loop is closed: so is the task
+            loop.call_soon_threadsafe(task.cancel)
 
 
 def _fail(pending: set[concurrent.futures.Future[Any]]) -> None:
@@ -277,7 +321,7 @@ _live: weakref.WeakSet[_LoopThread] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     for runner in list(_live):
-        runner._reset_lock_after_fork()
+        runner._after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -298,9 +342,7 @@ def _in_notebook_cell() -> bool:
 def _check_caller() -> None:
     """Raise :class:`ClientStateError` in a thread that runs an event loop (an async
     server's: the call would stall it), except a notebook cell's."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    if asyncio._get_running_loop() is None:  # the documented fast form of the check
         return
     if _in_notebook_cell():
         return
@@ -332,11 +374,9 @@ class SyncAccountResource:
     ) -> Profile:
         """Fetch the account profile (see :meth:`AccountResource.profile`)."""
         runner = self._client._usable()
-        client = runner.client
-        bound = _bound(client, timeout)
-        call = client.account.profile(api_key=api_key, timeout=timeout)
+        call = _AccountCall("profile", runner, api_key, timeout)
         del api_key  # the key stays out of this frame's locals
-        return _run_coroutine(runner, call, bound)
+        return cast(Profile, runner.run(call, _bound(runner.client, timeout)))
 
     def dismiss_notifications(
         self,
@@ -346,23 +386,45 @@ class SyncAccountResource:
     ) -> None:
         """Clear the unseen-credit notice (see :meth:`AccountResource.dismiss_notifications`)."""
         runner = self._client._usable()
-        client = runner.client
-        bound = _bound(client, timeout)
-        call = client.account.dismiss_notifications(api_key=api_key, timeout=timeout)
+        call = _AccountCall("dismiss_notifications", runner, api_key, timeout)
         del api_key
-        _run_coroutine(runner, call, bound)
+        runner.run(call, _bound(runner.client, timeout))
 
     def __repr__(self) -> str:
         return f"SyncAccountResource({self._client!r})"
 
 
-def _run_coroutine(runner: _LoopThread, call: Coroutine[Any, Any, T], bound: float | None) -> T:
-    try:
-        future = runner.submit(lambda: call)
-    except BaseException:
-        call.close()  # never started (the client closed meanwhile): no "never awaited"
-        raise
-    return runner.wait(future, bound)
+class _AccountCall:
+    """One account call, made on the loop thread: the key travels as a
+    :class:`Credential` (its ``repr`` is the hint) and the coroutine is created only
+    when the loop runs it."""
+
+    __slots__ = ("_key", "_method", "_runner", "_timeout")
+
+    def __init__(
+        self,
+        method: str,
+        runner: _LoopThread,
+        api_key: str | None,
+        timeout: Timeout | float | NotGiven | None,
+    ) -> None:
+        self._method = method
+        self._runner = runner
+        self._key = None if api_key is None else Credential(api_key)
+        self._timeout = timeout
+
+    def __call__(self) -> Awaitable[object]:
+        account = self._runner.client.account
+        method = account.profile if self._method == "profile" else account.dismiss_notifications
+        key = self._key
+        if key is None:
+            return method(timeout=self._timeout)
+        # reveal() raises MalformedAPIKeyError for what is not a key, as the async call does.
+        return method(api_key=key.reveal(), timeout=self._timeout)
+
+    def __repr__(self) -> str:
+        key = None if self._key is None else self._key.hint
+        return f"_AccountCall({self._method!r}, api_key={key!r})"
 
 
 class _Feed:
