@@ -47,7 +47,7 @@ RUN_BY = {
     "Usage": "test_the_usage_example",
     "In a FastAPI backend": "test_the_fastapi_example_answers_401_for_every_bad_key",
     "In an aiohttp server": "test_the_aiohttp_example_answers_401_for_every_bad_key",
-    "Without async (Django views, Celery tasks, scripts, notebooks)": "test_the_sync_example",
+    "Sync client: without async (Django views, Celery tasks, scripts, notebooks)": "test_the_sync_example",
     "Many keys": "test_the_many_keys_example",
     "Errors": "test_the_errors_example",
     "Timeouts, retries and limits": "test_the_timeouts_example",
@@ -172,7 +172,7 @@ async def test_the_sync_example(emulator: Emulator, tmp_path: Path) -> None:
     """SyncAccountClient as written: one line per key in keys.txt."""
     keys = [emulator.add_key({"balance_eur": "1.500000"}) for _ in range(3)]
     (tmp_path / "keys.txt").write_text("\n".join(keys) + "\n")
-    heading = "Without async (Django views, Celery tasks, scripts, notebooks)"
+    heading = "Sync client: without async (Django views, Celery tasks, scripts, notebooks)"
     out = await _run_script(heading, emulator, keys[0], tmp_path)
     assert sorted(out.splitlines()) == sorted(f"{key_hint(key)} 1.500000" for key in keys)
 
