@@ -7,6 +7,7 @@ still follows the status, and the message carries a short, bounded excerpt of th
 
 from __future__ import annotations
 
+import http
 import re
 from collections.abc import Mapping
 from typing import Any, Final
@@ -74,6 +75,14 @@ def excerpt(body: bytes, limit: int = EXCERPT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _reason(status: int) -> str:
+    """The status's reason phrase ("Unauthorized"), for an error object without a message."""
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "no message in the error body"
+
+
 def _text(value: Any) -> str | None:
     if isinstance(value, str) and value:
         return value[:_MAX_FIELD]
@@ -124,6 +133,8 @@ def error_for_status(
             message = "response body larger than Limits.max_response_bytes; not read"
         elif body_excerpt:
             message = f"unexpected response body: {body_excerpt}"
+        elif code is not None:  # an error object with a code but no message
+            message = _reason(status)
         else:
             message = "empty response body"
     return cls(

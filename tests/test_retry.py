@@ -25,7 +25,7 @@ from accountapi import (
     ServiceUnavailableError,
     Timeout,
 )
-from accountapi._retry import backoff_wait
+from accountapi._retry import Retrier, backoff_wait
 from accountapi.testing import Emulator, Fault, VirtualClock
 
 TRANSIENT = [
@@ -350,3 +350,31 @@ async def test_broken_bodies_raise_connection_errors(
     emulator.script(key, [fault])
     with pytest.raises(APIConnectionError):
         await client.account.profile()
+
+
+async def test_a_retry_after_wait_is_the_servers_plus_one_millisecond(
+    emulator: Emulator,
+) -> None:
+    """Retry-After: 2 is slept as 2.001 s: never a hair early through rounding."""
+    key = emulator.add_key()
+    emulator.script(key, [Fault.rate_limited(2)])
+    clock = VirtualClock()
+    async with AccountClient(key, base_url=emulator.url, clock=clock) as client:
+        await client.account.profile()
+    assert clock.sleeps == [pytest.approx(2.001, abs=1e-9)]
+
+
+async def test_a_backoff_wait_is_capped_at_max_wait() -> None:
+    """A jittered backoff longer than max_wait is cut to max_wait and retried, not given up."""
+    clock = VirtualClock()
+    policy = RetryPolicy(backoff_initial=10, backoff_max=10, max_wait=0.5, max_retries=1)
+    retrier = Retrier(policy, clock=clock, rand=lambda: 1.0)
+    first = ServiceUnavailableError("gateway", status=503)
+    attempts: list[int] = []
+
+    async def attempt(number: int) -> str:
+        attempts.append(number)
+        return "answered"
+
+    assert await retrier.retry(attempt, first, deadline=None, key_hint="…") == "answered"
+    assert (clock.sleeps, attempts) == ([0.5], [2])

@@ -162,3 +162,66 @@ async def test_redirect_is_an_error(emulator: Emulator) -> None:
     assert info.value.status == 302
     assert "elsewhere.example" in info.value.message
     assert emulator.attempts(key) == 1
+
+
+# -- each rule of the mapping, pinned both ways (mutation testing found them unpinned) --
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [(300, UnexpectedRedirectError), (399, UnexpectedRedirectError), (400, BadRequestError)],
+)
+def test_the_redirect_range_starts_at_300_and_ends_before_400(
+    status: int, cls: type[APIStatusError]
+) -> None:
+    """300 and 399 are redirects (class and message); 400 is not."""
+    err = error_for_status(status, CIMultiDict({"Location": "https://elsewhere.test/"}), b"", now=0)
+    assert type(err) is cls
+    assert (err.message.startswith("redirect not followed")) is (status < 400)
+
+
+@pytest.mark.parametrize("field", ["error", "message", "request_id"])
+@pytest.mark.parametrize(("length", "kept"), [(999, 999), (1000, 1000), (1001, 1000), (5000, 1000)])
+def test_code_message_and_request_id_are_capped_at_1000_characters(
+    field: str, length: int, kept: int
+) -> None:
+    """A body's error code, message and request id are kept up to 1,000 characters each."""
+    body = {"error": "x", "message": "y", "request_id": "z", field: "a" * length}
+    err = error_for_status(500, CIMultiDict(), json.dumps(body).encode(), now=0)
+    value = {"error": err.code, "message": err.message, "request_id": err.request_id}[field]
+    assert value == "a" * kept
+
+
+@pytest.mark.parametrize(
+    ("body", "excerpted"),
+    [
+        ({"error": "auth_invalid"}, False),
+        ({"message": "no such key"}, False),
+        ({"error": "auth_invalid", "message": "no such key"}, False),
+        ({"detail": "something else"}, True),
+    ],
+)
+def test_the_body_is_excerpted_only_when_it_has_neither_code_nor_message(
+    body: dict[str, str], excerpted: bool
+) -> None:
+    """An error object with a code or a message speaks for itself; any other body is
+    shown as an excerpt."""
+    err = error_for_status(401, CIMultiDict(), json.dumps(body).encode(), now=0)
+    assert (err.body_excerpt is not None) is excerpted
+
+
+def test_a_code_without_a_message_names_the_status_not_an_empty_body() -> None:
+    """{"error": "auth_invalid"} alone reads "401 auth_invalid: Unauthorized", never
+    "empty response body" (the body was not empty)."""
+    err = error_for_status(401, CIMultiDict(), b'{"error":"auth_invalid"}', now=0)
+    assert str(err) == "401 auth_invalid: Unauthorized"
+    odd = error_for_status(599, CIMultiDict(), b'{"error":"odd"}', now=0)
+    assert odd.message == "no message in the error body"
+
+
+def test_the_bodys_request_id_wins_over_the_headers() -> None:
+    """The request id in the error body is the one kept; the header's only without one."""
+    headers = CIMultiDict({"X-Request-Id": "req_header"})
+    with_body = error_for_status(500, headers, b'{"error":"e","request_id":"req_body"}', now=0)
+    without = error_for_status(500, headers, b'{"error":"e"}', now=0)
+    assert (with_body.request_id, without.request_id) == ("req_body", "req_header")
