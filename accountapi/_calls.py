@@ -40,7 +40,7 @@ from ._exceptions import (
 from ._gate import GateTimeout, KeyCoolingDown, KeyGate, fast_acquire
 from ._keys import Credential
 from ._status import error_for_status
-from ._telemetry import Telemetry, call_labels, telemetry
+from ._telemetry import Telemetry, call_labels, end_span, telemetry, telemetry_failed
 from ._transport import RawResponse
 
 if TYPE_CHECKING:
@@ -430,7 +430,12 @@ class CallPath:
         api_key: Credential | None,
         timeout: Timeout | float | NotGiven | None,
     ) -> tuple[T, Call[T]]:
-        """One call in a CLIENT span, with its duration, attempts and status recorded."""
+        """One call in a CLIENT span, with its duration, attempts and status recorded.
+
+        Telemetry never fails a call: whatever OpenTelemetry (or a processor of the
+        application's) raises is logged and the call goes on, untraced if its span could
+        not even start.
+        """
         labels = self._labels.get((method, url))
         if labels is None:
             labels = self._labels[method, url] = {
@@ -441,21 +446,31 @@ class CallPath:
             }
         monotonic = self.monotonic
         started = monotonic()
-        token = call_labels.set(labels)
         try:
-            with tel.tracer.start_as_current_span(
+            scope = tel.tracer.start_as_current_span(
                 f"{method} {labels['url.template']}",
                 kind=tel.trace.SpanKind.CLIENT,
                 attributes=labels,
                 record_exception=False,
                 set_status_on_exception=False,
-            ) as span:
+            )
+            span = scope.__enter__()
+        except Exception:
+            telemetry_failed("starting a span")
+            return await self._untraced(method, url, parse, api_key, timeout)
+        token = call_labels.set(labels)
+        try:
+            try:
+                value, call = await self._untraced(method, url, parse, api_key, timeout)
+            except BaseException as exc:
                 try:
-                    value, call = await self._untraced(method, url, parse, api_key, timeout)
-                except BaseException as exc:
                     kind = tel.failed(span, exc, labels)
                     tel.duration.record(monotonic() - started, {**labels, "error.type": kind})
-                    raise
+                except Exception:
+                    telemetry_failed("recording a failed call")
+                end_span(scope, exc)
+                raise
+            try:
                 status = 0 if call.answer is None else call.answer.status
                 span.set_attributes(
                     {"http.response.status_code": status, "accountapi.attempts": call.sent}
@@ -463,7 +478,10 @@ class CallPath:
                 tel.duration.record(
                     monotonic() - started, {**labels, "http.response.status_code": status}
                 )
-                return value, call
+            except Exception:
+                telemetry_failed("recording a call")
+            end_span(scope, None)
+            return value, call
         finally:
             call_labels.reset(token)
 

@@ -31,6 +31,7 @@ sdk,sdk-no-otel,sdk-otel-sdk``.
 from __future__ import annotations
 
 import contextvars
+import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from ._exceptions import AccountAPIError, APIStatusError
@@ -39,9 +40,10 @@ from ._version import __version__
 if TYPE_CHECKING:
     from ._retry import RetryEvent
 
-__all__ = ["Telemetry", "error_type", "telemetry"]
+__all__ = ["Telemetry", "end_span", "error_type", "telemetry", "telemetry_failed"]
 
 SCOPE: Final = "accountapi"
+logger: Final = logging.getLogger("accountapi")
 
 # The labels of the call in progress in this task, for retry events and counters (the
 # retry loop knows the attempt, not the endpoint). Set only on the traced path.
@@ -196,4 +198,37 @@ def retried(event: RetryEvent) -> None:
     """Called by the retry loop before each wait (a no-op without OpenTelemetry)."""
     active = _loaded[0] if _loaded else None
     if active is not None:
-        active.retried(event)
+        try:
+            active.retried(event)
+        except Exception:
+            telemetry_failed("recording a retry")
+
+
+_failures: list[str] = []
+
+
+def telemetry_failed(what: str) -> None:
+    """Log that OpenTelemetry (its SDK, or a span processor, view or reader of the
+    application's) raised while ``what``; call it from the ``except`` block. The call
+    goes on without that record: telemetry never fails a call. The first failure is a
+    WARNING with its traceback, later ones DEBUG, so a processor that always raises does
+    not flood the log."""
+    level = logging.DEBUG if _failures else logging.WARNING
+    _failures.append(what)
+    del _failures[:-1]
+    logger.log(
+        level, "OpenTelemetry raised while %s; the call goes on without it", what, exc_info=True
+    )
+
+
+def end_span(scope: Any, exc: BaseException | None) -> None:
+    """Leave a span's context manager (ending the span), with the call's exception if it
+    failed; a processor that raises on the span's end is logged, never raised."""
+    try:
+        if exc is None:
+            scope.__exit__(None, None, None)
+        else:
+            scope.__exit__(type(exc), exc, exc.__traceback__)
+    except Exception as raised:
+        if raised is not exc:
+            telemetry_failed("ending a span")

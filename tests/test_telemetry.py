@@ -22,7 +22,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
@@ -36,6 +36,7 @@ from accountapi import (
     RateLimitError,
     RetryPolicy,
     SyncAccountClient,
+    _telemetry,
 )
 from accountapi._calls import CallPath
 from accountapi.testing import Emulator, Fault, VirtualClock
@@ -78,11 +79,29 @@ _METRICS = InMemoryMetricReader(
 _installed = threading.Lock()
 
 
+class _BrokenProcessor(SpanProcessor):
+    """An application's span processor that raises where it is told to (off by default)."""
+
+    raise_on: frozenset[str] = frozenset()
+
+    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        if "start" in self.raise_on:
+            raise RuntimeError("processor broke on start")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if "end" in self.raise_on:
+            raise RuntimeError("processor broke on end")
+
+
+_BROKEN = _BrokenProcessor()
+
+
 @pytest.fixture
 def otel() -> Iterator[None]:
     with _installed:
         if not isinstance(trace.get_tracer_provider(), TracerProvider):
             provider = TracerProvider(sampler=_SWITCH)
+            provider.add_span_processor(_BROKEN)
             provider.add_span_processor(SimpleSpanProcessor(_SPANS))
             trace.set_tracer_provider(provider)
             metrics.set_meter_provider(MeterProvider(metric_readers=[_METRICS]))
@@ -93,6 +112,7 @@ def otel() -> Iterator[None]:
         yield
     finally:
         _SWITCH.on = False
+        _BROKEN.raise_on = frozenset()
 
 
 def _spans() -> list[ReadableSpan]:
@@ -305,6 +325,7 @@ def test_without_opentelemetry_the_call_path_is_the_untraced_one() -> None:
 import asyncio, json, sys
 sys.modules["opentelemetry"] = None  # as if not installed
 from accountapi import AccountClient
+from accountapi import _telemetry
 from accountapi._calls import CallPath
 from accountapi.testing import Emulator
 
@@ -365,3 +386,33 @@ asyncio.run(main())
     assert before is False
     assert after is True
     assert names == ["GET /v1/account/profile"]
+
+
+@pytest.mark.parametrize("where", ["start", "end", "start+end"])
+async def test_a_span_processor_that_raises_never_fails_a_call(
+    otel: None,
+    emu: Emulator,
+    where: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An application's span processor raising on a span's start or end: the call's
+    answer (or its own error, after a retry) still reaches the caller, the first failure
+    is logged as a WARNING and the rest at DEBUG, and no key is in the log."""
+    monkeypatch.setattr(_telemetry, "_failures", [])  # as in a fresh process
+    _BROKEN.raise_on = frozenset(where.split("+"))
+    key, bad = emu.add_key({"balance_eur": "2.500000"}), "dpct_" + "u" * 32
+    emu.script(key, [Fault.status(503)])
+    clock = VirtualClock()
+    with caplog.at_level("DEBUG", logger="accountapi"):
+        async with AccountClient(key, base_url=emu.url, clock=clock) as client:
+            profile = await client.account.profile()
+            with pytest.raises(AuthenticationError):
+                await client.account.profile(api_key=bad)
+    assert str(profile.balance_eur) == "2.500000"
+    assert emu.attempts(key) == 2
+    failures = [r.levelname for r in caplog.records if "OpenTelemetry raised" in r.getMessage()]
+    assert failures == ["WARNING"] + ["DEBUG"] * (len(failures) - 1)
+    assert len(failures) >= 2
+    assert all(key not in r.getMessage() and bad not in r.getMessage() for r in caplog.records)
+    assert trace.get_current_span() is trace.INVALID_SPAN  # no context left attached
