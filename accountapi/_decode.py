@@ -36,9 +36,18 @@ except ImportError:  # pragma: no cover - exercised when the extra is absent
     _HAVE_ORJSON = False
 
 
+# A run of 19 digits: an integer orjson may not keep exact (beyond 64 bits it returns a
+# float where the standard parser returns the int).
+_long_integer: Final = re.compile(rb"[0-9]{19}").search
+
+
 def _loads_with_fallback(data: bytes) -> Any:
-    """orjson first; on refusal, the standard parser, which also takes integers beyond 64
-    bits (orjson rejects those, and a new field carrying one must not break decoding)."""
+    """orjson, but the standard parser for a body with a long integer and for what orjson
+    refuses and the standard one allows (``NaN``, ``1e400``, lone surrogates), so the
+    result never depends on which parser is installed. For error bodies (``details`` is
+    shown to the caller as parsed); the profile path checks its result instead."""
+    if _long_integer(data) is not None:
+        return json.loads(data)
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -46,7 +55,9 @@ def _loads_with_fallback(data: bytes) -> Any:
 
 
 json_loads: Callable[[bytes], Any] = _loads_with_fallback if _HAVE_ORJSON else json.loads
-# The parser tried first on the success path, called directly (no wrapper frame).
+# The parser tried first on the success path, called directly (no wrapper frame). A body
+# it reads differently from the standard parser (an integer beyond 64 bits made a float)
+# fails the strict decode and is read again by the standard parser (decode_profile).
 _first_loads: Callable[[bytes], Any] = orjson.loads if _HAVE_ORJSON else json.loads
 
 _MONEY = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
@@ -159,6 +170,18 @@ _structure_user: Final[Callable[[Any, type], Profile]] = _fast.get_structure_hoo
 _NOT_JSON: Final = object()
 
 
+def _try_structure(data: Any) -> Profile | None:
+    """The Profile in a parsed body, or None when it does not match the model."""
+    if type(data) is dict:
+        user = data.get("user")
+        if type(user) is dict:
+            try:
+                return _structure_user(user, Profile)
+            except Exception:
+                return None
+    return None
+
+
 def decode_profile(body: bytes, *, status: int = 200, request_id: str | None = None) -> Profile:
     """Decode a profile response body, or raise :class:`APIResponseValidationError`."""
     try:
@@ -167,20 +190,27 @@ def decode_profile(body: bytes, *, status: int = 200, request_id: str | None = N
         data = _NOT_JSON
     if data is _NOT_JSON:
         try:
-            data = json_loads(body)  # orjson refuses some valid JSON (integers over 64 bits)
+            data = json_loads(body)  # what orjson refuses, the standard parser may take
         except (ValueError, RecursionError):
             data = _NOT_JSON
     if data is _NOT_JSON:
         raise APIResponseValidationError(
             "response body is not valid JSON", status=status, request_id=request_id
         ) from None
-    if type(data) is dict:
-        user = data.get("user")
-        if type(user) is dict:
-            try:
-                return _structure_user(user, Profile)
-            except Exception:  # noqa: S110 - re-decoded below to name the failing field
-                pass
+    profile = _try_structure(data)
+    if profile is not None:
+        return profile
+    if _HAVE_ORJSON:
+        # What orjson read may differ from the standard parser (an integer beyond 64
+        # bits became a float); the decoder's answer must not depend on the parser.
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            pass
+        else:
+            profile = _try_structure(data)
+            if profile is not None:
+                return profile
     path, reason = _explain(data)
     raise APIResponseValidationError(
         f"response does not match the profile model: {reason} at {path}",

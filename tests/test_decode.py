@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -186,3 +188,57 @@ async def test_bad_money_over_the_wire_is_a_validation_error(emulator: Emulator)
     assert info.value.request_id is not None
     assert info.value.request_id.startswith("req_")
     assert emulator.attempts(key) == 1  # decode errors are never retried
+
+
+_BOTH_PARSERS = r"""
+import json, sys
+if sys.argv[1] == "standard":
+    sys.modules["orjson"] = None  # as when the fast extra is not installed
+from accountapi import APIResponseValidationError
+from accountapi._decode import _HAVE_ORJSON, decode_profile
+
+assert _HAVE_ORJSON is (sys.argv[1] == "orjson")
+outcomes = []
+for body in json.loads(sys.stdin.read()):
+    try:
+        outcomes.append(repr(decode_profile(body.encode("utf-8", "surrogatepass"))))
+    except APIResponseValidationError as exc:
+        outcomes.append(f"error: {exc}")
+print(json.dumps(outcomes))
+"""
+
+
+def _profile_text(credit_limit: str, extra: str = "") -> str:
+    user = json.dumps(default_profile() | {"id": "acct-1", "email": "e@example.test"})
+    user = user.replace('"credit_limit_cents": 5000', f'"credit_limit_cents": {credit_limit}')
+    return '{"user": ' + user[:-1] + extra + "}}"
+
+
+def test_a_body_decodes_the_same_with_and_without_orjson() -> None:
+    """Integers beyond 64 bits, NaN, 1e400, a lone surrogate, repeated names: each body
+    gives the same Profile (or the same error) whichever JSON parser is installed."""
+    bodies = [
+        _profile_text("5000"),
+        _profile_text("18446744073709551616"),  # 2**64: orjson alone makes it a float
+        _profile_text("-9223372036854775809"),  # below -2**63
+        _profile_text("123456789012345678901234567890"),
+        _profile_text("1e400"),  # inf to the standard parser, refused by orjson
+        _profile_text("5000", ', "future_field": 18446744073709551616'),
+        _profile_text("5000", ', "future_field": NaN'),
+        _profile_text("5000", ', "name": "\\ud800"'),  # a lone surrogate, repeated name
+        '{"user": {"id": 1}}',
+        "not json",
+    ]
+    runs = {}
+    for parser in ("orjson", "standard"):
+        done = subprocess.run(
+            [sys.executable, "-c", _BOTH_PARSERS, parser],
+            input=json.dumps(bodies),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        runs[parser] = json.loads(done.stdout)
+    assert runs["orjson"] == runs["standard"]
+    assert "credit_limit_cents=18446744073709551616" in runs["orjson"][1]
