@@ -90,3 +90,12 @@ __all__ = [
     "__version__",
     "key_hint",
 ]
+
+# Tracebacks and reprs name an exception by its public path (``accountapi.RateLimitError``,
+# not ``accountapi._exceptions.RateLimitError``); pickling finds it there too. Exceptions
+# only: the attrs models keep their defining module, where their annotations resolve.
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, type) and issubclass(_value, BaseException):
+        _value.__module__ = __name__
+del _name, _value

@@ -107,6 +107,14 @@ class AccountClient:
             raise ConfigurationError(
                 "ssl must be an ssl.SSLContext (verification cannot be switched off)"
             )
+        if ssl is not None and (
+            ssl.verify_mode != ssl_module.CERT_REQUIRED or not ssl.check_hostname
+        ):
+            raise ConfigurationError(
+                "ssl must verify the service's certificate and host name "
+                "(verify_mode=CERT_REQUIRED, check_hostname=True); verification cannot "
+                "be switched off. For a private CA: ssl.create_default_context(cafile=...)"
+            )
         if session is not None and (ssl is not None or trust_env):
             raise ConfigurationError(
                 "ssl and trust_env configure the client's own session; "

@@ -133,3 +133,20 @@ def test_testing_surface() -> None:
         "VirtualClock",
         "default_profile",
     ]
+
+
+def test_exceptions_carry_their_public_module_path() -> None:
+    """A traceback names accountapi.RateLimitError, not accountapi._exceptions...; the
+    attrs models keep their own module (their annotations resolve there)."""
+    import traceback
+
+    exceptions = [
+        value
+        for name in accountapi.__all__
+        if isinstance(value := getattr(accountapi, name), type) and issubclass(value, BaseException)
+    ]
+    assert len(exceptions) >= 20
+    assert {cls.__module__ for cls in exceptions} == {"accountapi"}
+    line = traceback.format_exception_only(accountapi.RateLimitError("slow down", status=429))
+    assert line == ["accountapi.RateLimitError: 429: slow down\n"]
+    assert accountapi.Profile.__module__ == "accountapi._models"

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import trustme
 
-from accountapi import AccountClient, APIConnectionError
+from accountapi import AccountClient, APIConnectionError, ConfigurationError, SyncAccountClient
 from accountapi.testing import Emulator, VirtualClock
 
 
@@ -59,3 +59,30 @@ async def test_a_context_without_verification_is_still_checked(https_emulator: E
     ) as client:
         with pytest.raises(APIConnectionError, match="TLS"):
             await client.account.profile()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        ssl._create_unverified_context,
+        lambda: _without_hostname_check(ssl.create_default_context()),
+    ],
+    ids=["unverified", "no-hostname-check"],
+)
+async def test_a_context_that_does_not_verify_is_refused(
+    https_emulator: Emulator, make: object
+) -> None:
+    """An SSLContext that skips the certificate or the host name check is refused when
+    the client is built, before any key is sent anywhere."""
+    assert callable(make)
+    key = https_emulator.add_key()
+    with pytest.raises(ConfigurationError, match="must verify"):
+        AccountClient(key, base_url=https_emulator.url, ssl=make())
+    with pytest.raises(ConfigurationError, match="must verify"):
+        SyncAccountClient(key, base_url=https_emulator.url, ssl=make())
+    assert https_emulator.attempts(key) == 0
+
+
+def _without_hostname_check(context: ssl.SSLContext) -> ssl.SSLContext:
+    context.check_hostname = False  # verify_mode stays CERT_REQUIRED
+    return context
