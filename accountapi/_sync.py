@@ -32,6 +32,7 @@ import contextlib
 import functools
 import itertools
 import os
+import ssl as ssl_module
 import sys
 import threading
 import weakref
@@ -48,10 +49,13 @@ from typing import Any, Final, TypeVar, cast
 
 from ._bulk import DEFAULT_CONCURRENCY, DEFAULT_DEDUPE_WINDOW, BalanceResult, KeySource
 from ._client import AccountClient
-from ._config import NOT_GIVEN, NotGiven, Timeout
+from ._clock import Clock
+from ._config import NOT_GIVEN, Limits, NotGiven, RetryPolicy, Timeout
 from ._exceptions import APITimeoutError, ClientStateError, ConfigurationError
+from ._gate import KeyGate
 from ._keys import Credential
 from ._models import Profile
+from ._retry import RetryEvent
 
 __all__ = ["GRACE", "SyncAccountClient", "SyncAccountResource"]
 
@@ -267,12 +271,15 @@ def _start_call(
 
 
 def _settle(future: concurrent.futures.Future[T], task: asyncio.Future[T]) -> None:
+    # The task's exception is read even when nobody waits any more (the caller's wait
+    # was ended by close()): else asyncio logs "Task exception was never retrieved".
+    exc = None if task.cancelled() else task.exception()
     if future.done():
         return
     with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
         if task.cancelled():
             future.cancel()
-        elif (exc := task.exception()) is not None:
+        elif exc is not None:
             future.set_exception(exc)
         else:
             future.set_result(task.result())
@@ -541,13 +548,38 @@ class SyncAccountClient:
     def __init__(
         self,
         api_key: str | None = None,
-        **options: Any,
+        *,
+        base_url: str | None = None,
+        timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        retry: RetryPolicy | NotGiven = NOT_GIVEN,
+        limits: Limits | NotGiven = NOT_GIVEN,
+        session: None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        trust_env: bool = False,
+        allow_insecure_http: bool = False,
+        on_retry: Callable[[RetryEvent], None] | None = None,
+        clock: Clock | None = None,
+        key_gate: KeyGate | None = None,
     ) -> None:
-        if options.get("session") is not None:
+        if session is not None:
             raise ConfigurationError(
                 "SyncAccountClient makes its own aiohttp session on its own event loop; "
                 "session= is for AccountClient"
             )
+        options: dict[str, Any] = {
+            "base_url": base_url,
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "retry": retry,
+            "limits": limits,
+            "ssl": ssl,
+            "trust_env": trust_env,
+            "allow_insecure_http": allow_insecure_http,
+            "on_retry": on_retry,
+            "clock": clock,
+            "key_gate": key_gate,
+        }
         key = None if api_key is None else Credential(api_key)
         del api_key
 

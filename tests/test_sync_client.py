@@ -140,3 +140,21 @@ def test_a_session_is_refused() -> None:
     """An aiohttp session belongs to another loop: refused with a ConfigurationError."""
     with pytest.raises(ConfigurationError, match="session"):
         SyncAccountClient("dpct_" + "a" * 32, session=object())
+
+
+def test_the_constructor_takes_the_async_clients_options_by_name() -> None:
+    """SyncAccountClient's parameters are AccountClient's, typed and keyword-only the
+    same way (session= is accepted only to be refused clearly)."""
+    import inspect
+
+    from accountapi import AccountClient
+
+    sync = inspect.signature(SyncAccountClient)
+    async_ = inspect.signature(AccountClient)
+    assert list(sync.parameters) == list(async_.parameters)
+    for name, parameter in async_.parameters.items():
+        if name == "session":
+            continue
+        mirrored = sync.parameters[name]
+        assert (mirrored.kind, mirrored.default) == (parameter.kind, parameter.default), name
+        assert str(mirrored.annotation) == str(parameter.annotation), name

@@ -9,6 +9,7 @@ worker threads (``asyncio.to_thread``) or in child processes started from
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import textwrap
 import threading
@@ -554,10 +555,13 @@ async def test_a_failing_key_iterable_leaves_no_key_in_the_sdks_frames(emulator:
 
 
 @pytest.mark.slow
-async def test_close_ends_waits_on_a_loop_that_cannot_answer(emulator: Emulator) -> None:
+async def test_close_ends_waits_on_a_loop_that_cannot_answer(
+    emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
     """A call with no deadline waits on a loop blocked by a hook: close() from another
     thread, unable to stop that loop within its limit, ends the caller's wait itself with
-    ClientStateError."""
+    ClientStateError; once unblocked, the loop ends the call without asyncio logging
+    "Task exception was never retrieved"."""
     key = emulator.add_key()
     emulator.script(key, [Fault.rate_limited(0)])
     entered, release = threading.Event(), threading.Event()
@@ -576,11 +580,20 @@ async def test_close_ends_waits_on_a_loop_that_cannot_answer(emulator: Emulator)
         return None
 
     caller = asyncio.ensure_future(asyncio.to_thread(call))
+    loop_threads = set()
     try:
         assert await asyncio.to_thread(entered.wait, 10)
+        loop_threads = {t for t in threading.enumerate() if t.name == "accountapi-sync"}
         await asyncio.wait_for(asyncio.to_thread(client.close), 15)
         error = await asyncio.wait_for(caller, 5)
     finally:
         release.set()
     assert isinstance(error, ClientStateError)
     assert client.closed
+    # Unblocked, the loop runs the shutdown close() queued and its thread ends.
+    for thread in loop_threads:
+        await asyncio.to_thread(thread.join, 10)
+        assert not thread.is_alive()
+    del caller, error  # the error's traceback holds the call's future, and so its task
+    gc.collect()  # a task whose exception nobody read is reported when it is collected
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
