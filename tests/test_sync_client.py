@@ -139,7 +139,7 @@ async def test_retries_use_the_clock_given(emulator: Emulator) -> None:
 def test_a_session_is_refused() -> None:
     """An aiohttp session belongs to another loop: refused with a ConfigurationError."""
     with pytest.raises(ConfigurationError, match="session"):
-        SyncAccountClient("dpct_" + "a" * 32, session=object())
+        SyncAccountClient("dpct_" + "a" * 32, session=object())  # type: ignore[arg-type]
 
 
 def test_the_constructor_takes_the_async_clients_options_by_name() -> None:
