@@ -24,8 +24,9 @@ import uvicorn
 from aiohttp import web
 from test_redis_gate import RedisServer
 
+from accountapi._clock import override_default_clock
 from accountapi._keys import key_hint
-from accountapi.testing import Emulator, Fault
+from accountapi.testing import Emulator, Fault, VirtualClock
 
 pytest_plugins = ("pytester",)
 
@@ -209,23 +210,30 @@ def _free_port() -> int:
 async def test_the_aiohttp_example_answers_401_for_every_bad_key(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No header, an empty, malformed or unknown key: 401; a good key: its exact balance."""
+    """No header, an empty, malformed or unknown key: 401; a good key: its exact balance;
+    out of credit: 402; a service still failing after the retries: 503."""
     good = emulator.add_key({"balance_eur": "12.345000"})
     monkeypatch.setenv("ACCOUNTAPI_BASE_URL", emulator.url)
     example = _load(_block_after("### In an aiohttp server"), "readme_aiohttp")
     assert "web.run_app(app" in _block_after("### In an aiohttp server")
     runner = web.AppRunner(example.app)
-    await runner.setup()
+    with override_default_clock(VirtualClock()):  # the app's own client: instant retries
+        await runner.setup()
     port = _free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        await _answers_as_documented(port, good)
+        await _answers_as_documented(port, good, emulator)
     finally:
         await runner.cleanup()
 
 
-async def _answers_as_documented(port: int, good: str) -> None:
-    """Every BAD_KEYS value gets 401; the good key its exact balance, as a string."""
+async def _answers_as_documented(port: int, good: str, emulator: Emulator) -> None:
+    """Every BAD_KEYS value gets 401; the good key its exact balance, as a string; an
+    account out of credit 402; a service still failing after the retries 503 (the
+    retries' waits on the virtual clock the test put in place)."""
+    broke = emulator.add_key(fault=Fault.status(402))
+    down = emulator.add_key(fault=Fault.status(503))
+    busy = emulator.add_key(fault=Fault.rate_limited(1))
     async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
         for key in BAD_KEYS:
             headers = {} if key is None else {"X-Key": key.encode().decode("latin-1")}
@@ -234,13 +242,18 @@ async def _answers_as_documented(port: int, good: str) -> None:
         async with http.get("/balance", headers={"X-Key": good}) as answer:
             assert answer.status == 200
             assert await answer.json() == {"balance_eur": "12.345000"}
+        for key, status in ((broke, 402), (down, 503), (busy, 503)):
+            async with http.get("/balance", headers={"X-Key": key}) as answer:
+                assert answer.status == status, (key_hint(key), await answer.text())
+    assert emulator.attempts(down) >= 2  # retried before the app gave up
 
 
 async def test_the_fastapi_example_answers_401_for_every_bad_key(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Served by uvicorn on a loopback port: no header, an empty, malformed or unknown
-    key: 401; a good key: its exact balance."""
+    key: 401; a good key: its exact balance; out of credit: 402; a service still failing
+    after the retries: 503."""
     good = emulator.add_key({"balance_eur": "12.345000"})
     monkeypatch.setenv("ACCOUNTAPI_BASE_URL", emulator.url)
     example = _load(_block_after("### In a FastAPI backend"), "readme_fastapi")
@@ -251,13 +264,14 @@ async def test_the_fastapi_example_answers_401_for_every_bad_key(
     listener.listen()
     port = listener.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(example.app, log_level="warning"))
-    serving = asyncio.create_task(server.serve(sockets=[listener]))
-    try:
-        await _answers_as_documented(port, good)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, 10)
-        listener.close()
+    with override_default_clock(VirtualClock()):  # the app's own client: instant retries
+        serving = asyncio.create_task(server.serve(sockets=[listener]))
+        try:
+            await _answers_as_documented(port, good, emulator)
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(serving, 10)
+            listener.close()
 
 
 def _run_tests(pytester: pytest.Pytester, heading: str, **modules: str) -> pytest.RunResult:
