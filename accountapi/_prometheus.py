@@ -153,7 +153,7 @@ class PrometheusWriter:
                 self._family(
                     "accountapi_low",
                     f"1 when the balance is below {money(rules.below_eur)} EUR (--below).",
-                    each(lambda a: _flag(summary.flags(a.profile.balance_eur, None)[0])),
+                    each(lambda a: _flag(_flags(summary, a.profile)[0])),
                 )
             )
         if rules is not None and rules.expiring_within is not None:
@@ -161,9 +161,7 @@ class PrometheusWriter:
                 self._family(
                     "accountapi_expiring",
                     "1 when the credits expire within the --expiring-within window.",
-                    each(
-                        lambda a: _flag(summary.flags(Decimal(0), a.profile.credits_expire_at)[1])
-                    ),
+                    each(lambda a: _flag(_flags(summary, a.profile)[1])),
                 )
             )
         return families
@@ -216,6 +214,10 @@ def _escape_help(text: str) -> str:
 def _expiry(profile: Profile) -> str | None:
     expires = profile.credits_expire_at
     return None if expires is None else timestamp(expires)
+
+
+def _flags(summary: BalanceSummary, profile: Profile) -> tuple[bool | None, bool | None]:
+    return summary.flags(profile.balance_eur, profile.credits_expire_at)
 
 
 def _flag(value: bool | None) -> str:

@@ -318,7 +318,8 @@ async def test_prometheus_output_parses_with_one_sample_per_account(
     expires = datetime(2031, 5, 6, 7, 8, 9, 250000, tzinfo=UTC)
     shared = {"id": "acct_shared", "balance_eur": "0.0000001", "held_eur": "1.250000",
               "credit_limit_cents": 12345, "credits_expire_at": iso(expires)}  # fmt: skip
-    keys = [emulator.add_key(shared), emulator.add_key(shared)]
+    # Line 1 answers last: the account's sample still carries line 1's hint.
+    keys = [emulator.add_key(shared, latency=0.3), emulator.add_key(shared)]
     keys.append(
         emulator.add_key(
             {"id": 'we"ird\\id\nx', "balance_eur": "123456789.123456789", "credits_expire_at": None}
