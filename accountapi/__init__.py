@@ -40,6 +40,7 @@ from ._models import Profile
 from ._redis_gate import RedisKeyGate
 from ._retry import RetryEvent
 from ._sync import SyncAccountClient, SyncAccountResource
+from ._thresholds import BalanceThresholds
 from ._version import __version__
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "BalanceResult",
     "BalanceStream",
     "BalanceSummary",
+    "BalanceThresholds",
     "ClientStateError",
     "Clock",
     "ConfigurationError",

@@ -18,6 +18,7 @@ import decimal
 import logging
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sized
+from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, TypeAlias
@@ -34,6 +35,7 @@ from ._exceptions import (
 )
 from ._keys import Credential, key_hint, malformed_key_error, match_key
 from ._models import Profile
+from ._thresholds import BalanceThresholds, flags
 
 if TYPE_CHECKING:
     from ._calls import Call, CallPath
@@ -114,6 +116,12 @@ class BalanceSummary:
     or account, so ~100 MB for a million distinct keys. Two different keys share a hash
     with a chance of about 1 in 3*10^7 at a million keys; ``distinct_keys`` would then be
     one short. Money never depends on the key hashes, only on exact account ids.
+
+    With ``thresholds`` (:class:`~accountapi.BalanceThresholds`), ``low`` and ``expiring``
+    count the ok results (keys) that are low or expiring, and ``low_accounts`` and
+    ``expiring_accounts`` the accounts, each judged once by the first ok answer seen for
+    it, as the totals are. Expiry is judged against ``now`` (an aware datetime, the same
+    moment for the whole run) or, when it is None, the wall clock at each result.
     """
 
     total: int = 0
@@ -123,6 +131,12 @@ class BalanceSummary:
     by_error: dict[str, int] = attrs.Factory(dict)
     total_balance_eur: Decimal = Decimal(0)
     total_held_eur: Decimal = Decimal(0)
+    thresholds: BalanceThresholds | None = None
+    now: datetime | None = None
+    low: int = 0
+    expiring: int = 0
+    low_accounts: int = 0
+    expiring_accounts: int = 0
     _key_hashes: set[int] = attrs.field(factory=set, init=False, repr=False, eq=False)
     _account_ids: set[str] = attrs.field(factory=set, init=False, repr=False, eq=False)
 
@@ -146,10 +160,12 @@ class BalanceSummary:
         profile = result.profile
         if result.error is None and profile is not None:
             self.ok += 1
-            if profile.id not in self._account_ids:
+            new = profile.id not in self._account_ids
+            if new:
                 self._account_ids.add(profile.id)
                 self.total_balance_eur = _EXACT.add(self.total_balance_eur, profile.balance_eur)
                 self.total_held_eur = _EXACT.add(self.total_held_eur, profile.held_eur)
+            self._count_flags(profile.balance_eur, profile.credits_expire_at, new_account=new)
             return
         self.failed += 1
         name = type(result.error).__name__
@@ -165,21 +181,44 @@ class BalanceSummary:
         account_id: str | None,
         balance_eur: Decimal | None,
         held_eur: Decimal | None,
+        credits_expire_at: datetime | None = None,
     ) -> None:
         """Count a result recorded by an earlier run (the command line's ``--resume``),
         as :meth:`add` would have; its key is counted by :meth:`_add_key`."""
         self.total += 1
         if error is None:
             self.ok += 1
-            if account_id is not None and account_id not in self._account_ids:
+            new = account_id is not None and account_id not in self._account_ids
+            if new and account_id is not None:
                 self._account_ids.add(account_id)
                 self.total_balance_eur = _EXACT.add(self.total_balance_eur, balance_eur or 0)
                 self.total_held_eur = _EXACT.add(self.total_held_eur, held_eur or 0)
+            self._count_flags(balance_eur or Decimal(0), credits_expire_at, new_account=new)
             return
         self.failed += 1
         self.by_error[error] = self.by_error.get(error, 0) + 1
         if auth_failed:
             self.auth_failed += 1
+
+    def flags(
+        self, balance_eur: Decimal, credits_expire_at: datetime | None
+    ) -> tuple[bool | None, bool | None]:
+        """``(low, expiring)`` for an ok answer under this summary's thresholds, judged
+        at ``now``; each None when its rule is off (no thresholds, or that one not set)."""
+        return flags(self.thresholds, balance_eur, credits_expire_at, self.now or _utcnow())
+
+    def _count_flags(
+        self, balance_eur: Decimal, credits_expire_at: datetime | None, *, new_account: bool
+    ) -> None:
+        if self.thresholds is None:
+            return
+        low, expiring = self.flags(balance_eur, credits_expire_at)
+        if low:
+            self.low += 1
+            self.low_accounts += new_account
+        if expiring:
+            self.expiring += 1
+            self.expiring_accounts += new_account
 
     def _add_key(self, key: str) -> None:
         """Count the key of a result recorded by an earlier run among the distinct keys."""
@@ -192,6 +231,10 @@ class BalanceSummary:
         async for result in results:
             summary.add(result)
         return summary
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 # What one check of a key produced, handed to the occurrences waiting for it: the profile

@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, NoReturn, Protocol, TypeVar
@@ -54,7 +55,10 @@ from ._exceptions import (
 )
 from ._keys import check_key
 from ._models import Profile
+from ._output import AtomicFile, OutputError, same_file_as, stdin_input
+from ._prometheus import PrometheusWriter
 from ._resume import ResumeError, read_previous
+from ._thresholds import BalanceThresholds, parse_amount
 from .testing._serve import DEFAULTS, ServeError, ServeOptions, plant_mix
 from .testing._serve import serve as serve_emulator
 
@@ -62,6 +66,7 @@ if TYPE_CHECKING:
     from .testing import Emulator
 
 __all__ = [
+    "EXIT_ALERT",
     "EXIT_AUTH",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
@@ -77,6 +82,7 @@ EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1  # some keys failed, none for authentication
 EXIT_UNUSABLE: Final = 2  # could not run: bad usage or input, unreachable service
 EXIT_AUTH: Final = 3  # some keys failed authentication (401); wins over EXIT_FAILED
+EXIT_ALERT: Final = 4  # none failed, but some are low (--below) or expiring (--expiring-within)
 EXIT_INTERRUPTED: Final = 130  # Ctrl-C (SIGINT): 128 + 2, as a shell reports it
 EXIT_OUTPUT_CLOSED: Final = 141  # stdout's reader went away (`| head`): 128 + SIGPIPE
 EXIT_TERMINATED: Final = 143  # SIGTERM, handled as Ctrl-C is: 128 + 15
@@ -88,6 +94,8 @@ Exit status:
   2  could not run: usage error, missing/empty/invalid keys file,
      bad or unreachable base URL
   3  some keys failed authentication (401): takes precedence over 1
+  4  no key failed, but some are low (--below) or expiring
+     (--expiring-within): 1 and 3 take precedence
   130  interrupted (Ctrl-C); 143  terminated (SIGTERM): the summary
      counts the keys checked before
   141  stdout was closed by its reader (e.g. | head): no key failed
@@ -809,6 +817,7 @@ def _first_key(path: Path) -> str | None:
 # -- balances ------------------------------------------------------------------------------
 
 _FORMATS: Final = ("table", "csv", "jsonl")
+_BALANCES_FORMATS: Final = (*_FORMATS, "prometheus")
 _COLUMNS: Final = (
     "line",
     "key_hint",
@@ -823,11 +832,30 @@ _COLUMNS: Final = (
     "attempts",
     "elapsed_s",
     "account_id",
+    "credits_expire_at",
+    "low",
+    "expiring",
 )
+_Flags = tuple[bool | None, bool | None]
+_NOT_JUDGED: Final[_Flags] = (None, None)
 
 
-def result_record(result: BalanceResult, line: int) -> dict[str, Any]:
-    """One result as flat fields (the csv/jsonl columns); money as exact plain strings.
+def _judge(summary: BalanceSummary | None) -> Callable[[BalanceResult], _Flags]:
+    """``(low, expiring)`` of a result under the run's thresholds: None where a rule is
+    off or the key failed (a failed key is neither)."""
+
+    def judge(result: BalanceResult) -> _Flags:
+        p = result.profile
+        if summary is None or p is None or not result.ok:
+            return _NOT_JUDGED
+        return summary.flags(p.balance_eur, p.credits_expire_at)
+
+    return judge
+
+
+def result_record(result: BalanceResult, line: int, flags: _Flags = _NOT_JUDGED) -> dict[str, Any]:
+    """One result as flat fields (the csv/jsonl columns); money as exact plain strings;
+    ``low`` and ``expiring`` as ``flags`` says (None: that threshold was not given).
 
     Strings from the service (``code``, ``message``, ``request_id``) are its data, as
     sent (the message on one line); each writer makes them safe for its format.
@@ -853,34 +881,64 @@ def result_record(result: BalanceResult, line: int) -> dict[str, Any]:
         "attempts": result.attempts,
         "elapsed_s": round(result.elapsed, 4),
         "account_id": None if p is None else p.id,
+        "credits_expire_at": None
+        if p is None or p.credits_expire_at is None
+        else p.credits_expire_at.isoformat(),
+        "low": flags[0],
+        "expiring": flags[1],
     }
 
 
 class _Writer(Protocol):
     def write(self, result: BalanceResult, line: int) -> None: ...
 
+    def finish(self, summary: BalanceSummary, elapsed: float) -> None:
+        """The run ended (not interrupted): write what waits for the end (prometheus)."""
 
-class _TableWriter:
-    """Fixed-width columns written row by row, so a million rows never sit in memory."""
 
-    def __init__(self, out: IO[str], last_line: int) -> None:
+class _RowWriter:
+    """A writer that writes each row as it comes: nothing is left for the end."""
+
+    def finish(self, summary: BalanceSummary, elapsed: float) -> None:
+        pass
+
+
+def _alert_cell(flags: _Flags) -> str:
+    return ",".join(name for name, on in zip(("low", "expiring"), flags, strict=True) if on) or "-"
+
+
+class _TableWriter(_RowWriter):
+    """Fixed-width columns written row by row, so a million rows never sit in memory.
+
+    With thresholds (``judge`` given) an ALERT column says ``low``, ``expiring`` or both."""
+
+    def __init__(
+        self, out: IO[str], last_line: int, judge: Callable[[BalanceResult], _Flags] | None = None
+    ) -> None:
         self._out = out
+        self._judge = judge
         width = max(6 if last_line == 0 else 4, len(str(last_line)))  # 0: not known yet
-        self._row = f"{{:>{width}}}  {{:<14}}  {{:<24}}  {{:>14}}  {{:>12}}  {{:>5}}  {{}}"
+        alert = "" if judge is None else "{:<12}  "
+        self._row = f"{{:>{width}}}  {{:<14}}  {{:<24}}  {{:>14}}  {{:>12}}  {alert}{{:>5}}  {{}}"
         self._started = False
 
     def write(self, result: BalanceResult, line: int) -> None:
         if not self._started:  # the header waits for the first row: no header on failure
             self._started = True
-            self._line("LINE", "KEY", "RESULT", "BALANCE EUR", "HELD EUR", "TRIES", "DETAIL")
+            alert = () if self._judge is None else ("ALERT",)
+            self._line(
+                "LINE", "KEY", "RESULT", "BALANCE EUR", "HELD EUR", *alert, "TRIES", "DETAIL"
+            )
         p = result.profile
         error = result.error
+        alert = () if self._judge is None else (_alert_cell(self._judge(result)),)
         self._line(
             line,
             result.key_hint,
             "ok" if error is None else type(error).__name__,
             "-" if p is None else money(p.balance_eur),
             "-" if p is None else money(p.held_eur),
+            *alert,
             result.attempts,
             "" if error is None else safe_text(str(error)),
         )
@@ -889,46 +947,67 @@ class _TableWriter:
         self._out.write(self._row.format(*cells).rstrip() + "\n")
 
 
-class _CsvWriter:
+class _CsvWriter(_RowWriter):
     """CSV records; text from the service has its control characters escaped (``\\x1b``)."""
 
-    def __init__(self, out: IO[str], *, header_written: bool = False) -> None:
+    def __init__(
+        self,
+        out: IO[str],
+        judge: Callable[[BalanceResult], _Flags],
+        *,
+        header_written: bool = False,
+    ) -> None:
         self._csv = csv.DictWriter(out, fieldnames=_COLUMNS, lineterminator="\n")
+        self._judge = judge
         self._started = header_written
 
     def write(self, result: BalanceResult, line: int) -> None:
         if not self._started:
             self._started = True
             self._csv.writeheader()
-        record = result_record(result, line)
-        record["ok"] = "true" if record["ok"] else "false"
+        record = result_record(result, line, self._judge(result))
+        for name in ("ok", "low", "expiring"):
+            if record[name] is not None:
+                record[name] = "true" if record[name] else "false"
         for name in ("code", "message", "request_id"):
             if record[name] is not None:
                 record[name] = safe_text(record[name])
         self._csv.writerow(record)
 
 
-class _JsonlWriter:
+class _JsonlWriter(_RowWriter):
     """JSON lines; ``json.dumps`` escapes every control character (``\\u001b``).
 
     Everything else non-ASCII is escaped too (a lone surrogate from an undecodable header
     could not be written as UTF-8), except the hint's ellipsis, kept readable.
     """
 
-    def __init__(self, out: IO[str]) -> None:
+    def __init__(self, out: IO[str], judge: Callable[[BalanceResult], _Flags]) -> None:
         self._out = out
+        self._judge = judge
 
     def write(self, result: BalanceResult, line: int) -> None:
-        text = json.dumps(result_record(result, line)).replace("\\u2026", "\u2026")
+        record = result_record(result, line, self._judge(result))
+        text = json.dumps(record).replace("\\u2026", "\u2026")
         self._out.write(text + "\n")
 
 
-def _writer(fmt: str, out: IO[str], last_line: int, *, header_written: bool = False) -> _Writer:
+def _writer(
+    fmt: str,
+    out: IO[str],
+    last_line: int,
+    summary: BalanceSummary,
+    *,
+    header_written: bool = False,
+) -> _Writer:
+    judge = _judge(summary)
     if fmt == "csv":
-        return _CsvWriter(out, header_written=header_written)
+        return _CsvWriter(out, judge, header_written=header_written)
     if fmt == "jsonl":
-        return _JsonlWriter(out)
-    return _TableWriter(out, last_line)
+        return _JsonlWriter(out, judge)
+    if fmt == "prometheus":
+        return PrometheusWriter(out, money)
+    return _TableWriter(out, last_line, None if summary.thresholds is None else judge)
 
 
 class _RateColumn(ProgressColumn):
@@ -974,6 +1053,26 @@ _concurrency_option = click.option(
     show_default=True,
     help="Keys checked at once (each key also stays within its own limit of 10).",
 )
+_balances_format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(_BALANCES_FORMATS),
+    default="table",
+    show_default=True,
+    help="Results: an aligned table, CSV, one JSON object per line, or Prometheus text "
+    "exposition (written whole when the run ends, one sample per account).",
+)
+
+
+def _parse_below(ctx: click.Context, param: click.Parameter, value: str | None) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return parse_amount(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 _progress_option = click.option(
     "--progress/--no-progress",
     default=None,
@@ -983,7 +1082,7 @@ _progress_option = click.option(
 
 @cli.command(epilog=EXIT_STATUS_HELP)
 @click.argument("keys_file", metavar="KEYS_FILE|-")
-@_format_option
+@_balances_format_option
 @_concurrency_option
 @click.option("--ordered", is_flag=True, help="Print results in file order, not as they complete.")
 @_progress_option
@@ -1009,6 +1108,30 @@ _progress_option = click.option(
     help="Append results to OUTPUT (jsonl or csv) instead of stdout, first skipping the "
     "lines it already answers: run the same command again after an interruption.",
 )
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Write the results to PATH instead of stdout, whole: to a temporary file in its "
+    "folder, renamed over PATH when the run ends (an interrupted run leaves PATH as it was).",
+)
+@click.option(
+    "--below",
+    callback=_parse_below,
+    default=None,
+    metavar="EUR",
+    help="Flag keys whose balance_eur is below EUR, compared exactly (equal is not below): "
+    "digits with an optional fraction, e.g. 5 or 5.50.",
+)
+@click.option(
+    "--expiring-within",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="DAYS",
+    help="Flag keys whose credits expire within DAYS days from now (or have expired); "
+    "keys without an expiry date never are.",
+)
 @_service_options
 def balances(
     keys_file: str,
@@ -1019,6 +1142,9 @@ def balances(
     skip_invalid: bool,
     summary_json: Path | None,
     resume: Path | None,
+    output: Path | None,
+    below: Decimal | None,
+    expiring_within: int | None,
     base_url: str | None,
     timeout: float | None,
     max_retries: int | None,
@@ -1026,17 +1152,18 @@ def balances(
 ) -> int:
     """Check the balance of every key in KEYS_FILE (or stdin with -), one key per line.
 
-    Blank lines and lines starting with # are skipped. Results go to stdout (or are
-    appended to the --resume file), progress and a closing summary to stderr.
+    Blank lines and lines starting with # are skipped. Results go to stdout (or to
+    --output, or are appended to the --resume file), progress and a closing summary to
+    stderr. With --below and --expiring-within each row says whether the key is low or
+    expiring, the summary counts such keys and accounts, and the exit status is 4 when
+    any is and no key failed.
     """
-    summary = BalanceSummary()
+    _check_output_options(fmt, resume, output)
+    _check_paths(keys_file, resume=resume, output=output, summary_json=summary_json)
+    summary = _new_summary(below, expiring_within)
     previous = None
     out = None
     if resume is not None:
-        if fmt == "table":
-            _fail("--resume needs --format jsonl or csv: a table cannot be read back")
-        if summary_json is not None and summary_json.resolve() == resume.resolve():
-            _fail("--summary-json and --resume name the same file")
         # Opened (and locked) first, so no other run can append between the read below
         # and this run's first row.
         out = _open_resume_output(resume)
@@ -1058,7 +1185,11 @@ def balances(
             f"{source.name} is on line {source.last_line}: is it the output of another keys file?"
         )
     sink = _open_summary_json(summary_json)
+    target = None
     try:
+        target = _open_output(output)
+        if target is not None:
+            out = target.stream
         client = _client(
             None,
             base_url,
@@ -1081,22 +1212,77 @@ def balances(
                 header_written=previous is not None and previous.csv_header,
             )
         )
+        if not summary.total:  # only a stream gets here empty: a file was checked up front
+            _fail(f"no keys in {source.name} (blank lines and # comments are skipped)")
+        if target is not None:
+            target.commit()
+    except OutputError as exc:
+        _fail(str(exc))
     finally:
         source.close()
         if sink is not None:
             sink.close()
-        if out is not None:
+        if target is not None:
+            target.discard()  # a run that did not end: PATH stays as it was
+        elif out is not None:
             out.close()
-    if not summary.total:  # only a stream gets here empty: a file was checked up front
-        _fail(f"no keys in {source.name} (blank lines and # comments are skipped)")
     return exit_status(summary)
 
 
+def _check_output_options(fmt: str, resume: Path | None, output: Path | None) -> None:
+    if resume is None:
+        return
+    if fmt in ("table", "prometheus"):
+        _fail(f"--resume needs --format jsonl or csv: {fmt} output cannot be read back")
+    if output is not None:
+        _fail(
+            "--resume OUTPUT and --output PATH both say where results go: --resume appends "
+            "and resumes, --output replaces a file whole; give one"
+        )
+
+
+def _check_paths(
+    keys_file: str, *, resume: Path | None, output: Path | None, summary_json: Path | None
+) -> None:
+    """Refuse (before anything is opened) an output that names the keys file or another
+    output, by resolved path and by inode, so no run truncates or appends to its input."""
+    outputs = {"--resume": resume, "--output": output, "--summary-json": summary_json}
+    keys: Path | int | None = Path(keys_file) if keys_file != "-" else stdin_input()
+    inputs: dict[str, Path | int] = {} if keys is None else {"KEYS_FILE": keys}
+    try:
+        same_file_as({k: v for k, v in outputs.items() if v is not None}, inputs)
+    except OutputError as exc:
+        _fail(str(exc))
+
+
+def _new_summary(below: Decimal | None, expiring_within: int | None) -> BalanceSummary:
+    """The run's summary; with thresholds, expiry judged against one moment, the start."""
+    if below is None and expiring_within is None:
+        return BalanceSummary()
+    rules = BalanceThresholds(
+        below_eur=below,
+        expiring_within=None if expiring_within is None else timedelta(days=expiring_within),
+    )
+    return BalanceSummary(thresholds=rules, now=datetime.now(UTC))
+
+
+def _open_output(path: Path | None) -> AtomicFile | None:
+    if path is None:
+        return None
+    try:
+        return AtomicFile(path)
+    except OutputError as exc:
+        _fail(str(exc))
+
+
 def exit_status(summary: BalanceSummary) -> int:
-    """3 if any key failed authentication, else 1 if any key failed, else 0."""
+    """3 if any key failed authentication, else 1 if any key failed, else 4 if any key
+    is low or expiring, else 0."""
     if summary.auth_failed:
         return EXIT_AUTH
-    return EXIT_FAILED if summary.failed else EXIT_OK
+    if summary.failed:
+        return EXIT_FAILED
+    return EXIT_ALERT if summary.low or summary.expiring else EXIT_OK
 
 
 async def _balances(
@@ -1120,9 +1306,9 @@ async def _balances(
     """
     if out is None:
         out = sys.stdout
-    writer = _writer(fmt, out, source.last_line, header_written=header_written)
     if summary is None:
         summary = BalanceSummary()
+    writer = _writer(fmt, out, source.last_line, summary, header_written=header_written)
     bar = _progress(progress)
     task = TaskID(0)
     if bar is not None:
@@ -1150,6 +1336,7 @@ async def _balances(
                     on_result(result)
                 if bar is not None:
                     bar.update(task, advance=1, errors=summary.failed)
+        writer.finish(summary, time.perf_counter() - started)
     except asyncio.CancelledError:
         interrupted = True
         raise
@@ -1223,8 +1410,23 @@ def summary_record(
         "accounts": summary.accounts,
         "total_balance_eur": money(summary.total_balance_eur),
         "total_held_eur": money(summary.total_held_eur),
+        **_threshold_record(summary),
         "elapsed_s": round(elapsed, 3),
         "exit_status": exit_status(summary),
+    }
+
+
+def _threshold_record(summary: BalanceSummary) -> dict[str, object]:
+    """The thresholds of the run and what they found (null/0 when not given)."""
+    rules = summary.thresholds or BalanceThresholds()
+    within = rules.expiring_within
+    return {
+        "below_eur": None if rules.below_eur is None else money(rules.below_eur),
+        "expiring_within_days": None if within is None else within.days,
+        "low": summary.low,
+        "low_accounts": summary.low_accounts,
+        "expiring": summary.expiring,
+        "expiring_accounts": summary.expiring_accounts,
     }
 
 
@@ -1268,11 +1470,30 @@ def _print_summary(
         f"  {summary.total} keys, {summary.distinct_keys} distinct, "
         f"of {summary.accounts} distinct accounts"
     )
+    lines += _threshold_lines(summary)
     lines.append(
         f"  total over {summary.accounts} accounts (each counted once): "
         f"balance {money(summary.total_balance_eur)} EUR, held {money(summary.total_held_eur)} EUR"
     )
     _stderr().print("\n".join(lines), markup=False)
+
+
+def _threshold_lines(summary: BalanceSummary) -> list[str]:
+    rules = summary.thresholds
+    if rules is None:
+        return []
+    lines = []
+    if rules.below_eur is not None:
+        lines.append(
+            f"  low (balance below {money(rules.below_eur)} EUR): {summary.low} keys, "
+            f"{summary.low_accounts} accounts"
+        )
+    if rules.expiring_within is not None:
+        lines.append(
+            f"  expiring (credits expire within {rules.expiring_within.days} days): "
+            f"{summary.expiring} keys, {summary.expiring_accounts} accounts"
+        )
+    return lines
 
 
 # -- emulator ------------------------------------------------------------------------------

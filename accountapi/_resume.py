@@ -21,6 +21,7 @@ import os
 import zlib
 from array import array
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any, Final
@@ -158,7 +159,8 @@ def _csv_row(path: Path, number: int, text: str, columns: Sequence[str]) -> dict
     if len(cells) != len(columns):
         raise _not_a_row(path, number, "csv")
     row: dict[str, Any] = {name: (cell or None) for name, cell in zip(columns, cells, strict=True)}
-    row["ok"] = {"true": True, "false": False}.get(cells[columns.index("ok")])
+    for name in ("ok", "low", "expiring"):
+        row[name] = {"true": True, "false": False}.get(cells[columns.index(name)])
     return row
 
 
@@ -190,10 +192,54 @@ def _fold(
         raise ResumeError(
             f"--resume {path} line {number}: an amount that is not a number"
         ) from None
+    expires = _expiry(path, number, row) if ok else None
+    if ok:
+        _check_flags(path, number, row, summary, balance, expires)
     summary._add_recorded(
         error=None if ok else str(error or "error"),
         auth_failed=str(status) == "401",
         account_id=row.get("account_id"),
         balance_eur=balance,
         held_eur=held,
+        credits_expire_at=expires,
     )
+
+
+def _expiry(path: Path, number: int, row: dict[str, Any]) -> datetime | None:
+    text = row.get("credits_expire_at")
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise ResumeError(
+            f"--resume {path} line {number}: an expiry that is not a timestamp"
+        ) from None
+
+
+def _check_flags(
+    path: Path,
+    number: int,
+    row: dict[str, Any],
+    summary: BalanceSummary,
+    balance: Decimal | None,
+    expires: datetime | None,
+) -> None:
+    """Refuse a row whose ``low``/``expiring`` the thresholds of this run would not write:
+    the file must read as one run with one set of thresholds wrote it."""
+    low, expiring = summary.flags(balance or Decimal(0), expires)
+    for name, option, want in (
+        ("low", "--below", low),
+        ("expiring", "--expiring-within", expiring),
+    ):
+        got = row.get(name)
+        if got != want or type(got) is not type(want):
+            raise ResumeError(
+                f"--resume {path} line {number}: its {name} ({_json(got)}) is not what "
+                f"{option} gives now ({_json(want)}): resume with the thresholds it was "
+                "written with, or start a new OUTPUT"
+            )
+
+
+def _json(value: object) -> str:
+    return json.dumps(value)

@@ -23,6 +23,7 @@ PUBLIC = [
     "BalanceResult",
     "BalanceStream",
     "BalanceSummary",
+    "BalanceThresholds",
     "ClientStateError",
     "Clock",
     "ConfigurationError",

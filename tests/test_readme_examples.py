@@ -15,6 +15,7 @@ import re
 import shutil
 import socket
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 
@@ -50,6 +51,7 @@ RUN_BY = {
     "In an aiohttp server": "test_the_aiohttp_example_answers_401_for_every_bad_key",
     "Sync client: without async (Django views, Celery tasks, scripts, notebooks)": "test_the_sync_example",
     "Many keys": "test_the_many_keys_example",
+    "Alerting on low balances": "test_the_alerting_example",
     "Errors": "test_the_errors_example",
     "Timeouts, retries and limits": "test_the_timeouts_example",
     "Sharing the limit across processes (Redis)": "test_the_redis_example",
@@ -167,6 +169,23 @@ async def test_the_many_keys_example(emulator: Emulator, tmp_path: Path) -> None
     assert len(lines) == 4
     assert sum("AuthenticationError" in line for line in lines[:3]) == 1
     assert lines[3] == "2 ok; 10.000000 EUR over 1 accounts"
+
+
+async def test_the_alerting_example(emulator: Emulator, tmp_path: Path) -> None:
+    """Prints the low and the expiring key (not the fine one), then the counts."""
+    soon = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    keys = [
+        emulator.add_key({"balance_eur": "4.999999", "credits_expire_at": None}),
+        emulator.add_key({"balance_eur": "5.000000", "credits_expire_at": soon}),
+        emulator.add_key({"balance_eur": "5.000000", "credits_expire_at": None}),
+    ]
+    (tmp_path / "keys.txt").write_text("\n".join(keys) + "\n")
+    out = await _run_script("Alerting on low balances", emulator, keys[0], tmp_path)
+    lines = out.splitlines()
+    assert sorted(line.split()[:2] for line in lines[:2]) == sorted(
+        [[key_hint(keys[0]), "4.999999"], [key_hint(keys[1]), "5.000000"]]
+    )
+    assert lines[2] == "1 low keys in 1 accounts; 1 expiring"
 
 
 async def test_the_sync_example(emulator: Emulator, tmp_path: Path) -> None:

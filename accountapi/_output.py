@@ -1,0 +1,126 @@
+"""Output files of ``accountapi balances``: replaced whole, and never one of the inputs.
+
+``--output PATH`` is written under a temporary name in PATH's folder (``.NAME.XXXX.tmp``,
+which node_exporter's textfile collector, reading ``*.prom``, ignores) and renamed over
+PATH with :func:`os.replace` when the run ends, so a reader sees the previous file or the
+new one, never half of one. A run that stops early (an error, Ctrl-C, SIGTERM) removes
+its temporary file and leaves PATH as it was; only SIGKILL can leave one behind.
+
+Before anything is opened, every output path is compared with the inputs and with the
+other outputs, by resolved path and by device and inode (so a hard link or a symlink to
+the keys file is caught too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO
+
+__all__ = ["AtomicFile", "OutputError", "same_file_as", "stdin_input"]
+
+
+class OutputError(Exception):
+    """An output path that cannot be used; the message is one line for the operator."""
+
+
+def _identity(path: Path | int) -> tuple[str | None, tuple[int, int] | None]:
+    """(resolved path, (device, inode)) of a path, or of an open descriptor (stdin)."""
+    try:
+        st = os.fstat(path) if isinstance(path, int) else os.stat(path)
+    except (OSError, ValueError):
+        st = None
+    node = None if st is None else (st.st_dev, st.st_ino)
+    if isinstance(path, int):
+        # Only a regular file redirected to stdin can be overwritten through its name.
+        regular = st is not None and stat.S_ISREG(st.st_mode)
+        return None, node if regular else None
+    return os.path.realpath(path), node
+
+
+def same_file_as(outputs: Mapping[str, Path], inputs: Mapping[str, Path | int]) -> None:
+    """Raise :class:`OutputError` when an output names an input or another output.
+
+    ``outputs`` and ``inputs`` map an option's name (``--output``) to its path; an input
+    may be a descriptor (stdin for ``-``)."""
+    named = [(name, _identity(path)) for name, path in inputs.items()]
+    for name, path in outputs.items():
+        mine = _identity(path)
+        for other, theirs in named:
+            if (mine[0] is not None and mine[0] == theirs[0]) or (
+                mine[1] is not None and mine[1] == theirs[1]
+            ):
+                raise OutputError(f"{name} and {other} name the same file ({path})")
+        named.append((name, mine))
+
+
+def _mode(target: str) -> int:
+    """The permissions a plain ``open(PATH, "w")`` would give: the file's own when it
+    exists, else 0666 less the umask (mkstemp's 0600 would hide it from a collector)."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(os.stat(target).st_mode)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+class AtomicFile:
+    """A text file that replaces ``path`` only when :meth:`commit` is called.
+
+    A symlink at ``path`` is followed: the file it points to is replaced, the link kept.
+    """
+
+    def __init__(self, path: Path, option: str = "--output") -> None:
+        self.path = path
+        target = os.path.realpath(path)
+        if os.path.isdir(target):
+            raise OutputError(f"cannot write {option} {path}: it is a directory")
+        self._target = target
+        folder, name = os.path.split(target)
+        try:
+            fd, self._temp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+        except OSError as exc:
+            raise OutputError(f"cannot write {option} {path}: {exc.strerror or exc}") from None
+        self._option = option
+        self._done = False
+        # Windows has no fchmod: mkstemp's 0600 is then kept.
+        with contextlib.suppress(OSError, AttributeError):
+            os.fchmod(fd, _mode(target))
+        self.stream: IO[str] = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed by commit or discard
+
+    def commit(self) -> None:
+        """Flush, sync and rename over ``path``: from now on readers see the new file."""
+        try:
+            self.stream.flush()
+            os.fsync(self.stream.fileno())
+            self.stream.close()
+            os.replace(self._temp, self._target)
+        except OSError as exc:
+            self.discard()
+            raise OutputError(
+                f"cannot write {self._option} {self.path}: {exc.strerror or exc}"
+            ) from None
+        self._done = True
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (nothing once committed); ``path`` untouched."""
+        if self._done:
+            return
+        self._done = True
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._temp)
+
+
+def stdin_input() -> int | None:
+    """stdin's descriptor, to compare with the outputs when the keys come from ``-``."""
+    try:
+        return sys.stdin.fileno()
+    except (OSError, ValueError, AttributeError):
+        return None
