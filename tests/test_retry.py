@@ -6,6 +6,7 @@ test measures a real Retry-After at the server.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -378,3 +379,18 @@ async def test_a_backoff_wait_is_capped_at_max_wait() -> None:
 
     assert await retrier.retry(attempt, first, deadline=None, key_hint="…") == "answered"
     assert (clock.sleeps, attempts) == ([0.5], [2])
+
+
+@pytest.mark.parametrize("clock", [VirtualClock(), None], ids=["virtual", "real"])
+async def test_concurrent_retry_waits_overlap_on_the_virtual_clock_as_in_real_time(
+    emulator: Emulator, clock: VirtualClock | None
+) -> None:
+    """Three calls each waiting out Retry-After: 0.3 under a 0.5 s deadline all succeed,
+    on the real clock and on the virtual one alike: their waits overlap, not add up."""
+    keys = [emulator.add_key() for _ in range(3)]
+    for key in keys:
+        emulator.script(key, [Fault.rate_limited(0.3)])
+    async with AccountClient(base_url=emulator.url, clock=clock, timeout=0.5) as client:
+        profiles = await asyncio.gather(*(client.account.profile(api_key=k) for k in keys))
+    assert len(profiles) == 3
+    assert all(emulator.attempts(key) == 2 for key in keys)
