@@ -10,6 +10,7 @@ disabled. See ``pytest_accountapi`` for what each fixture does.
 import contextlib
 
 from pytest_accountapi import _accountapi_client_anyio as _accountapi_client_anyio
+from pytest_accountapi import _accountapi_defaults_first as _accountapi_defaults_first
 from pytest_accountapi import (
     accountapi_client,
     accountapi_clock,
@@ -29,4 +30,16 @@ __all__ = [
 ]
 
 with contextlib.suppress(ImportError):  # defined only where pytest-asyncio is installed
-    from pytest_accountapi import _accountapi_client_asyncio as _accountapi_client_asyncio
+    from pytest_accountapi import _accountapi_client_class_loop as _accountapi_client_class_loop
+    from pytest_accountapi import (
+        _accountapi_client_function_loop as _accountapi_client_function_loop,
+    )
+    from pytest_accountapi import (
+        _accountapi_client_module_loop as _accountapi_client_module_loop,
+    )
+    from pytest_accountapi import (
+        _accountapi_client_package_loop as _accountapi_client_package_loop,
+    )
+    from pytest_accountapi import (
+        _accountapi_client_session_loop as _accountapi_client_session_loop,
+    )
