@@ -200,3 +200,123 @@ def test_the_plugin_module_ships_in_the_wheel() -> None:
     assert f"{PLUGIN_MODULE}.py" in shipped
     assert (ROOT / f"{PLUGIN_MODULE}.py").is_file()
     assert re.fullmatch(r"[a-z_]+", PLUGIN_MODULE)  # top level: no package to import first
+
+
+LOOP_SCOPE_TESTS = """
+import pytest
+from accountapi.testing import Fault
+
+pytestmark = pytest.mark.asyncio({marker})
+
+async def test_first(accountapi_client, accountapi_emulator, accountapi_key):
+    await accountapi_client.account.profile()
+    assert accountapi_emulator.attempts(accountapi_key) == 1
+
+class TestInAClass:
+    async def test_second(self, accountapi_client, accountapi_emulator, accountapi_key):
+        accountapi_emulator.script(accountapi_key, [Fault.rate_limited(30)])
+        await accountapi_client.account.profile()
+        assert accountapi_emulator.attempts(accountapi_key) == 2
+"""
+
+
+@pytest.mark.parametrize(
+    ("marker", "options"),
+    [
+        ('loop_scope="module"', ()),
+        ('loop_scope="class"', ("-k", "TestInAClass")),
+        ('loop_scope="session"', ()),
+        ("", ("-o", "asyncio_default_test_loop_scope=session")),
+        ("", ("-o", "asyncio_default_test_loop_scope=module", "-o", "asyncio_mode=auto")),
+        ("", ("-o", "asyncio_default_fixture_loop_scope=session", "-o", "asyncio_mode=auto")),
+    ],
+)
+def test_the_async_client_lives_on_the_loop_of_the_tests_loop_scope(
+    pytester: pytest.Pytester, marker: str, options: tuple[str, ...]
+) -> None:
+    """accountapi_client is opened, used and closed on the test's loop whatever its loop
+    scope (marker or ini) and whatever the default loop scope of fixtures: no
+    "close the client in the event loop it was used in", no unclosed session."""
+    pytester.makepyfile(test_user=LOOP_SCOPE_TESTS.format(marker=marker))
+    loop_scope = () if "fixture_loop_scope" in " ".join(options) else LOOP_SCOPE
+    result = pytester.runpytest_subprocess(*RUN, *loop_scope, *options)
+    result.assert_outcomes(passed=1 if "-k" in options else 2)
+
+
+AUTOUSE_ANYIO_BACKEND = """
+import pytest
+
+@pytest.fixture(autouse=True)
+def anyio_backend():
+    return "asyncio"
+"""
+
+ASYNCIO_TEST = """
+import pytest
+
+@pytest.mark.asyncio
+async def test_profile(accountapi_client, accountapi_emulator, accountapi_key):
+    await accountapi_client.account.profile()
+    assert accountapi_emulator.attempts(accountapi_key) == 1
+"""
+
+
+@pytest.mark.parametrize("mode", ["strict", "auto"])
+def test_an_asyncio_test_with_anyio_backend_gets_the_pytest_asyncio_client(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    """A test marked asyncio is given the client on pytest-asyncio's loop even when it has
+    anyio_backend (autouse here): the markers decide, not the fixture names."""
+    pytester.makeconftest(AUTOUSE_ANYIO_BACKEND)
+    pytester.makepyfile(test_user=ASYNCIO_TEST)
+    # anyio's plugin loaded first: pytest-asyncio then runs the async fixtures it owns.
+    options = ("-p", "anyio", "-o", f"asyncio_mode={mode}")
+    result = pytester.runpytest_subprocess(*RUN, *LOOP_SCOPE, *options)
+    result.assert_outcomes(passed=1)
+
+
+def test_anyio_taking_the_fixtures_of_an_asyncio_test_is_refused_with_the_reason(
+    pytester: pytest.Pytester,
+) -> None:
+    """Where anyio's plugin would run the client's fixture of an asyncio test on its own
+    loop (loaded after pytest-asyncio, with anyio_backend given), the fixture says so and
+    what to do, instead of leaking connections."""
+    pytester.makeconftest(AUTOUSE_ANYIO_BACKEND)
+    pytester.makepyfile(test_user=ASYNCIO_TEST)
+    result = pytester.runpytest_subprocess(*RUN, *LOOP_SCOPE, "-p", "asyncio")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*anyio's plugin would run*(-p anyio)*"])
+
+
+def test_the_defaults_come_first_and_hide_the_developers_key(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An app fixture named before accountapi_defaults still builds its client on the
+    emulator, and a real key or URL in $DEPICTA_API_KEY / $DEPICTA_API_URL is out of the
+    environment for the test's duration."""
+    monkeypatch.setenv("DEPICTA_API_KEY", "dpct_a-real-key-from-the-shell")
+    monkeypatch.setenv("DEPICTA_API_URL", "https://api.depicta.ai")
+    pytester.makepyfile(
+        test_user="""
+import os
+import pytest
+from accountapi import SyncAccountClient
+
+@pytest.fixture
+def app_client():
+    with SyncAccountClient() as client:
+        yield client
+
+def test_app_fixture_first(app_client, accountapi_defaults, accountapi_emulator, accountapi_key):
+    assert app_client.base_url == accountapi_emulator.url
+    app_client.account.profile()
+    assert accountapi_emulator.attempts(accountapi_key) == 1
+    assert "DEPICTA_API_KEY" not in os.environ
+    assert "DEPICTA_API_URL" not in os.environ
+
+def test_after_it():
+    assert os.environ["DEPICTA_API_KEY"] == "dpct_a-real-key-from-the-shell"
+"""
+    )
+    result = pytester.runpytest_subprocess(*RUN, *NO_ASYNC_PLUGIN)
+    result.assert_outcomes(passed=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -221,3 +222,104 @@ async def test_a_client_built_without_clock_uses_the_overridden_one(emulator: Em
         await client.account.profile()
     assert clock.sleeps[-1] >= 30
     assert emulator.attempts(key) == 2
+
+
+def test_a_bad_option_is_raised_by_start_at_once() -> None:
+    """An option the Emulator refuses is start()'s ValueError at once, not a TimeoutError
+    after call_timeout, and no thread is left."""
+    emu = ThreadedEmulator(latency=-1, call_timeout=5.0)
+    with pytest.raises(ValueError, match="latency must be"):
+        emu.start()
+    assert _emulator_threads() == []
+
+
+class _SlowlyCheckedLimit(int):
+    """A per_key_limit whose check takes 0.3 s: an emulator that starts slower than that."""
+
+    def __lt__(self, other: int) -> bool:
+        threading.Event().wait(0.3)
+        return int(self) < other
+
+
+def test_a_start_slower_than_call_timeout_leaves_no_thread_or_socket() -> None:
+    """A start that outlasts call_timeout raises TimeoutError, and the emulator it was
+    starting closes itself: no thread, no file descriptor, nothing left to stop."""
+    before = _open_fds()
+    emu = ThreadedEmulator(per_key_limit=_SlowlyCheckedLimit(10), call_timeout=0.05)
+    with pytest.raises(TimeoutError, match=r"did not start within 0\.05 s"):
+        emu.start()
+    assert _emulator_threads() == []
+    assert _open_fds() == before
+    assert repr(emu) == "<ThreadedEmulator not started>"
+
+
+def _keep_calling(
+    emu: ThreadedEmulator, key: str, answered: threading.Event, outcomes: list[str]
+) -> None:
+    """Call the emulator until a call fails; record how it failed."""
+    while True:
+        try:
+            emu.attempts(key)
+        except Exception as exc:  # every outcome is recorded and checked
+            outcomes.append(f"{type(exc).__name__}: {exc}")
+            return
+        answered.set()
+
+
+def test_calls_racing_stop_get_the_not_running_error_at_once() -> None:
+    """Calls from other threads while stop() runs are answered or get "not running" at
+    once: none waits for call_timeout, none sees a closed loop or a cancellation."""
+    outcomes: list[str] = []
+    for _ in range(10):
+        emu = ThreadedEmulator(call_timeout=2.0)
+        emu.start()
+        key = emu.add_key()
+        answered = [threading.Event() for _ in range(4)]
+        callers = [
+            threading.Thread(target=_keep_calling, args=(emu, key, done, outcomes))
+            for done in answered
+        ]
+        for caller in callers:
+            caller.start()
+        assert all(done.wait(5) for done in answered)
+        emu.stop()
+        for caller in callers:
+            caller.join(5)
+    assert set(outcomes) == {"RuntimeError: the emulator is not running; use `with` or start()"}
+    assert len(outcomes) == 40
+
+
+async def test_a_wait_pending_at_stop_gets_the_not_running_error() -> None:
+    """wait_for_attempts still waiting when the emulator stops raises "not running", not
+    a bare CancelledError."""
+    emu = ThreadedEmulator()
+    emu.start()
+    key = emu.add_key()
+
+    async def stop() -> None:
+        await asyncio.to_thread(emu.stop)
+
+    waited, _ = await asyncio.gather(
+        emu.wait_for_attempts(key, 1, timeout=30.0), stop(), return_exceptions=True
+    )
+    assert isinstance(waited, RuntimeError)
+    assert "not running" in str(waited)
+
+
+def test_stop_from_the_emulators_own_thread_stops_it() -> None:
+    """stop() inside call() does not try to join its own thread: the emulator is stopped
+    at once for every caller, and its thread ends once that call returns."""
+    before = _open_fds()
+    emu = ThreadedEmulator()
+    emu.start()
+    emu.call(lambda _: emu.stop())
+    assert repr(emu) == "<ThreadedEmulator not started>"
+    with pytest.raises(RuntimeError, match="not running"):
+        emu.add_key()
+    for thread in _emulator_threads():
+        thread.join(5)
+    assert _emulator_threads() == []
+    assert _open_fds() == before
+    emu.start()  # and it can be started again
+    assert emu.add_key()
+    emu.stop()

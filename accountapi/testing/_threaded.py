@@ -15,9 +15,9 @@ import concurrent.futures
 import contextlib
 import copy
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from ._emulator import PROFILE_PATH, Emulator, RequestRecord
 from ._faults import Fault
@@ -25,6 +25,67 @@ from ._faults import Fault
 __all__ = ["ThreadedEmulator"]
 
 T = TypeVar("T")
+
+
+_NOT_RUNNING = "the emulator is not running; use `with` or start()"
+
+
+class _Serving:
+    """One run of the emulator: its thread, loop and URL, and the calls handed to its loop.
+
+    Every call handed over is tracked until answered, so that the end of the run can fail
+    the ones its loop will never take up, at once, instead of leaving them to time out.
+    """
+
+    __slots__ = ("_lock", "_pending", "emulator", "loop", "stopping", "thread", "url")
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.current_thread()
+        self.url = emulator.url
+        self.stopping = asyncio.Event()
+        self._lock = threading.Lock()
+        self._pending: set[concurrent.futures.Future[Any]] | None = set()  # None: ended
+
+    def submit(self, future: concurrent.futures.Future[Any], callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the loop; ``future`` fails when the run ends before it is set."""
+        with self._lock:
+            if self._pending is None:
+                raise RuntimeError(_NOT_RUNNING)
+            self._pending.add(future)
+            # The loop is open: it closes only after end(), which takes this lock first.
+            self.loop.call_soon_threadsafe(callback)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            if self._pending is not None:
+                self._pending.discard(future)
+
+    def end(self) -> None:
+        """Refuse new calls and fail those not answered; on the loop's thread, before it closes."""
+        with self._lock:
+            pending, self._pending = self._pending or set(), None
+        for future in pending:
+            _settle(future, _not_running)
+
+
+def _not_running() -> NoReturn:
+    raise RuntimeError(_NOT_RUNNING)
+
+
+def _settle(future: concurrent.futures.Future[T], outcome: Callable[[], T]) -> None:
+    """Set ``future`` to what ``outcome()`` returns or raises, unless it is already settled
+    (failed when the run ended, or cancelled by a caller who stopped waiting)."""
+    if future.done() or not future.set_running_or_notify_cancel():
+        return
+    try:
+        result = outcome()
+    except BaseException as exc:  # whatever it raised is the caller's, raised there
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 class ThreadedEmulator:
@@ -36,8 +97,10 @@ class ThreadedEmulator:
 
     Each method runs on the emulator's loop and is waited for at most ``call_timeout``
     seconds (``TimeoutError`` after that); :meth:`profile` and :attr:`records` return
-    copies, so change a profile with :meth:`call`. :meth:`stop` waits at most
-    ``stop_timeout`` seconds for the thread to end and raises if it did not.
+    copies, so change a profile with :meth:`call`. A call made after :meth:`stop`, or
+    still waiting when it stops, raises ``RuntimeError`` at once. :meth:`start` waits at
+    most ``call_timeout`` seconds too; :meth:`stop` waits at most ``stop_timeout`` seconds
+    for the thread to end and raises if it did not.
     """
 
     def __init__(
@@ -46,64 +109,90 @@ class ThreadedEmulator:
         self._options = options
         self._call_timeout = call_timeout
         self._stop_timeout = stop_timeout
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._emulator: Emulator | None = None
-        self._stopping: asyncio.Event | None = None
-        self._url: str | None = None
+        self._serving: _Serving | None = None
 
     def __repr__(self) -> str:
-        return f"<ThreadedEmulator {self._url or 'not started'}>"
+        serving = self._serving
+        return f"<ThreadedEmulator {serving.url if serving else 'not started'}>"
 
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the thread and bind the socket; returns once the emulator answers."""
-        if self._thread is not None:
+        """Start the thread and bind the socket; returns once the emulator answers.
+
+        An error starting the emulator (a bad option, a port in use) is raised here; a
+        start that fails or takes longer than ``call_timeout`` leaves no thread or socket.
+        """
+        if self._serving is not None:
             raise RuntimeError("the emulator is already running")
-        started: concurrent.futures.Future[None] = concurrent.futures.Future()
-        thread = threading.Thread(
-            target=asyncio.run, args=(self._serve(started),), name="accountapi-emulator"
-        )
+        started: concurrent.futures.Future[_Serving] = concurrent.futures.Future()
+        thread = threading.Thread(target=self._run, args=(started,), name="accountapi-emulator")
         thread.daemon = True  # never keeps a process alive whose test forgot stop()
         thread.start()
         try:
-            started.result(timeout=self._call_timeout)
+            self._serving = self._wait_until_started(started)
         except BaseException:
-            self._end(thread)
+            if not started.cancel() and started.exception() is None:
+                self._end(started.result())  # it started after all: stop it
+            else:
+                self._join(thread)  # it ends by itself, closing what it opened
             raise
-        self._thread = thread
 
-    async def _serve(self, started: concurrent.futures.Future[None]) -> None:
-        """The thread's whole life: start the emulator, serve until stopped, close it."""
-        emulator = Emulator(**self._options)
-        self._stopping = asyncio.Event()
+    def _wait_until_started(self, started: concurrent.futures.Future[_Serving]) -> _Serving:
         try:
+            return started.result(timeout=self._call_timeout)
+        except TimeoutError:
+            if not started.cancel():  # it started, or failed, just now
+                return started.result()
+            raise TimeoutError(
+                f"the emulator did not start within {self._call_timeout} s"
+            ) from None
+
+    def _run(self, started: concurrent.futures.Future[_Serving]) -> None:
+        asyncio.run(self._serve(started))
+
+    async def _serve(self, started: concurrent.futures.Future[_Serving]) -> None:
+        """The thread's whole life: start the emulator, serve until stopped, close it."""
+        try:
+            emulator = Emulator(**self._options)
             await emulator.start()
         except BaseException as exc:
-            started.set_exception(exc)
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # caller gone
+                started.set_exception(exc)
             return
-        self._loop, self._emulator, self._url = asyncio.get_running_loop(), emulator, emulator.url
-        started.set_result(None)
+        serving = _Serving(emulator)
         try:
-            await self._stopping.wait()
+            started.set_result(serving)
+        except concurrent.futures.InvalidStateError:  # start() gave up waiting: nobody stops it
+            await emulator.close()
+            return
+        try:
+            await serving.stopping.wait()
         finally:
+            serving.end()
             await emulator.close()
 
     def stop(self) -> None:
-        """Stop serving, close every connection, and join the thread; idempotent."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._end(thread)
+        """Stop serving, close every connection, and join the thread; idempotent.
 
-    def _end(self, thread: threading.Thread) -> None:
-        loop, stopping = self._loop, self._stopping
-        if loop is not None and stopping is not None and not loop.is_closed():
-            # RuntimeError: the loop closed between the check and the call.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stopping.set)
+        Called on the emulator's own thread (inside :meth:`call`), it stops without
+        waiting: the thread ends once that call returns.
+        """
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            self._end(serving)
+
+    def _end(self, serving: _Serving) -> None:
+        if threading.current_thread() is serving.thread:
+            serving.stopping.set()
+            return
+        # RuntimeError: the loop is already closed, its thread ending or gone.
+        with contextlib.suppress(RuntimeError):
+            serving.loop.call_soon_threadsafe(serving.stopping.set)
+        self._join(serving.thread)
+
+    def _join(self, thread: threading.Thread) -> None:
         thread.join(self._stop_timeout)
-        self._loop = self._emulator = self._stopping = self._url = None
         if thread.is_alive():
             raise RuntimeError(f"the emulator thread did not stop within {self._stop_timeout} s")
 
@@ -127,20 +216,18 @@ class ThreadedEmulator:
         For what this class does not forward, such as editing a profile in place:
         ``emu.call(lambda e: e.profile(key).update(balance_eur="0.000000"))``.
         """
-        loop, emulator = self._running()
-        if threading.current_thread() is self._thread:
-            return function(emulator)
+        serving = self._running()
+        if threading.current_thread() is serving.thread:
+            return function(serving.emulator)
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        serving.submit(future, lambda: _settle(future, lambda: function(serving.emulator)))
+        return self._wait(future)
 
-        async def run() -> T:
-            return function(emulator)
-
-        return self._wait(asyncio.run_coroutine_threadsafe(run(), loop))
-
-    def _running(self) -> tuple[asyncio.AbstractEventLoop, Emulator]:
-        loop, emulator = self._loop, self._emulator
-        if loop is None or emulator is None:
-            raise RuntimeError("the emulator is not running; use `with` or start()")
-        return loop, emulator
+    def _running(self) -> _Serving:
+        serving = self._serving
+        if serving is None:
+            raise RuntimeError(_NOT_RUNNING)
+        return serving
 
     def _wait(self, future: concurrent.futures.Future[T]) -> T:
         try:
@@ -157,9 +244,7 @@ class ThreadedEmulator:
     @property
     def url(self) -> str:
         """Base URL of the running emulator, e.g. ``http://127.0.0.1:54321``."""
-        if self._url is None:
-            raise RuntimeError("the emulator is not running; use `with` or start()")
-        return self._url
+        return self._running().url
 
     def add_key(
         self,
@@ -201,11 +286,18 @@ class ThreadedEmulator:
     ) -> None:
         """Wait, without blocking the caller's loop, until ``attempts(key, path)`` reaches
         ``count``; ``TimeoutError`` after ``timeout`` seconds."""
-        loop, emulator = self._running()
-        waiting: Coroutine[Any, Any, None] = emulator.wait_for_attempts(
-            key, count, path, timeout=timeout
-        )
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(waiting, loop))
+        serving = self._running()
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def begin() -> None:  # on the emulator's loop
+            if future.done():  # the run ended, or the caller stopped waiting
+                return
+            waiting = serving.emulator.wait_for_attempts(key, count, path, timeout=timeout)
+            task = asyncio.ensure_future(waiting)
+            task.add_done_callback(lambda _: _settle(future, task.result))
+
+        serving.submit(future, begin)
+        await asyncio.wrap_future(future)
 
     @property
     def records(self) -> list[RequestRecord]:

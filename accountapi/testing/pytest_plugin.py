@@ -18,6 +18,7 @@ from pytest_accountapi import (
     accountapi_key,
     accountapi_sync_client,
 )
+from pytest_accountapi import pytest_collection_modifyitems as pytest_collection_modifyitems
 
 __all__ = [
     "accountapi_client",
@@ -29,4 +30,16 @@ __all__ = [
 ]
 
 with contextlib.suppress(ImportError):  # defined only where pytest-asyncio is installed
-    from pytest_accountapi import _accountapi_client_asyncio as _accountapi_client_asyncio
+    from pytest_accountapi import _accountapi_client_class_loop as _accountapi_client_class_loop
+    from pytest_accountapi import (
+        _accountapi_client_function_loop as _accountapi_client_function_loop,
+    )
+    from pytest_accountapi import (
+        _accountapi_client_module_loop as _accountapi_client_module_loop,
+    )
+    from pytest_accountapi import (
+        _accountapi_client_package_loop as _accountapi_client_package_loop,
+    )
+    from pytest_accountapi import (
+        _accountapi_client_session_loop as _accountapi_client_session_loop,
+    )
