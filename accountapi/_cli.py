@@ -82,6 +82,9 @@ EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1  # some keys failed, none for authentication
 EXIT_UNUSABLE: Final = 2  # could not run: bad usage or input, unreachable service
 EXIT_AUTH: Final = 3  # some keys failed authentication (401); wins over EXIT_FAILED
+# The longest --expiring-within: a century, far past any credit's life and well inside
+# the calendar (a window of millions of days overflows Python's dates).
+_MAX_EXPIRY_DAYS: Final = 36_500
 EXIT_ALERT: Final = 4  # none failed, but some are low (--below) or expiring (--expiring-within)
 EXIT_INTERRUPTED: Final = 130  # Ctrl-C (SIGINT): 128 + 2, as a shell reports it
 EXIT_OUTPUT_CLOSED: Final = 141  # stdout's reader went away (`| head`): 128 + SIGPIPE
@@ -1126,7 +1129,7 @@ _progress_option = click.option(
 )
 @click.option(
     "--expiring-within",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=_MAX_EXPIRY_DAYS),
     default=None,
     metavar="DAYS",
     help="Flag keys whose credits expire within DAYS days from now (or have expired); "

@@ -78,8 +78,19 @@ class AtomicFile:
     def __init__(self, path: Path, option: str = "--output") -> None:
         self.path = path
         target = os.path.realpath(path)
-        if os.path.isdir(target):
+        try:
+            existing: os.stat_result | None = os.stat(target)
+        except OSError:
+            existing = None
+        if existing is not None and stat.S_ISDIR(existing.st_mode):
             raise OutputError(f"cannot write {option} {path}: it is a directory")
+        if existing is not None and not stat.S_ISREG(existing.st_mode):
+            # A device, FIFO or socket would be replaced by a regular file (as root, a
+            # cron job's --output /dev/null would destroy /dev/null): refused.
+            raise OutputError(
+                f"cannot write {option} {path}: not a regular file (a device, FIFO or "
+                "socket is never replaced; leave out the option to write to stdout)"
+            )
         self._target = target
         folder, name = os.path.split(target)
         try:
@@ -91,7 +102,14 @@ class AtomicFile:
         # Windows has no fchmod: mkstemp's 0600 is then kept.
         with contextlib.suppress(OSError, AttributeError):
             os.fchmod(fd, _mode(target))
-        self.stream: IO[str] = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed by commit or discard
+        if existing is not None:  # keep the replaced file's owner, as open(PATH, "w") would
+            with contextlib.suppress(OSError, AttributeError):
+                os.fchown(fd, existing.st_uid, existing.st_gid)
+        # Text the decoder let through but UTF-8 cannot hold (a lone surrogate in an
+        # account id) is written escaped, as on stdout, never a traceback.
+        self.stream: IO[str] = open(  # noqa: SIM115 - closed by commit or discard
+            fd, "w", encoding="utf-8", errors="backslashreplace", newline=""
+        )
 
     def commit(self) -> None:
         """Flush, sync and rename over ``path``: from now on readers see the new file."""

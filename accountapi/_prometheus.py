@@ -93,24 +93,27 @@ class PrometheusWriter:
     def finish(self, summary: BalanceSummary, elapsed: float) -> None:
         """Write every family: per account, per key, then the run's own gauges."""
         accounts = sorted(self._accounts.values(), key=lambda a: a.line)
-        text = "".join(
-            [
-                *self._account_families(accounts, summary),
-                self._family(
-                    "accountapi_check_success",
-                    "1 when the key's profile was fetched, 0 when the check failed.",
+        families = [
+            *self._account_families(accounts, summary),
+            self._family(
+                "accountapi_check_success",
+                "1 when the key's profile was fetched, 0 when the check failed.",
+                (
                     (
-                        (
-                            _labels(account_id=c.account_id, key_hint=c.hint, line=str(c.line)),
-                            str(int(c.ok)),
-                        )
-                        for c in sorted(self._checks, key=lambda c: c.line)
-                    ),
+                        _labels(account_id=c.account_id, key_hint=c.hint, line=str(c.line)),
+                        str(int(c.ok)),
+                    )
+                    for c in sorted(self._checks, key=lambda c: c.line)
                 ),
-                *self._run_families(summary, elapsed),
-            ]
-        )
-        self._out.write(text)
+            ),
+            *self._run_families(summary, elapsed),
+        ]
+        # A family at a time, each flushed: a reader that goes away (`| head`) makes the
+        # next write fail, so the run says it stopped early (one large write to a pipe
+        # can be cut short without an error).
+        for family in families:
+            self._out.write(family)
+            self._out.flush()
 
     def _account_families(self, accounts: list[_Account], summary: BalanceSummary) -> list[str]:
         def each(value: Callable[[_Account], str | None]) -> Iterable[tuple[str, str]]:

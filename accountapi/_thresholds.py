@@ -27,9 +27,11 @@ _PLAIN_AMOUNT: Final = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,30})?")
 def parse_amount(text: str) -> Decimal:
     """An amount of EUR from plain text (``"5"``, ``"5.50"``), exactly; ValueError otherwise."""
     if not _PLAIN_AMOUNT.fullmatch(text):
+        shown = text if len(text) <= 40 else text[:37] + "..."
         raise ValueError(
-            f"{text!r} is not a plain amount of EUR: digits with an optional fraction, "
-            "such as 5 or 5.50 (no sign, exponent, nan or inf)"
+            f"{shown!r} is not a plain amount of EUR: digits with an optional fraction, "
+            "such as 5 or 5.50, at most 30 digits on each side of the point "
+            "(no sign, exponent, nan or inf)"
         )
     return Decimal(text)
 
@@ -42,7 +44,13 @@ def is_low(balance_eur: Decimal, below_eur: Decimal) -> bool:
 def is_expiring(expires_at: datetime | None, within: timedelta, now: datetime) -> bool:
     """Whether credits expire no later than ``now + within`` (already expired included);
     credits that never expire (``None``) never are."""
-    return expires_at is not None and expires_at <= now + within
+    if expires_at is None:
+        return False
+    try:
+        horizon = now + within
+    except OverflowError:  # a window past the calendar's end: every expiry date is in it
+        return True
+    return expires_at <= horizon
 
 
 def _amount(value: Any) -> Decimal | None:

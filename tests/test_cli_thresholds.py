@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from accountapi._thresholds import is_expiring, parse_amount
 from accountapi.testing import Emulator, Fault
 
 FULL_KEY = re.compile(r"dpct_[A-Za-z0-9_-]{12,}")
@@ -653,3 +655,99 @@ async def test_resume_with_other_thresholds_is_refused(
     done = await balances(emulator, mixed, "--format", "jsonl", *then, "--resume", str(out))
     assert_one_line_error(done, needle)
     assert out.read_bytes() == before
+
+
+# -- from a hostile review of --output, --format prometheus and the thresholds ------------
+
+
+async def test_output_never_replaces_a_fifo_or_device(emulator: Emulator, tmp_path: Path) -> None:
+    """--output naming a FIFO is refused with one line and exit 2, and the FIFO stays one
+    (a device such as /dev/null, as root, would have become a regular file)."""
+    keys = keys_file(tmp_path / "keys.txt", [emulator.add_key()])
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    done = await balances(emulator, keys, "--format", "csv", "--output", str(fifo))
+    assert_one_line_error(done, "not a regular file")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert [name for name in os.listdir(tmp_path) if name.endswith(".tmp")] == []
+
+
+async def test_output_writes_an_undecodable_account_id_escaped(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """An account id with a lone surrogate (valid JSON escape, not UTF-8) is written to a
+    CSV --output escaped, as on stdout, not as a traceback."""
+    key = emulator.add_key({"id": "acct-\ud800-x"})
+    keys = keys_file(tmp_path / "keys.txt", [key])
+    out = tmp_path / "out.csv"
+    done = await balances(emulator, keys, "--format", "csv", "--output", str(out))
+    assert_clean(done, [key])
+    assert done.code == 0, done.stderr
+    assert "acct-\\ud800-x" in out.read_text(encoding="utf-8")
+
+
+async def test_output_keeps_the_replaced_files_owner(emulator: Emulator, tmp_path: Path) -> None:
+    """--output over an existing file keeps its owner and group, as open(PATH, "w") does
+    (as root: a file owned by nobody stays nobody's)."""
+    keys = keys_file(tmp_path / "keys.txt", [emulator.add_key()])
+    out = tmp_path / "out.csv"
+    out.write_text("old\n")
+    owner = 65534 if os.geteuid() == 0 else os.geteuid()  # nobody, where we may chown
+    os.chown(out, owner, owner if os.geteuid() == 0 else os.getegid())
+    before = os.stat(out)
+    done = await balances(emulator, keys, "--format", "csv", "--output", str(out))
+    assert done.code == 0, done.stderr
+    after = os.stat(out)
+    assert (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid)
+    assert after.st_ino != before.st_ino  # replaced whole, not rewritten in place
+
+
+async def test_a_reader_that_leaves_early_ends_a_prometheus_run_with_141(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """`--format prometheus | head -1`: the exposition is cut off, so the run says it
+    stopped early and exits 141, as CSV does (it used to exit 0)."""
+    keys = keys_file(tmp_path / "keys.txt", [emulator.add_key() for _ in range(3000)])
+    read_end, write_end = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "accountapi", "balances", str(keys), "--base-url", emulator.url),
+        *("--no-progress", "--format", "prometheus"),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=write_end,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        first = await asyncio.to_thread(reader.readline)  # then the reader goes away
+    assert first.startswith(b"# HELP")
+    async with asyncio.timeout(TIMEOUT):
+        _, err = await proc.communicate()
+    assert proc.returncode == 141, err.decode()
+    assert b"Traceback" not in err
+
+
+async def test_an_expiry_window_past_the_calendar_is_refused(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """--expiring-within 3000000 (past year 9999) is one line and exit 2, not an
+    OverflowError; the library treats such a window as covering every expiry date."""
+    keys = keys_file(tmp_path / "keys.txt", [emulator.add_key()])
+    done = await balances(emulator, keys, "--expiring-within", "3000000")
+    assert done.code == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "--expiring-within" in done.stderr
+    assert is_expiring(
+        datetime(9999, 12, 31, tzinfo=UTC), timedelta(days=999_999_999), datetime.now(UTC)
+    )
+    assert not is_expiring(None, timedelta(days=999_999_999), datetime.now(UTC))
+
+
+def test_a_long_amount_is_refused_with_the_rule_and_a_short_echo() -> None:
+    """An amount with more than 30 digits after the point is refused naming that limit,
+    and a 10,000-digit value is not echoed back whole."""
+    with pytest.raises(ValueError, match="at most 30 digits") as info:
+        parse_amount("0." + "0" * 30 + "1")
+    assert "at most 30 digits" in str(info.value)
+    with pytest.raises(ValueError, match="not a plain amount") as huge:
+        parse_amount("9" * 10_000)
+    assert len(str(huge.value)) < 300
