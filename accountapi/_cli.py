@@ -1187,10 +1187,12 @@ def balances(
             f"--resume {resume} answers line {previous.last_line}, but the last key of "
             f"{source.name} is on line {source.last_line}: is it the output of another keys file?"
         )
-    sink = _open_summary_json(summary_json)
+    sink = None
     target = None
     try:
+        # --output first: a refused --output must not have truncated --summary-json.
         target = _open_output(output)
+        sink = _open_summary_json(summary_json)
         if target is not None:
             out = target.stream
         client = _client(
@@ -1222,13 +1224,15 @@ def balances(
     except OutputError as exc:
         _fail(str(exc))
     finally:
-        source.close()
-        if sink is not None:
-            sink.close()
-        if target is not None:
-            target.discard()  # a run that did not end: PATH stays as it was
-        elif out is not None:
-            out.close()
+        try:
+            source.close()
+            if sink is not None:
+                sink.close()
+        finally:  # whatever closing raised, the temporary file goes
+            if target is not None:
+                target.discard()  # a run that did not end: PATH stays as it was
+            elif out is not None:
+                out.close()
     return exit_status(summary)
 
 

@@ -751,3 +751,24 @@ def test_a_long_amount_is_refused_with_the_rule_and_a_short_echo() -> None:
     with pytest.raises(ValueError, match="not a plain amount") as huge:
         parse_amount("9" * 10_000)
     assert len(str(huge.value)) < 300
+
+
+async def test_a_refused_output_leaves_the_summary_json_untouched(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """--output into a folder that does not exist is refused (exit 2) before
+    --summary-json is opened: the summary file keeps its earlier content."""
+    keys = keys_file(tmp_path / "keys.txt", [emulator.add_key()])
+    summary = tmp_path / "summary.json"
+    summary.write_text('{"earlier": true}\n')
+    done = await balances(
+        emulator,
+        keys,
+        "--output",
+        str(tmp_path / "nodir" / "x.csv"),
+        "--summary-json",
+        str(summary),
+    )
+    assert done.code == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert summary.read_text() == '{"earlier": true}\n'
