@@ -180,8 +180,19 @@ class PrometheusWriter:
                 summary.expiring,
             ),
             ("accounts", "Distinct accounts behind the keys that answered.", summary.accounts),
-            ("accounts_low", "Accounts whose balance is below --below.", summary.low_accounts),
-            ("accounts_expiring", "Accounts whose credits expire soon.", summary.expiring_accounts),
+            # Counted from the per-account samples above (each account judged by its
+            # earliest line's answer), so the exposition never contradicts itself when
+            # two keys of one account answered differently.
+            (
+                "accounts_low",
+                "Accounts whose balance is below --below (accountapi_low == 1).",
+                sum(_flags(summary, a.profile)[0] is True for a in self._accounts.values()),
+            ),
+            (
+                "accounts_expiring",
+                "Accounts whose credits expire soon (accountapi_expiring == 1).",
+                sum(_flags(summary, a.profile)[1] is True for a in self._accounts.values()),
+            ),
         ]
         families = [
             self._family(f"accountapi_run_{name}", help_text, [("", str(value))])

@@ -772,3 +772,28 @@ async def test_a_refused_output_leaves_the_summary_json_untouched(
     assert done.code == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert summary.read_text() == '{"earlier": true}\n'
+
+
+async def test_two_keys_of_one_account_give_one_consistent_exposition(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Two keys of one account answer with different balances, the later line first: the
+    account's sample, its low flag and the run's low-accounts count agree (all from the
+    earliest line's answer), whichever answer came first."""
+    early = emulator.add_key({"id": "acct-1", "balance_eur": "100.000000"}, latency=0.3)
+    late = emulator.add_key({"id": "acct-1", "balance_eur": "1.000000"})
+    keys = keys_file(tmp_path / "keys.txt", [early, late])
+    done = await balances(emulator, keys, "--format", "prometheus", "--below", "5")
+    assert done.code == 4, done.stderr  # a key is low
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(done.stdout)
+        for sample in family.samples
+        if sample.name
+        in ("accountapi_balance_eur", "accountapi_low", "accountapi_run_accounts_low")
+    }
+    assert samples == {
+        "accountapi_balance_eur": 100.0,
+        "accountapi_low": 0.0,
+        "accountapi_run_accounts_low": 0.0,
+    }
