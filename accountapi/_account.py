@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final, TypeVar
 
+from ._calls import CallOptions, without_key
 from ._config import NOT_GIVEN, NotGiven, Timeout
 from ._decode import decode_profile
 from ._exceptions import APIResponseValidationError
 from ._headers import request_id_from
 from ._keys import Credential
 from ._models import Profile
+from ._response import APIResponse
 from ._transport import RawResponse
 
 if TYPE_CHECKING:
-    from ._calls import CallPath
+    from ._calls import Call, CallPath
 
-__all__ = ["DISMISS_PATH", "PROFILE_PATH", "AccountResource", "parse_profile"]
+__all__ = [
+    "DISMISS_PATH",
+    "PROFILE_PATH",
+    "AccountResource",
+    "AccountResourceWithResponse",
+    "parse_profile",
+]
 
 PROFILE_PATH: Final = "/v1/account/profile"
 DISMISS_PATH: Final = "/v1/account/notifications/dismiss"
@@ -43,33 +52,70 @@ def parse_dismissed(raw: RawResponse) -> None:
     return
 
 
-class AccountResource:
-    """Operations on the account behind an API key."""
+_T = TypeVar("_T")
 
-    __slots__ = ("_calls", "_dismiss_url", "_profile_url")
+
+def _options(
+    max_retries: int | NotGiven, extra_headers: Mapping[str, str] | None
+) -> CallOptions | None:
+    """The per-call options, or None (nothing to carry) when the caller gave none."""
+    if max_retries is NOT_GIVEN and extra_headers is None:
+        return None
+    return CallOptions.make(max_retries, extra_headers)
+
+
+def _response(value: _T, call: Call[_T]) -> APIResponse[_T]:
+    answer = call.answer
+    assert answer is not None  # noqa: S101 - a call returns a value only from a 2xx answer
+    answer = without_key(answer, call.key)
+    return APIResponse(
+        parsed=value,
+        status=answer.status,
+        headers=answer.headers,
+        request_id=request_id_from(answer.headers),
+        attempts=call.sent,
+    )
+
+
+class AccountResource:
+    """Operations on the account behind an API key.
+
+    Every method takes the same per-call options: ``api_key`` (another key on the same
+    client), ``timeout`` (a :class:`Timeout`, a number of seconds for the whole call, or
+    ``None``), ``max_retries`` (this call's retries; ``0`` sends one request at most) and
+    ``extra_headers`` (sent with this call only; the SDK's own ``Authorization``,
+    ``Accept-Encoding`` and ``User-Agent`` cannot be set, see
+    :class:`~accountapi.AccountClient`'s ``default_headers``).
+    """
+
+    __slots__ = ("_calls", "_dismiss_url", "_profile_url", "with_response")
 
     def __init__(self, calls: CallPath) -> None:
         self._calls = calls
         self._profile_url = calls.url(PROFILE_PATH)
         self._dismiss_url = calls.url(DISMISS_PATH)
+        self.with_response: Final = AccountResourceWithResponse(self)
+        """The same calls, each returning an :class:`APIResponse` (status, headers,
+        request id, attempts) around its value."""
 
     async def profile(
         self,
         *,
         api_key: str | None = None,
         timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> Profile:
-        """Fetch the account profile: balance, holds, credit limit, expiry, flags.
-
-        ``api_key`` uses another key on the same client; ``timeout`` overrides the
-        client's for this call.
-        """
+        """Fetch the account profile: balance, holds, credit limit, expiry, flags."""
         # From here on the key is held only as a Credential: a frame that an error passes
         # through must not show it among its locals.
         key = None if api_key is None else Credential(api_key)
         del api_key
+        options = None
+        if max_retries is not NOT_GIVEN or extra_headers is not None:
+            options = CallOptions.make(max_retries, extra_headers)
         profile, _ = await self._calls.request(
-            "GET", self._profile_url, parse_profile, key, timeout
+            "GET", self._profile_url, parse_profile, key, timeout, options
         )
         return profile
 
@@ -78,6 +124,8 @@ class AccountResource:
         *,
         api_key: str | None = None,
         timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         """Clear the unseen-credit notice (``Profile.pending_credit_notice``).
 
@@ -85,7 +133,71 @@ class AccountResource:
         """
         key = None if api_key is None else Credential(api_key)
         del api_key
-        await self._calls.request("POST", self._dismiss_url, parse_dismissed, key, timeout)
+        await self._calls.request(
+            "POST",
+            self._dismiss_url,
+            parse_dismissed,
+            key,
+            timeout,
+            _options(max_retries, extra_headers),
+        )
 
     def __repr__(self) -> str:
         return f"AccountResource({self._calls!r})"
+
+
+class AccountResourceWithResponse:
+    """``client.account.with_response``: each call returns an :class:`APIResponse`."""
+
+    __slots__ = ("_resource",)
+
+    def __init__(self, resource: AccountResource) -> None:
+        self._resource = resource
+
+    async def profile(
+        self,
+        *,
+        api_key: str | None = None,
+        timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> APIResponse[Profile]:
+        """:meth:`AccountResource.profile`, with the answer's status, headers and request id."""
+        key = None if api_key is None else Credential(api_key)
+        del api_key
+        resource = self._resource
+        value, call = await resource._calls.request(
+            "GET",
+            resource._profile_url,
+            parse_profile,
+            key,
+            timeout,
+            _options(max_retries, extra_headers),
+        )
+        return _response(value, call)
+
+    async def dismiss_notifications(
+        self,
+        *,
+        api_key: str | None = None,
+        timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> APIResponse[None]:
+        """:meth:`AccountResource.dismiss_notifications`, with the answer's status,
+        headers and request id."""
+        key = None if api_key is None else Credential(api_key)
+        del api_key
+        resource = self._resource
+        value, call = await resource._calls.request(
+            "POST",
+            resource._dismiss_url,
+            parse_dismissed,
+            key,
+            timeout,
+            _options(max_retries, extra_headers),
+        )
+        return _response(value, call)
+
+    def __repr__(self) -> str:
+        return f"AccountResourceWithResponse({self._resource._calls!r})"

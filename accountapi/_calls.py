@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import logging
 from asyncio import CancelledError, current_task, get_running_loop
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 from multidict import CIMultiDict
@@ -38,10 +39,12 @@ from ._exceptions import (
     RateLimitError,
 )
 from ._gate import GateTimeout, KeyCoolingDown, KeyGate, fast_acquire
+from ._headers import check_user_headers
 from ._keys import Credential
+from ._log import log_attempt, logger
 from ._status import error_for_status
 from ._telemetry import Telemetry, call_labels, end_span, telemetry, telemetry_failed
-from ._transport import RawResponse
+from ._transport import RawResponse, request_headers
 
 if TYPE_CHECKING:
     from yarl import URL
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
     from ._retry import Retrier
     from ._transport import Transport
 
-__all__ = ["CallPath"]
+__all__ = ["CallOptions", "CallPath"]
 
 T = TypeVar("T")
 
@@ -87,6 +90,54 @@ def without_key(raw: RawResponse, key: Credential) -> RawResponse:
     return RawResponse(raw.status, headers, body, raw.truncated, raw.problem)
 
 
+class CallOptions:
+    """What one call asks beyond its key and timeout: another retry count, more headers.
+
+    Built by a resource only when the caller passes such an option, so the plain call
+    carries ``None`` and pays nothing for them.
+    """
+
+    __slots__ = ("headers", "max_retries")
+
+    def __init__(self, max_retries: int | None, headers: tuple[tuple[str, str], ...]) -> None:
+        self.max_retries = max_retries
+        self.headers = headers
+
+    @classmethod
+    def make(
+        cls, max_retries: int | NotGiven, extra_headers: Mapping[str, str] | None
+    ) -> CallOptions:
+        """Check the per-call options (a :class:`ConfigurationError` for a bad one)."""
+        if isinstance(max_retries, NotGiven):
+            retries = None
+        elif isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigurationError(
+                f"max_retries must be a whole number >= 0, got {max_retries!r}"
+            )
+        else:
+            retries = max_retries
+        headers = (
+            () if extra_headers is None else check_user_headers(extra_headers, "extra_headers")
+        )
+        return cls(retries, headers)
+
+
+class _Lifecycle:
+    """The event loop and the calls in progress, shared by a client and every client
+    :meth:`~accountapi.AccountClient.with_options` derived from it (one pool, one end)."""
+
+    __slots__ = ("closing", "drained", "ended", "loop", "running")
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None  # bound by the first call
+        self.closing = False
+        # Each call in progress: its task -> task.cancelling() when the call began, so a
+        # cancellation by aclose() is told apart from the caller's own (as asyncio.timeout does).
+        self.running: dict[asyncio.Task[Any], int] = {}
+        self.ended: set[asyncio.Task[Any]] = set()  # cancelled by aclose(), not yet unwound
+        self.drained: asyncio.Future[None] | None = None  # set when the last of those leaves
+
+
 class _Request(Protocol):
     def __call__(
         self,
@@ -95,6 +146,7 @@ class _Request(Protocol):
         parse: Callable[[RawResponse], T],
         api_key: Credential | None,
         timeout: Timeout | float | NotGiven | None,
+        options: CallOptions | None = None,
     ) -> Awaitable[tuple[T, Call[T]]]: ...
 
 
@@ -107,7 +159,16 @@ class Call(Generic[T]):
     for repeats and the span records the status of.
     """
 
-    __slots__ = ("answer", "deadline", "key", "method", "parse", "sent", "timeouts", "url")
+    __slots__ = (
+        "answer",
+        "deadline",
+        "key",
+        "method",
+        "parse",
+        "sent",
+        "timeouts",
+        "url",
+    )
 
     def __init__(
         self,
@@ -139,21 +200,21 @@ class CallPath:
     key gate (whose queues belong to one loop). Every call in progress is registered
     with its task, so :meth:`aclose` can end all of them at once, wherever each one is
     (queued for a slot, on the wire, or waiting out a ``Retry-After``): each raises
-    :class:`ClientStateError` and gives its slot back.
+    :class:`ClientStateError` and gives its slot back. A call path made by
+    :meth:`derive` shares all of this (and the transport, gate and telemetry) with the
+    one it came from.
     """
 
     __slots__ = (
         "_clock",
-        "_closing",
         "_default_key",
-        "_drained",
-        "_ended",
         "_fast_acquire",
         "_gate",
+        "_headers",
         "_labels",
-        "_loop",
+        "_life",
         "_retrier",
-        "_running",
+        "_retriers",
         "_telemetry",
         "_timeout",
         "_transport",
@@ -170,28 +231,51 @@ class CallPath:
         clock: Clock,
         timeout: Timeout,
         default_key: Credential | None,
+        headers: tuple[tuple[str, str], ...] = (),
+        life: _Lifecycle | None = None,
     ) -> None:
         self._transport = transport
         self._gate = gate
         self._retrier = retrier
+        self._retriers: dict[int, Retrier] = {}  # per-call max_retries -> its retrier
         self._clock = clock
         self.monotonic: Callable[[], float] = clock.monotonic
         self._timeout = timeout
         self._default_key = default_key
+        self._headers = headers  # the client's default_headers, checked
         # The in-process gate hands out a free slot synchronously: no coroutine to wait.
         self._fast_acquire = fast_acquire(gate)
         # Without opentelemetry-api the call path is the untraced one itself: not a
         # wrapper, not a branch per call.
         self._telemetry = telemetry()
         self._labels: dict[tuple[str, URL], dict[str, Any]] = {}  # per endpoint: two
-        self._loop: asyncio.AbstractEventLoop | None = None  # bound by the first call
-        self._closing = False
-        # Each call in progress: its task -> task.cancelling() when the call began, so a
-        # cancellation by aclose() is told apart from the caller's own (as asyncio.timeout does).
-        self._running: dict[asyncio.Task[Any], int] = {}
-        self._ended: set[asyncio.Task[Any]] = set()  # cancelled by aclose(), not yet unwound
-        self._drained: asyncio.Future[None] | None = None  # set when the last of those leaves
+        self._life = _Lifecycle() if life is None else life
         self.request: _Request = self._untraced if self._telemetry is None else self._traced
+
+    def derive(
+        self,
+        *,
+        retrier: Retrier,
+        timeout: Timeout,
+        default_key: Credential | None,
+        headers: tuple[tuple[str, str], ...],
+    ) -> CallPath:
+        """A call path with other defaults on the same transport, gate, clock and lifecycle."""
+        return CallPath(
+            transport=self._transport,
+            gate=self._gate,
+            retrier=retrier,
+            clock=self._clock,
+            timeout=timeout,
+            default_key=default_key,
+            headers=headers,
+            life=self._life,
+        )
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """The default headers every call of this path sends (checked)."""
+        return self._headers
 
     def url(self, path: str) -> URL:
         """The absolute URL of an endpoint (built once per endpoint by its resource)."""
@@ -203,6 +287,33 @@ class CallPath:
             raise ConfigurationError(_NO_KEY)
         return self._default_key.check()
 
+    def _with_headers(self, key: Credential, options: CallOptions | None) -> Credential:
+        """``key`` with its request headers built (once per key, kept on the key, never
+        in a local: their ``repr`` shows the key); for a call with ``extra_headers``, a
+        copy of the key carrying them, so the key's own headers stay as they were."""
+        if key._headers is None:
+            built = request_headers(key._value)
+            for name, value in self._headers:
+                built.add(name, value)
+            key._headers = built
+        if options is None or not options.headers:
+            return key
+        copy_ = Credential(key._value, valid=True)
+        copy_._headers = CIMultiDict(key._headers)
+        for name, value in options.headers:
+            copy_._headers[name] = value  # the call's value replaces the client's
+        return copy_
+
+    def _retrier_for(self, options: CallOptions | None) -> Retrier:
+        if options is None or options.max_retries is None:
+            return self._retrier
+        retrier = self._retriers.get(options.max_retries)
+        if retrier is None:
+            retrier = self._retrier.with_max_retries(options.max_retries)
+            if len(self._retriers) < 64:
+                self._retriers[options.max_retries] = retrier
+        return retrier
+
     async def _untraced(
         self,
         method: str,
@@ -210,36 +321,42 @@ class CallPath:
         parse: Callable[[RawResponse], T],
         api_key: Credential | None,
         timeout: Timeout | float | NotGiven | None,
+        options: CallOptions | None = None,
     ) -> tuple[T, Call[T]]:
         """One API call for one key: gate, attempt, map status, retry, decode.
 
         Returns the decoded value and the :class:`Call` (requests sent, the answer).
         Every error raised has ``attempts`` (requests sent) and ``key_hint`` set.
         """
-        if get_running_loop() is not self._loop or self._closing:
+        life = self._life
+        if get_running_loop() is not life.loop or life.closing:
             self._bind()
         key = api_key.check() if api_key is not None else self._default_credential()
+        if key._headers is None or options is not None:
+            key = self._with_headers(key, options)
         timeouts = self._timeout if timeout is NOT_GIVEN else Timeout.coerce(timeout)
         total = timeouts.total
         call = Call(
             key, method, url, parse, timeouts, None if total is None else self.monotonic() + total
         )
+        attempt = self._logged_attempt if logger.isEnabledFor(logging.DEBUG) else self._attempt
         task = current_task()
         if task is not None:
-            self._running[task] = task.cancelling()
+            life.running[task] = task.cancelling()
         try:
             # The success path is this bare await; retries start only after a failure.
             try:
-                return await self._attempt(call, 1), call
+                return await attempt(call, 1), call
             except AccountAPIError as exc:
                 exc.attempts = call.sent
-                if not self._retrier.should_retry(exc):
+                retrier = self._retrier_for(options)
+                if not retrier.should_retry(exc):
                     exc.key_hint = key.hint
                     raise
                 first = exc
             try:
-                value = await self._retrier.retry(
-                    functools.partial(self._attempt, call),
+                value = await retrier.retry(
+                    functools.partial(attempt, call),
                     first,
                     deadline=call.deadline,
                     key_hint=key.hint,
@@ -264,21 +381,23 @@ class CallPath:
     def _bind(self) -> None:
         """Bind the client to the running loop on its first call; refuse any other loop,
         and any call once :meth:`aclose` has begun."""
-        if self._closing:
+        life = self._life
+        if life.closing:
             raise ClientStateError(_CLOSED)
         loop = get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-        elif loop is not self._loop:
+        if life.loop is None:
+            life.loop = loop
+        elif loop is not life.loop:
             raise ClientStateError(_OTHER_LOOP)
 
     def _ended_by_close(self, task: asyncio.Task[Any], call: Call[Any]) -> ClientStateError | None:
         """The error for a call that :meth:`aclose` cancelled, or None when the
         cancellation is (also) someone else's and must go on as one."""
-        if task not in self._ended:
+        life = self._life
+        if task not in life.ended:
             return None
-        self._ended.discard(task)
-        if task.uncancel() > self._running[task]:
+        life.ended.discard(task)
+        if task.uncancel() > life.running[task]:
             return None
         error = ClientStateError(
             "the client was closed while this call was in progress; "
@@ -289,15 +408,15 @@ class CallPath:
         return error
 
     def _leave(self, task: asyncio.Task[Any]) -> None:
-        running = self._running
-        running.pop(task, None)
-        if self._ended and task in self._ended:
+        life = self._life
+        life.running.pop(task, None)
+        if life.ended and task in life.ended:
             # Cancelled by aclose() but never saw the CancelledError (the call had
             # already finished): withdraw the request so the caller's task is not hit.
-            self._ended.discard(task)
+            life.ended.discard(task)
             task.uncancel()
-        drained = self._drained
-        if drained is not None and not self._ended and not drained.done():
+        drained = life.drained
+        if drained is not None and not life.ended and not drained.done():
             drained.set_result(None)
 
     async def aclose(self) -> None:
@@ -306,24 +425,36 @@ class CallPath:
         Waits (at most :data:`_DRAIN_LIMIT` seconds) for the ended calls to unwind, so
         their key slots are back and their spans ended before the pool closes.
         """
-        loop = self._loop
+        life = self._life
+        loop = life.loop
         if loop is not None and not loop.is_closed() and get_running_loop() is not loop:
             raise ClientStateError("close the client in the event loop it was used in")
-        self._closing = True
+        life.closing = True
         me = current_task()
-        for task in list(self._running):
-            if task is not me and not task.done() and task not in self._ended:
-                self._ended.add(task)
+        for task in list(life.running):
+            if task is not me and not task.done() and task not in life.ended:
+                life.ended.add(task)
                 task.cancel()
-        if not self._ended:
+        if not life.ended:
             return
-        drained = self._drained = get_running_loop().create_future()
+        drained = life.drained = get_running_loop().create_future()
         try:
             await asyncio.wait_for(asyncio.shield(drained), _DRAIN_LIMIT)
         except TimeoutError:
             pass
         finally:
-            self._drained = None
+            life.drained = None
+
+    async def _logged_attempt(self, call: Call[T], number: int) -> T:
+        """:meth:`_attempt` with one DEBUG line when it ends (the debug switch is on)."""
+        started = self.monotonic()
+        try:
+            value = await self._attempt(call, number)
+        except AccountAPIError as exc:
+            log_attempt(call, number, self.monotonic() - started, exc)
+            raise
+        log_attempt(call, number, self.monotonic() - started, None)
+        return value
 
     async def _attempt(self, call: Call[T], number: int) -> T:
         """Attempt ``number`` of ``call``: a slot in the key gate, one request, its status."""
@@ -413,13 +544,14 @@ class CallPath:
         parse: Callable[[RawResponse], T],
         api_key: Credential | None,
         timeout: Timeout | float | NotGiven | None,
+        options: CallOptions | None = None,
     ) -> Awaitable[tuple[T, Call[T]]]:
         """:meth:`_untraced` itself while no OpenTelemetry SDK records (no extra frame);
         else the call inside a span (:meth:`_in_span`)."""
         tel = self._telemetry
         if tel is None or not tel.active():
-            return self._untraced(method, url, parse, api_key, timeout)
-        return self._in_span(tel, method, url, parse, api_key, timeout)
+            return self._untraced(method, url, parse, api_key, timeout, options)
+        return self._in_span(tel, method, url, parse, api_key, timeout, options)
 
     async def _in_span(
         self,
@@ -429,6 +561,7 @@ class CallPath:
         parse: Callable[[RawResponse], T],
         api_key: Credential | None,
         timeout: Timeout | float | NotGiven | None,
+        options: CallOptions | None,
     ) -> tuple[T, Call[T]]:
         """One call in a CLIENT span, with its duration, attempts and status recorded.
 
@@ -457,11 +590,11 @@ class CallPath:
             span = scope.__enter__()
         except Exception:
             telemetry_failed("starting a span")
-            return await self._untraced(method, url, parse, api_key, timeout)
+            return await self._untraced(method, url, parse, api_key, timeout, options)
         token = call_labels.set(labels)
         try:
             try:
-                value, call = await self._untraced(method, url, parse, api_key, timeout)
+                value, call = await self._untraced(method, url, parse, api_key, timeout, options)
             except BaseException as exc:
                 try:
                     kind = tel.failed(span, exc, labels)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import ssl as ssl_module
-from collections.abc import Callable
-from types import TracebackType
-from typing import TYPE_CHECKING, Final
-
-import attrs
+from collections.abc import Callable, Mapping
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import aiohttp
@@ -18,16 +16,20 @@ from ._calls import CallPath
 from ._clock import Clock, default_clock
 from ._config import (
     DEFAULT_LIMITS,
+    DEFAULT_MAX_RETRIES,
     DEFAULT_RETRY,
     NOT_GIVEN,
     Limits,
     NotGiven,
     RetryPolicy,
     Timeout,
+    resolve_max_retries,
 )
 from ._exceptions import ClientStateError, ConfigurationError
 from ._gate import KeyGate, MemoryKeyGate
+from ._headers import check_user_headers
 from ._keys import Credential, resolve_api_key, resolve_base_url
+from ._log import setup_from_env
 from ._retry import Retrier, RetryEvent
 from ._transport import Transport
 from ._urls import check_base_url
@@ -52,8 +54,10 @@ class AccountClient:
       ``allow_insecure_http=True``.
     - ``timeout``: a :class:`Timeout`, a number (the whole call's deadline in seconds) or
       ``None`` (no limits at all). Default: ``Timeout()``.
-    - ``max_retries`` / ``retry``: retries of 429, 502, 503 and failed connects
-      (:class:`RetryPolicy`); ``max_retries=0`` turns retrying off.
+    - ``max_retries``: how many times a call is retried after its first attempt
+      (429, 502, 503 and failed connects only; default 4); ``0`` turns retrying off.
+      The one place to set it (also per call, and in :meth:`with_options`).
+    - ``retry``: how long to wait between attempts (:class:`RetryPolicy`).
     - ``limits``: pool size, per-key concurrency (default 10, the service's maximum) and
       the largest response body read (:class:`Limits`).
     - ``session``: an ``aiohttp.ClientSession`` to use instead of the client's own; it is
@@ -62,6 +66,11 @@ class AccountClient:
     - ``ssl``: an ``ssl.SSLContext`` to verify the service with (for a private CA).
       Verification cannot be turned off.
     - ``trust_env``: take proxy settings from the environment (off by default).
+    - ``default_headers``: headers sent with every call (an ``X-Correlation-Id``, a
+      tenant tag). The SDK's own ``Authorization``, ``Accept-Encoding`` and
+      ``User-Agent`` cannot be set this way, nor connection headers (``Host``,
+      ``Connection``, ``Content-Length``...): naming one is a :class:`ConfigurationError`.
+      A call's ``extra_headers`` add to them and replace a value of the same name.
     - ``on_retry``: called with a :class:`RetryEvent` before each retry's wait.
     - ``clock``: the time source and sleep (tests pass
       :class:`accountapi.testing.VirtualClock` to make waits instant).
@@ -82,6 +91,10 @@ class AccountClient:
         "account",
     )
 
+    account: AccountResource
+    """The account calls: ``profile()``, ``dismiss_notifications()``, and
+    ``with_response`` for the same calls with their HTTP answer."""
+
     def __init__(
         self,
         api_key: str | None = None,
@@ -98,6 +111,7 @@ class AccountClient:
         on_retry: Callable[[RetryEvent], None] | None = None,
         clock: Clock | None = None,
         key_gate: KeyGate | None = None,
+        default_headers: Mapping[str, str] | None = None,
     ) -> None:
         # The key is held as a Credential from here on: an error raised below (a bad
         # base URL, say) must not find it among this frame's locals.
@@ -124,12 +138,17 @@ class AccountClient:
         if default_key is not None:
             default_key.check()
         base = check_base_url(resolve_base_url(base_url), allow_insecure_http=allow_insecure_http)
+        setup_from_env()  # $ACCOUNTAPI_LOG
         self._timeout = Timeout.coerce(timeout)
         policy = DEFAULT_RETRY if isinstance(retry, NotGiven) else retry
         if not isinstance(policy, RetryPolicy):
             raise ConfigurationError("retry must be a RetryPolicy")
-        if not isinstance(max_retries, NotGiven):
-            policy = attrs.evolve(policy, max_retries=max_retries)
+        retries = resolve_max_retries(max_retries, policy, DEFAULT_MAX_RETRIES)
+        headers = (
+            ()
+            if default_headers is None
+            else check_user_headers(default_headers, "default_headers")
+        )
         self._limits = DEFAULT_LIMITS if isinstance(limits, NotGiven) else limits
         if not isinstance(self._limits, Limits):
             raise ConfigurationError("limits must be a Limits")
@@ -158,7 +177,7 @@ class AccountClient:
             trust_env=trust_env,
             session=session,
         )
-        self._retrier = Retrier(policy, clock=clock, on_retry=on_retry)
+        self._retrier = Retrier(policy, max_retries=retries, clock=clock, on_retry=on_retry)
         self._calls = CallPath(
             transport=self._transport,
             gate=key_gate,
@@ -166,8 +185,58 @@ class AccountClient:
             clock=clock,
             timeout=self._timeout,
             default_key=default_key,
+            headers=headers,
         )
-        self.account: Final = AccountResource(self._calls)
+        self.account = AccountResource(self._calls)
+
+    def with_options(
+        self,
+        *,
+        api_key: str | NotGiven = NOT_GIVEN,
+        timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        retry: RetryPolicy | NotGiven = NOT_GIVEN,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> AccountClient:
+        """This client with other defaults, on the same pool, key gate, clock, hooks and
+        telemetry: ``client.with_options(timeout=2, max_retries=0).account.profile()``.
+
+        Cheap enough to call per request. Options not given are this client's;
+        ``default_headers`` are added to this client's (a name given again takes the new
+        value). The derived client is the same client underneath: closing either closes
+        both, and :meth:`aclose` on either ends the calls of both.
+        """
+        key = self._default_key if isinstance(api_key, NotGiven) else Credential(api_key)
+        del api_key
+        if key is not None:
+            key.check()
+            # Its own copy: a key's request headers are built with its client's defaults.
+            key = Credential(key._raw)
+        headers = self._calls.headers
+        if default_headers is not None:
+            extra = check_user_headers(default_headers, "default_headers")
+            names = {name.lower() for name, _ in extra}
+            headers = tuple(h for h in headers if h[0].lower() not in names) + extra
+        retrier = self._retrier
+        if not isinstance(retry, NotGiven) or not isinstance(max_retries, NotGiven):
+            policy = retrier.policy if isinstance(retry, NotGiven) else retry
+            if not isinstance(policy, RetryPolicy):
+                raise ConfigurationError("retry must be a RetryPolicy")
+            retries = resolve_max_retries(max_retries, policy, retrier.max_retries)
+            retrier = retrier.with_policy(policy, retries)
+        timeouts = self._timeout if isinstance(timeout, NotGiven) else Timeout.coerce(timeout)
+        derived = object.__new__(AccountClient)
+        derived._transport = self._transport
+        derived._gate = self._gate
+        derived._limits = self._limits
+        derived._default_key = key
+        derived._timeout = timeouts
+        derived._retrier = retrier
+        derived._calls = self._calls.derive(
+            retrier=retrier, timeout=timeouts, default_key=key, headers=headers
+        )
+        derived.account = AccountResource(derived._calls)
+        return derived
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -208,6 +277,16 @@ class AccountClient:
     @property
     def retry_policy(self) -> RetryPolicy:
         return self._retrier.policy
+
+    @property
+    def max_retries(self) -> int:
+        """How many times a call is retried after its first attempt (unless it says otherwise)."""
+        return self._retrier.max_retries
+
+    @property
+    def default_headers(self) -> Mapping[str, str]:
+        """The headers every call sends besides the SDK's own (a read-only copy)."""
+        return MappingProxyType(dict(self._calls.headers))
 
     @property
     def timeout(self) -> Timeout:

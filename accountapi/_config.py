@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import enum
 import math
+import warnings
 from typing import Any, Final, Literal
 
 import attrs
 
 from ._exceptions import ConfigurationError
 
-__all__ = ["NOT_GIVEN", "Limits", "NotGiven", "RetryPolicy", "Timeout"]
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "NOT_GIVEN",
+    "Limits",
+    "NotGiven",
+    "RetryPolicy",
+    "Timeout",
+    "resolve_max_retries",
+]
 
 
 class NotGiven(enum.Enum):
@@ -93,9 +102,21 @@ def _positive_seconds(_: object, attribute: attrs.Attribute[Any], value: object)
         raise ConfigurationError(f"{attribute.name} must be a positive, finite number of seconds")
 
 
+def _retries_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    _non_negative_int(instance, attribute, value)
+    warnings.warn(
+        "RetryPolicy(max_retries=...) is deprecated: pass max_retries= to the client, "
+        "to with_options() or to the call; RetryPolicy shapes the waits",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
 @attrs.frozen(slots=True, kw_only=True)
 class RetryPolicy:
-    """When and how long to wait before trying again.
+    """How long to wait before trying again; how many times is ``max_retries``.
 
     Only 429, 502, 503 and connections that never reached the service are retried. A wait
     is the service's ``Retry-After`` when it sent one (never shortened), otherwise
@@ -103,12 +124,37 @@ class RetryPolicy:
     ``[0, min(backoff_max, backoff_initial * 2**(retry - 1))]``. A call gives up at once,
     raising the last error, when the next wait would exceed ``max_wait`` or run past the
     call's ``Timeout.total``.
+
+    How many retries a call makes is set in one place, ``max_retries=`` (on the client,
+    :meth:`~accountapi.AccountClient.with_options` or the call; default
+    :data:`DEFAULT_MAX_RETRIES`). ``RetryPolicy(max_retries=...)`` still works and is
+    deprecated; given together with ``max_retries=`` it is a :class:`ConfigurationError`.
     """
 
-    max_retries: int = attrs.field(default=4, validator=_non_negative_int)
+    max_retries: int | None = attrs.field(default=None, validator=_retries_or_none)
+    """Deprecated: pass ``max_retries=`` to the client, ``with_options()`` or the call."""
     backoff_initial: float = attrs.field(default=0.25, validator=_positive_seconds)
     backoff_max: float = attrs.field(default=8.0, validator=_positive_seconds)
     max_wait: float = attrs.field(default=30.0, validator=_positive_seconds)
+
+
+DEFAULT_MAX_RETRIES: Final = 4
+"""Retries after the first attempt when ``max_retries=`` is not given."""
+
+
+def resolve_max_retries(max_retries: int | NotGiven, policy: RetryPolicy, default: int) -> int:
+    """The one retry count: ``max_retries=`` if given, else the (deprecated)
+    ``RetryPolicy.max_retries``, else ``default``; both given is refused."""
+    if isinstance(max_retries, NotGiven):
+        return default if policy.max_retries is None else policy.max_retries
+    if policy.max_retries is not None:
+        raise ConfigurationError(
+            "max_retries is given twice (max_retries= and RetryPolicy(max_retries=...)); "
+            "pass it once, as max_retries="
+        )
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ConfigurationError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
+    return max_retries
 
 
 DEFAULT_RETRY: Final = RetryPolicy()

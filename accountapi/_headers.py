@@ -1,4 +1,5 @@
-"""Pure parsing of the response headers the SDK acts on. No I/O, no clock of its own."""
+"""Pure parsing of the response headers the SDK acts on, and checking of the request
+headers a user adds. No I/O, no clock of its own."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Final
 
-__all__ = ["MAX_RETRY_AFTER", "parse_retry_after", "request_id_from"]
+from ._exceptions import ConfigurationError
+
+__all__ = [
+    "MAX_RETRY_AFTER",
+    "RESERVED_HEADERS",
+    "check_user_headers",
+    "parse_retry_after",
+    "request_id_from",
+]
 
 # A wait beyond a day is not a rate-limit hint but a broken header: fall back to backoff.
 MAX_RETRY_AFTER: Final = 86_400.0
@@ -80,3 +89,59 @@ def request_id_from(headers: Mapping[str, str]) -> str | None:
     """The service's request id from the ``X-Request-Id`` header, if any."""
     value = headers.get("X-Request-Id")
     return value[:200] if value else None
+
+
+# Headers a user's default_headers= or extra_headers= may not set: the SDK's own (the
+# key's Authorization, the encodings it can decode, its User-Agent), and those that
+# belong to the connection or the message's framing rather than to the request.
+RESERVED_HEADERS: Final = frozenset(
+    {
+        "authorization",
+        "accept-encoding",
+        "user-agent",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "expect",
+        "proxy-authorization",
+        "cookie",
+    }
+)
+# RFC 9110 token characters for a field name; a value is visible ASCII, space and tab
+# (no CR/LF or other control character that could end the header early).
+_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
+_VALUE: Final = re.compile(r"[\t\x20-\x7e\x80-\xff]{0,8192}")
+
+
+def check_user_headers(headers: object, argument: str) -> tuple[tuple[str, str], ...]:
+    """The headers a user asked to send, checked: names are tokens, values one line of
+    text, none of :data:`RESERVED_HEADERS`. Anything else is a :class:`ConfigurationError`
+    naming ``argument`` and the header (never its value, which may be a secret)."""
+    if not isinstance(headers, Mapping):
+        raise ConfigurationError(
+            f"{argument} must be a mapping of header names to str values, "
+            f"not {type(headers).__name__}"
+        )
+    checked: list[tuple[str, str]] = []
+    for name, value in headers.items():
+        if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+            shown = repr(name)[:60] if isinstance(name, str) else type(name).__name__
+            raise ConfigurationError(f"{argument}: {shown} is not a valid header name")
+        if name.lower() in RESERVED_HEADERS:
+            raise ConfigurationError(
+                f"{argument} may not set {name}: the SDK sets Authorization, "
+                "Accept-Encoding and User-Agent itself, and connection headers belong "
+                "to aiohttp"
+            )
+        if not isinstance(value, str) or _VALUE.fullmatch(value) is None:
+            raise ConfigurationError(
+                f"{argument}[{name!r}] must be a str of one line (no CR, LF or other "
+                "control characters, at most 8192 characters)"
+            )
+        checked.append((name, value))
+    return tuple(checked)

@@ -70,24 +70,42 @@ def backoff_wait(policy: RetryPolicy, retry_number: int, rand: Callable[[], floa
 class Retrier:
     """Runs an attempt function under a :class:`RetryPolicy` with an injectable clock."""
 
-    __slots__ = ("_clock", "_on_retry", "_rand", "policy")
+    __slots__ = ("_clock", "_on_retry", "_rand", "max_retries", "policy")
 
     def __init__(
         self,
         policy: RetryPolicy,
         *,
+        max_retries: int,
         clock: Clock,
         on_retry: Callable[[RetryEvent], None] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.policy = policy
+        self.max_retries = max_retries
         self._clock = clock
         self._on_retry = on_retry
         self._rand = rand
 
     def should_retry(self, first: AccountAPIError) -> bool:
         """Whether a failed first attempt goes on to :meth:`retry`."""
-        return first.retryable and self.policy.max_retries > 0
+        return first.retryable and self.max_retries > 0
+
+    def with_max_retries(self, max_retries: int) -> Retrier:
+        """The same policy, clock and hook with another retry count."""
+        return self.with_policy(self.policy, max_retries)
+
+    def with_policy(self, policy: RetryPolicy, max_retries: int) -> Retrier:
+        """The same clock and hook with another policy and retry count."""
+        if policy is self.policy and max_retries == self.max_retries:
+            return self
+        return Retrier(
+            policy,
+            max_retries=max_retries,
+            clock=self._clock,
+            on_retry=self._on_retry,
+            rand=self._rand,
+        )
 
     async def retry(
         self,
@@ -102,6 +120,7 @@ class Retrier:
         error when it gives up (the caller sets its ``attempts``).
         """
         policy = self.policy
+        max_retries = self.max_retries
         hint = key_hint
         clock = self._clock
 
@@ -113,7 +132,7 @@ class Retrier:
             return min(backoff_wait(policy, state.attempt_number, self._rand), policy.max_wait)
 
         def stop(state: RetryCallState) -> bool:
-            if state.attempt_number > policy.max_retries:
+            if state.attempt_number > max_retries:
                 return True
             upcoming = state.upcoming_sleep
             if upcoming > policy.max_wait + _MARGIN:

@@ -44,9 +44,11 @@ from collections.abc import (
     Callable,
     Iterable,
     Iterator,
+    Mapping,
 )
 from typing import Any, Final, TypeVar, cast
 
+from ._account import AccountResource, AccountResourceWithResponse
 from ._bulk import DEFAULT_CONCURRENCY, DEFAULT_DEDUPE_WINDOW, BalanceResult, KeySource
 from ._client import AccountClient
 from ._clock import Clock
@@ -55,9 +57,10 @@ from ._exceptions import APITimeoutError, ClientStateError, ConfigurationError
 from ._gate import KeyGate
 from ._keys import Credential
 from ._models import Profile
+from ._response import APIResponse
 from ._retry import RetryEvent
 
-__all__ = ["GRACE", "SyncAccountClient", "SyncAccountResource"]
+__all__ = ["GRACE", "SyncAccountClient", "SyncAccountResource", "SyncAccountResourceWithResponse"]
 
 T = TypeVar("T")
 
@@ -366,39 +369,101 @@ def _bound(client: AccountClient, timeout: Timeout | float | NotGiven | None) ->
 
 
 class SyncAccountResource:
-    """``client.account`` of a :class:`SyncAccountClient`: the same calls, blocking."""
+    """``client.account`` of a :class:`SyncAccountClient`: the same calls and per-call
+    options as :class:`AccountResource`, blocking."""
 
-    __slots__ = ("_client",)
+    __slots__ = ("_client", "_raw")
 
-    def __init__(self, client: SyncAccountClient) -> None:
+    def __init__(self, client: SyncAccountClient, *, raw: bool = False) -> None:
         self._client = client  # kept alive by its resource: SyncAccountClient().account works
+        self._raw = raw
+
+    @property
+    def with_response(self) -> SyncAccountResourceWithResponse:
+        """The same calls, each returning an :class:`APIResponse` around its value."""
+        return SyncAccountResourceWithResponse(self._client)
+
+    def _call(
+        self,
+        method: str,
+        api_key: str | None,
+        timeout: Timeout | float | NotGiven | None,
+        max_retries: int | NotGiven,
+        extra_headers: Mapping[str, str] | None,
+    ) -> object:
+        owner = self._client
+        runner = owner._usable()
+        call = _AccountCall(owner, method, self._raw, api_key, timeout, max_retries, extra_headers)
+        del api_key  # the key stays out of this frame's locals
+        return runner.run(call, _bound(owner._async_client(), timeout))
 
     def profile(
         self,
         *,
         api_key: str | None = None,
         timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> Profile:
         """Fetch the account profile (see :meth:`AccountResource.profile`)."""
-        runner = self._client._usable()
-        call = _AccountCall("profile", runner, api_key, timeout)
-        del api_key  # the key stays out of this frame's locals
-        return cast(Profile, runner.run(call, _bound(runner.client, timeout)))
+        return cast(Profile, self._call("profile", api_key, timeout, max_retries, extra_headers))
 
     def dismiss_notifications(
         self,
         *,
         api_key: str | None = None,
         timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         """Clear the unseen-credit notice (see :meth:`AccountResource.dismiss_notifications`)."""
-        runner = self._client._usable()
-        call = _AccountCall("dismiss_notifications", runner, api_key, timeout)
-        del api_key
-        runner.run(call, _bound(runner.client, timeout))
+        self._call("dismiss_notifications", api_key, timeout, max_retries, extra_headers)
 
     def __repr__(self) -> str:
         return f"SyncAccountResource({self._client!r})"
+
+
+class SyncAccountResourceWithResponse:
+    """``client.account.with_response`` of a :class:`SyncAccountClient`."""
+
+    __slots__ = ("_resource",)
+
+    def __init__(self, client: SyncAccountClient) -> None:
+        self._resource = SyncAccountResource(client, raw=True)
+
+    def profile(
+        self,
+        *,
+        api_key: str | None = None,
+        timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> APIResponse[Profile]:
+        """:meth:`SyncAccountResource.profile`, with the answer's status, headers and request id."""
+        return cast(
+            "APIResponse[Profile]",
+            self._resource._call("profile", api_key, timeout, max_retries, extra_headers),
+        )
+
+    def dismiss_notifications(
+        self,
+        *,
+        api_key: str | None = None,
+        timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> APIResponse[None]:
+        """:meth:`SyncAccountResource.dismiss_notifications`, with the answer's status,
+        headers and request id."""
+        return cast(
+            "APIResponse[None]",
+            self._resource._call(
+                "dismiss_notifications", api_key, timeout, max_retries, extra_headers
+            ),
+        )
+
+    def __repr__(self) -> str:
+        return f"SyncAccountResourceWithResponse({self._resource._client!r})"
 
 
 class _AccountCall:
@@ -406,28 +471,40 @@ class _AccountCall:
     :class:`Credential` (its ``repr`` is the hint) and the coroutine is created only
     when the loop runs it."""
 
-    __slots__ = ("_key", "_method", "_runner", "_timeout")
+    __slots__ = ("_extra_headers", "_key", "_max_retries", "_method", "_owner", "_raw", "_timeout")
 
     def __init__(
         self,
+        owner: SyncAccountClient,
         method: str,
-        runner: _LoopThread,
+        raw: bool,
         api_key: str | None,
         timeout: Timeout | float | NotGiven | None,
+        max_retries: int | NotGiven,
+        extra_headers: Mapping[str, str] | None,
     ) -> None:
+        self._owner = owner
         self._method = method
-        self._runner = runner
+        self._raw = raw
         self._key = None if api_key is None else Credential(api_key)
         self._timeout = timeout
+        self._max_retries = max_retries
+        self._extra_headers = extra_headers
 
     def __call__(self) -> Awaitable[object]:
-        account = self._runner.client.account
+        resource = self._owner._async_client().account
+        account: AccountResource | AccountResourceWithResponse = (
+            resource.with_response if self._raw else resource
+        )
         method = account.profile if self._method == "profile" else account.dismiss_notifications
         key = self._key
-        if key is None:
-            return method(timeout=self._timeout)
         # reveal() raises MalformedAPIKeyError for what is not a key, as the async call does.
-        return method(api_key=key.reveal(), timeout=self._timeout)
+        return method(
+            api_key=None if key is None else key.reveal(),
+            timeout=self._timeout,
+            max_retries=self._max_retries,
+            extra_headers=self._extra_headers,
+        )
 
     def __repr__(self) -> str:
         key = None if self._key is None else self._key.hint
@@ -543,7 +620,7 @@ class SyncAccountClient:
     accepted (an aiohttp session belongs to the loop that made it).
     """
 
-    __slots__ = ("__weakref__", "_finalizer", "_runner")
+    __slots__ = ("__weakref__", "_derived", "_finalizer", "_options", "_root", "_runner")
 
     def __init__(
         self,
@@ -561,6 +638,7 @@ class SyncAccountClient:
         on_retry: Callable[[RetryEvent], None] | None = None,
         clock: Clock | None = None,
         key_gate: KeyGate | None = None,
+        default_headers: Mapping[str, str] | None = None,
     ) -> None:
         if session is not None:
             raise ConfigurationError(
@@ -579,6 +657,7 @@ class SyncAccountClient:
             "on_retry": on_retry,
             "clock": clock,
             "key_gate": key_gate,
+            "default_headers": default_headers,
         }
         key = None if api_key is None else Credential(api_key)
         del api_key
@@ -589,15 +668,78 @@ class SyncAccountClient:
 
         self._runner = _LoopThread(make)
         self._finalizer = weakref.finalize(self, self._runner.close)
+        self._root: SyncAccountClient | None = None
+        self._options: dict[str, Any] | None = None  # with_options() of a derived client
+        self._derived: tuple[AccountClient, AccountClient] | None = None
+
+    def with_options(
+        self,
+        *,
+        api_key: str | NotGiven = NOT_GIVEN,
+        timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        retry: RetryPolicy | NotGiven = NOT_GIVEN,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> SyncAccountClient:
+        """This client with other defaults on the same loop thread, pool and key gate
+        (see :meth:`AccountClient.with_options`); closing either closes both."""
+        options: dict[str, Any] = dict(self._options or {})
+        if not isinstance(api_key, NotGiven):
+            options["api_key"] = Credential(api_key)
+        del api_key
+        for name, value in (("timeout", timeout), ("max_retries", max_retries), ("retry", retry)):
+            if not isinstance(value, NotGiven):
+                options[name] = value
+        if default_headers is not None:
+            options["default_headers"] = {**options.get("default_headers", {}), **default_headers}
+        derived = object.__new__(SyncAccountClient)
+        derived._runner = self._runner
+        derived._root = self if self._root is None else self._root  # keeps it (and its loop) alive
+        derived._options = options
+        derived._derived = None
+        derived._finalizer = self._finalizer
+        derived._async_client()  # a bad option fails here, not at the first call
+        return derived
+
+    def _async_client(self) -> AccountClient:
+        """The async client this one's calls run on: the loop's, or one derived from it
+        with this client's options (made again after a fork)."""
+        base = self._runner.client
+        options = self._options
+        if options is None:
+            return base
+        derived = self._derived
+        if derived is not None and derived[0] is base:
+            return derived[1]
+        key = options.get("api_key")
+        made = base.with_options(
+            **{name: value for name, value in options.items() if name != "api_key"},
+            **({} if key is None else {"api_key": key.reveal()}),
+        )
+        self._derived = (base, made)
+        return made
 
     @property
     def account(self) -> SyncAccountResource:
-        """The account calls (``profile()``, ``dismiss_notifications()``), blocking."""
+        """The account calls (``profile()``, ``dismiss_notifications()``, and
+        ``with_response``), blocking."""
         return SyncAccountResource(self)
 
     @property
     def base_url(self) -> str:
         return self._runner.client.base_url
+
+    @property
+    def timeout(self) -> Timeout:
+        return self._async_client().timeout
+
+    @property
+    def max_retries(self) -> int:
+        return self._async_client().max_retries
+
+    @property
+    def default_headers(self) -> Mapping[str, str]:
+        return self._async_client().default_headers
 
     @property
     def closed(self) -> bool:
@@ -624,8 +766,8 @@ class SyncAccountClient:
         of ``concurrency`` keys at a time), or an async iterable (read on the loop).
         Leaving the loop early (``break``, an exception) cancels the checks still running.
         """
-        runner = self._usable()
-        client = runner.client
+        self._usable()
+        client = self._async_client()
         feed = None
         source: KeySource = keys
         if isinstance(keys, Iterable) and not isinstance(keys, str | bytes | list | tuple):

@@ -254,7 +254,7 @@ class Transport:
         """
         failure: AccountAPIError
         if key._headers is None:  # once per key; kept on the key, never in a local
-            key._headers = request_headers(key._value)
+            key._headers = request_headers(key._value)  # (the call path builds it first)
         limit = timeouts.attempt
         if remaining is not None and (limit is None or remaining < limit):
             limit = remaining

@@ -163,7 +163,7 @@ async def _bare(calls: int) -> None:
 
 
 async def _sdk_retrier(calls: int) -> None:
-    retrier = Retrier(DEFAULT_RETRY, clock=SystemClock())
+    retrier = Retrier(DEFAULT_RETRY, max_retries=4, clock=SystemClock())
     hint = key_hint(bench_key("retry", 0))
     for _ in range(calls):
         # The shape of CallPath.request: bare first attempt, tenacity only on failure.

@@ -213,7 +213,7 @@ def test_timeout_forms() -> None:
         lambda: Timeout(total=-1),
         lambda: Timeout(read=float("inf")),
         lambda: Timeout(connect="5"),  # type: ignore[arg-type]
-        lambda: RetryPolicy(max_retries=-1),
+        lambda: AccountClient("dpct_" + "e" * 32, max_retries=True),
         lambda: RetryPolicy(max_wait=0),
         lambda: Limits(per_key=0),
         lambda: Limits(max_response_bytes=0),

@@ -423,7 +423,7 @@ async def test_a_gate_timeout_is_not_counted_as_an_attempt(emulator: Emulator) -
     """RetryPolicy and Timeout aside, a call that never left the gate reports attempts == 0."""
     key = emulator.add_key(latency=0.4)
     async with AccountClient(
-        key, base_url=emulator.url, retry=RetryPolicy(max_retries=0), timeout=Timeout(total=5)
+        key, base_url=emulator.url, max_retries=0, timeout=Timeout(total=5)
     ) as client:
         holders = [asyncio.create_task(client.account.profile()) for _ in range(10)]
         await emulator.wait_for_attempts(key, 10)
@@ -669,7 +669,8 @@ async def test_the_retry_of_an_unanswered_get_stays_within_the_deadline() -> Non
         AccountClient(
             "dpct_" + "a" * 32,
             base_url=s.url,
-            retry=RetryPolicy(max_retries=1000, backoff_initial=0.01, backoff_max=0.02),
+            retry=RetryPolicy(backoff_initial=0.01, backoff_max=0.02),
+            max_retries=1000,
         ) as client,
     ):
         loop = asyncio.get_running_loop()

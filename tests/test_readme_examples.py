@@ -53,6 +53,7 @@ RUN_BY = {
     "Many keys": "test_the_many_keys_example",
     "Alerting on low balances": "test_the_alerting_example",
     "Errors": "test_the_errors_example",
+    "Per-call options, default headers and the answer's metadata": "test_the_options_example",
     "Timeouts, retries and limits": "test_the_timeouts_example",
     "Sharing the limit across processes (Redis)": "test_the_redis_example",
     "Testing your application": "test_the_testing_example",
@@ -148,6 +149,19 @@ async def test_the_errors_example(emulator: Emulator, tmp_path: Path) -> None:
     out = await _run_script("Errors", emulator, emulator.add_key(), tmp_path)
     assert out == "None\n"
     assert [r.status for r in emulator.records] == [401]
+
+
+async def test_the_options_example(emulator: Emulator, tmp_path: Path) -> None:
+    """Per-call headers and the default ones reach the service; the request id printed
+    is the one the emulator gave the third request."""
+    key = emulator.add_key()
+    out = await _run_script(
+        "Per-call options, default headers and the answer's metadata", emulator, key, tmp_path
+    )
+    first, _, third = emulator.records
+    assert out == f"True 200\nrequest id for a support ticket: {third.request_id}\n"
+    headers = {name.lower(): value for name, value in first.headers.items()}
+    assert (headers["x-tenant"], headers["x-correlation-id"]) == ("acme", "req-42")
 
 
 async def test_the_timeouts_example(emulator: Emulator, tmp_path: Path) -> None:

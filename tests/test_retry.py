@@ -182,8 +182,10 @@ async def test_backoff_waits_stay_within_ceilings_over_the_wire(
 ) -> None:
     """Each backoff wait taken over real 503s lies within its exponential ceiling."""
     key = emulator.add_key(fault=Fault.status(503))
-    policy = RetryPolicy(max_retries=6, backoff_initial=0.1, backoff_max=0.8)
-    async with AccountClient(key, base_url=emulator.url, clock=clock, retry=policy) as client:
+    policy = RetryPolicy(backoff_initial=0.1, backoff_max=0.8)
+    async with AccountClient(
+        key, base_url=emulator.url, clock=clock, retry=policy, max_retries=6
+    ) as client:
         with pytest.raises(ServiceUnavailableError):
             await client.account.profile()
     ceilings = [0.1, 0.2, 0.4, 0.8, 0.8, 0.8]
@@ -194,9 +196,14 @@ async def test_backoff_waits_stay_within_ceilings_over_the_wire(
 async def test_deadline_bounds_the_whole_call(emulator: Emulator, clock: VirtualClock) -> None:
     """Retries stop before the next wait would cross Timeout.total; waits never exceed it."""
     key = emulator.add_key(fault=Fault.status(503))
-    policy = RetryPolicy(max_retries=50, backoff_initial=0.5, backoff_max=0.5)
+    policy = RetryPolicy(backoff_initial=0.5, backoff_max=0.5)
     async with AccountClient(
-        key, base_url=emulator.url, clock=clock, retry=policy, timeout=Timeout(total=2.0)
+        key,
+        base_url=emulator.url,
+        clock=clock,
+        retry=policy,
+        max_retries=50,
+        timeout=Timeout(total=2.0),
     ) as client:
         with pytest.raises(ServiceUnavailableError) as info:
             await client.account.profile()
@@ -368,8 +375,8 @@ async def test_a_retry_after_wait_is_the_servers_plus_one_millisecond(
 async def test_a_backoff_wait_is_capped_at_max_wait() -> None:
     """A jittered backoff longer than max_wait is cut to max_wait and retried, not given up."""
     clock = VirtualClock()
-    policy = RetryPolicy(backoff_initial=10, backoff_max=10, max_wait=0.5, max_retries=1)
-    retrier = Retrier(policy, clock=clock, rand=lambda: 1.0)
+    policy = RetryPolicy(backoff_initial=10, backoff_max=10, max_wait=0.5)
+    retrier = Retrier(policy, max_retries=1, clock=clock, rand=lambda: 1.0)
     first = ServiceUnavailableError("gateway", status=503)
     attempts: list[int] = []
 

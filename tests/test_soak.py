@@ -75,7 +75,8 @@ async def test_soak_loses_nothing_and_retries_only_what_is_safe() -> None:
             base_url=emu.url,
             limits=Limits(max_connections=CONCURRENCY),
             timeout=Timeout(read=0.5, attempt=2, total=20),
-            retry=RetryPolicy(max_retries=4, backoff_initial=0.02, backoff_max=0.2),
+            retry=RetryPolicy(backoff_initial=0.02, backoff_max=0.2),
+            max_retries=4,
             on_retry=lambda event: retries.update([type(event.error).__name__]),
         ) as client:
             # The client's own pool (the SDK's connector), looked at read-only at the end.
