@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import csv
 import decimal
+import errno
 import json
 import os
 import random
@@ -74,6 +75,7 @@ __all__ = [
     "EXIT_OUTPUT_CLOSED",
     "EXIT_TERMINATED",
     "EXIT_UNUSABLE",
+    "EXIT_WRITE_FAILED",
     "cli",
     "run",
 ]
@@ -86,6 +88,7 @@ EXIT_AUTH: Final = 3  # some keys failed authentication (401); wins over EXIT_FA
 # the calendar (a window of millions of days overflows Python's dates).
 _MAX_EXPIRY_DAYS: Final = 36_500
 EXIT_ALERT: Final = 4  # none failed, but some are low (--below) or expiring (--expiring-within)
+EXIT_WRITE_FAILED: Final = 74  # results or summary could not be written (EX_IOERR)
 EXIT_INTERRUPTED: Final = 130  # Ctrl-C (SIGINT): 128 + 2, as a shell reports it
 EXIT_OUTPUT_CLOSED: Final = 141  # stdout's reader went away (`| head`): 128 + SIGPIPE
 EXIT_TERMINATED: Final = 143  # SIGTERM, handled as Ctrl-C is: 128 + 15
@@ -103,6 +106,8 @@ Exit status:
      counts the keys checked before
   141  stdout was closed by its reader (e.g. | head): no key failed
      for that; the run stopped early
+  74  results or --summary-json could not be written (disk full, file
+     too large, I/O error): the run stopped; --resume picks it up
 """
 
 
@@ -155,6 +160,17 @@ class _Group(click.Group):
         except _Terminated:
             _stderr().print("accountapi: terminated", markup=False, highlight=False)
             code = EXIT_TERMINATED
+        except _WriteFailed as exc:
+            _error(str(exc))
+            code = EXIT_WRITE_FAILED
+        except OSError as exc:
+            # A write to stdout outside a run's rows (a profile, --help, the emulator's
+            # banner) on a full disk or past a size limit: one line, not a traceback.
+            if exc.errno not in _WRITE_ERRNOS:
+                raise
+            _silence_stdout()
+            _error(f"cannot write stdout: {exc.strerror or exc}")
+            code = EXIT_WRITE_FAILED
         except (_OutputClosed, BrokenPipeError):
             # The reader (e.g. `| head`) went away: stop, as other tools do, and say why.
             _silence_stdout()
@@ -192,6 +208,21 @@ class _Terminated(Exception):
 
 class _OutputClosed(Exception):
     """stdout's reader went away (broken pipe): the run stops, then exits 141."""
+
+
+# What a write can fail with that no argument could have prevented.
+_WRITE_ERRNOS: Final = frozenset(
+    {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM}
+)
+
+
+class _WriteFailed(Exception):
+    """Results or the summary could not be written (a full disk, a file over its size
+    limit, an I/O error): the run stops, says so in one line, then exits 74."""
+
+    @classmethod
+    def of(cls, what: str, exc: OSError) -> _WriteFailed:
+        return cls(f"cannot write {what}: {exc.strerror or exc}")
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
@@ -1215,25 +1246,41 @@ def balances(
                 out=out,
                 summary=summary,
                 header_written=previous is not None and previous.csv_header,
+                out_name=_output_name(resume, output),
+                summary_json_name=f"--summary-json {summary_json}",
             )
         )
         if not summary.total:  # only a stream gets here empty: a file was checked up front
             _fail(f"no keys in {source.name} (blank lines and # comments are skipped)")
         if target is not None:
-            target.commit()
+            try:
+                target.commit()
+            except OutputError as exc:  # flushing, syncing or renaming it failed
+                raise _WriteFailed(str(exc)) from None
     except OutputError as exc:
         _fail(str(exc))
     finally:
         try:
             source.close()
             if sink is not None:
-                sink.close()
+                with contextlib.suppress(OSError):  # its write already said whether it failed
+                    sink.close()
         finally:  # whatever closing raised, the temporary file goes
             if target is not None:
                 target.discard()  # a run that did not end: PATH stays as it was
             elif out is not None:
-                out.close()
+                with contextlib.suppress(OSError):  # a row that failed already said so
+                    out.close()
     return exit_status(summary)
+
+
+def _output_name(resume: Path | None, output: Path | None) -> str:
+    """Where the rows go, as an error message names it."""
+    if resume is not None:
+        return f"--resume {resume}"
+    if output is not None:
+        return f"--output {output}"
+    return "stdout"
 
 
 def _check_output_options(fmt: str, resume: Path | None, output: Path | None) -> None:
@@ -1305,11 +1352,15 @@ async def _balances(
     out: IO[str] | None = None,
     summary: BalanceSummary | None = None,
     header_written: bool = False,
+    out_name: str = "stdout",
+    summary_json_name: str = "--summary-json",
 ) -> BalanceSummary:
     """Stream the keys through ``client.balances``, writing each result as it comes.
 
     ``out`` defaults to stdout; ``summary`` may already count an earlier run's results
-    (``--resume``), so the closing summary covers the whole keys file.
+    (``--resume``), so the closing summary covers the whole keys file. A row that cannot
+    be written (``out_name`` says where) stops the run with :class:`_WriteFailed`, after
+    the summary of the rows written.
     """
     if out is None:
         out = sys.stdout
@@ -1322,6 +1373,7 @@ async def _balances(
         task = bar.add_task("balances", total=source.total, errors=0)
         bar.start()
     reached = False  # has any request got an answer from the service?
+    json_failure: OSError | None = None
     started = time.perf_counter()
     interrupted = False
     try:
@@ -1336,14 +1388,25 @@ async def _balances(
                     reached = True
                 elif not reached and _unreachable(result.error):
                     _fail(f"cannot reach {client.base_url}: {result.error}")
-                writer.write(result, source.line_of(result.index))
-                out.flush()  # a row is seen when it is ready, also through a pipe
+                try:
+                    writer.write(result, source.line_of(result.index))
+                    out.flush()  # a row is seen when it is ready, also through a pipe
+                except BrokenPipeError:
+                    raise
+                except OSError as exc:  # ENOSPC, EFBIG, EIO: no row can be kept
+                    raise _WriteFailed.of(out_name, exc) from None
                 summary.add(result)  # only once written: a row the reader missed is not counted
                 if on_result is not None:
                     on_result(result)
                 if bar is not None:
                     bar.update(task, advance=1, errors=summary.failed)
-        writer.finish(summary, time.perf_counter() - started)
+        try:
+            writer.finish(summary, time.perf_counter() - started)
+            out.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _WriteFailed.of(out_name, exc) from None
     except asyncio.CancelledError:
         interrupted = True
         raise
@@ -1351,6 +1414,11 @@ async def _balances(
         interrupted = True
         _silence_stdout()  # what is left in the buffer goes nowhere, quietly
         raise _OutputClosed from None
+    except _WriteFailed:
+        interrupted = True
+        if out is sys.stdout:
+            _silence_stdout()  # else exit's flush of the rest would fail loudly again
+        raise
     finally:
         if bar is not None:
             bar.stop()
@@ -1358,6 +1426,9 @@ async def _balances(
             out.flush()
         except BrokenPipeError:  # the last row's reader left: reported by the caller
             _silence_stdout()
+        except OSError:  # reported as the row's failure (or the next one's, at close)
+            if out is sys.stdout:
+                _silence_stdout()
         if reached or summary.total:
             total = source.total if source.total is not None else source.taken
             total += source.resumed
@@ -1367,7 +1438,9 @@ async def _balances(
                 record = summary_record(summary, total, elapsed, interrupted)
                 record["skipped_lines"] = source.skipped
                 record["resumed_lines"] = source.resumed
-                _write_summary_json(summary_json, record)
+                json_failure = _write_summary_json(summary_json, record)
+    if json_failure is not None:
+        raise _WriteFailed.of(summary_json_name, json_failure)
     return summary
 
 
@@ -1437,13 +1510,16 @@ def _threshold_record(summary: BalanceSummary) -> dict[str, object]:
     }
 
 
-def _write_summary_json(sink: IO[str], record: dict[str, object]) -> None:
+def _write_summary_json(sink: IO[str], record: dict[str, object]) -> OSError | None:
+    """Write the summary record; the error when it could not be (the summary on stderr
+    stands, and the run exits 74 once it has ended)."""
     try:
         json.dump(record, sink, indent=2)
         sink.write("\n")
         sink.flush()
-    except OSError as exc:  # a full disk: the summary on stderr stands
-        _stderr().print(f"accountapi: cannot write --summary-json: {exc}", markup=False)
+    except OSError as exc:
+        return exc
+    return None
 
 
 def _print_summary(
