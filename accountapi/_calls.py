@@ -63,6 +63,11 @@ _OTHER_LOOP: Final = (
     "this AccountClient is bound to another event loop; "
     "create one client per event loop (e.g. per asyncio.run call)"
 )
+# The debug switch, read once per call: one line per attempt while the ``accountapi``
+# logger is enabled for DEBUG (bound here: a call pays for the check, not the lookups).
+_debug_on: Final = logger.isEnabledFor
+_DEBUG: Final = logging.DEBUG
+
 # How long aclose() waits for the calls it ended to unwind (release their key slots, end
 # their spans) before it closes the pool under whatever is left.
 _DRAIN_LIMIT: Final = 1.0
@@ -339,7 +344,7 @@ class CallPath:
         call = Call(
             key, method, url, parse, timeouts, None if total is None else self.monotonic() + total
         )
-        attempt = self._logged_attempt if logger.isEnabledFor(logging.DEBUG) else self._attempt
+        attempt = self._logged_attempt if _debug_on(_DEBUG) else self._attempt
         task = current_task()
         if task is not None:
             life.running[task] = task.cancelling()
