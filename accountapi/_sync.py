@@ -45,7 +45,7 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
-from typing import Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from ._bulk import DEFAULT_CONCURRENCY, DEFAULT_DEDUPE_WINDOW, BalanceResult, KeySource
 from ._client import AccountClient
@@ -56,6 +56,9 @@ from ._gate import KeyGate
 from ._keys import Credential
 from ._models import Profile
 from ._retry import RetryEvent
+
+if TYPE_CHECKING:
+    from yarl import URL
 
 __all__ = ["GRACE", "SyncAccountClient", "SyncAccountResource"]
 
@@ -557,6 +560,7 @@ class SyncAccountClient:
         session: None = None,
         ssl: ssl_module.SSLContext | None = None,
         trust_env: bool = False,
+        proxy: str | URL | None = None,
         allow_insecure_http: bool = False,
         on_retry: Callable[[RetryEvent], None] | None = None,
         clock: Clock | None = None,
@@ -575,6 +579,7 @@ class SyncAccountClient:
             "limits": limits,
             "ssl": ssl,
             "trust_env": trust_env,
+            "proxy": proxy,
             "allow_insecure_http": allow_insecure_http,
             "on_retry": on_retry,
             "clock": clock,
