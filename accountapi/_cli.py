@@ -42,6 +42,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+from yarl import URL
 
 from ._bulk import DEFAULT_CONCURRENCY, BalanceResult, BalanceSummary
 from ._client import AccountClient
@@ -52,12 +53,14 @@ from ._exceptions import (
     APIResponseValidationError,
     APIStatusError,
     AuthenticationError,
+    ConfigurationError,
     MalformedAPIKeyError,
 )
-from ._keys import check_key
+from ._keys import check_key, resolve_base_url
 from ._models import Profile
 from ._output import AtomicFile, OutputError, same_file_as, stdin_input
 from ._prometheus import PrometheusWriter
+from ._proxy import check_proxy_url, env_proxy, proxy_bypassed
 from ._resume import ResumeError, read_previous
 from ._thresholds import BalanceThresholds, parse_amount
 from .testing._serve import DEFAULTS, ServeError, ServeOptions, plant_mix
@@ -388,6 +391,19 @@ def _service_options(f: _F) -> _F:
         "crosses the network unencrypted).",
     )(f)
     f = click.option(
+        "--no-proxy",
+        is_flag=True,
+        help="Connect directly, ignoring --proxy's environment variables.",
+    )(f)
+    f = click.option(
+        "--proxy",
+        default=None,
+        metavar="URL",
+        help="Send every request through this http:// proxy (user:password@ allowed). "
+        "[default: $ACCOUNTAPI_PROXY, then $HTTPS_PROXY/$https_proxy ($HTTP_PROXY for an "
+        "http:// base URL); none for a host in $NO_PROXY]",
+    )(f)
+    f = click.option(
         "--max-retries",
         type=click.IntRange(min=0),
         default=None,
@@ -414,6 +430,8 @@ def _client(
     timeout: float | None,
     max_retries: int | None,
     *,
+    proxy: str | None = None,
+    no_proxy: bool = False,
     allow_insecure_http: bool = False,
     concurrency: int = DEFAULT_CONCURRENCY,
 ) -> AccountClient:
@@ -421,6 +439,7 @@ def _client(
         return AccountClient(
             api_key,
             base_url=base_url,
+            proxy=_proxy(base_url, proxy, no_proxy=no_proxy),
             allow_insecure_http=allow_insecure_http,
             timeout=NOT_GIVEN if timeout is None else timeout,
             max_retries=NOT_GIVEN if max_retries is None else max_retries,
@@ -428,6 +447,31 @@ def _client(
         )
     except AccountAPIError as exc:
         _fail(str(exc))
+
+
+def _proxy(base_url: str | None, given: str | None, *, no_proxy: bool) -> URL | None:
+    """The proxy for the service: --proxy, $ACCOUNTAPI_PROXY, then the standard variables.
+
+    The environment's proxies are not used for a host in $NO_PROXY; --proxy always is.
+    Raises ConfigurationError (its message never holds the proxy's password).
+    """
+    if no_proxy:
+        if given is not None:
+            raise ConfigurationError("--proxy and --no-proxy cannot be used together")
+        return None
+    if given is not None:
+        return check_proxy_url(given, source="--proxy").url
+    try:
+        target = URL(resolve_base_url(base_url))
+    except ValueError:  # a bad base URL: AccountClient says what is wrong with it
+        return None
+    value = os.environ.get("ACCOUNTAPI_PROXY", "").strip()
+    if not value:
+        found = env_proxy(target)
+        return None if found is None else found.url
+    if target.host is not None and proxy_bypassed(target.host):
+        return None
+    return check_proxy_url(value, source="$ACCOUNTAPI_PROXY").url
 
 
 def _unreachable(error: AccountAPIError | None) -> bool:
@@ -454,6 +498,8 @@ def profile(
     base_url: str | None,
     timeout: float | None,
     max_retries: int | None,
+    proxy: str | None,
+    no_proxy: bool,
     allow_insecure_http: bool,
 ) -> int:
     """Show the profile (balance, holds, limits, flags) behind one API key."""
@@ -469,6 +515,8 @@ def profile(
         base_url,
         timeout,
         max_retries,
+        proxy=proxy,
+        no_proxy=no_proxy,
         allow_insecure_http=allow_insecure_http,
         concurrency=1,
     )
@@ -1182,6 +1230,8 @@ def balances(
     base_url: str | None,
     timeout: float | None,
     max_retries: int | None,
+    proxy: str | None,
+    no_proxy: bool,
     allow_insecure_http: bool,
 ) -> int:
     """Check the balance of every key in KEYS_FILE (or stdin with -), one key per line.
@@ -1231,6 +1281,8 @@ def balances(
             base_url,
             timeout,
             max_retries,
+            proxy=proxy,
+            no_proxy=no_proxy,
             allow_insecure_http=allow_insecure_http,
             concurrency=concurrency,
         )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import aiohttp
+    from yarl import URL
 
 from ._account import AccountResource
 from ._bulk import DEFAULT_CONCURRENCY, DEFAULT_DEDUPE_WINDOW, BalanceStream, KeySource
@@ -30,6 +31,7 @@ from ._gate import KeyGate, MemoryKeyGate
 from ._headers import check_user_headers
 from ._keys import Credential, resolve_api_key, resolve_base_url
 from ._log import setup_from_env
+from ._proxy import check_proxy_url
 from ._retry import Retrier, RetryEvent
 from ._transport import Transport
 from ._urls import check_base_url
@@ -62,10 +64,20 @@ class AccountClient:
       the largest response body read (:class:`Limits`).
     - ``session``: an ``aiohttp.ClientSession`` to use instead of the client's own; it is
       never closed by the SDK. (The client's own session keeps no cookies; give yours
-      ``cookie_jar=aiohttp.DummyCookieJar()`` if it serves many keys.)
-    - ``ssl``: an ``ssl.SSLContext`` to verify the service with (for a private CA).
-      Verification cannot be turned off.
-    - ``trust_env``: take proxy settings from the environment (off by default).
+      ``cookie_jar=aiohttp.DummyCookieJar()`` if it serves many keys.) A session
+      with a login of its own (``auth=``) is a :class:`ConfigurationError`: the API
+      key is the login. ``ssl``, ``trust_env`` and ``proxy`` are then set on it instead.
+    - ``ssl``: an ``ssl.SSLContext`` to verify the service with (for a private CA):
+      ``ssl.create_default_context(cafile=...)``. Verification cannot be turned off: a
+      context that skips the certificate or host name check is a
+      :class:`ConfigurationError`.
+    - ``trust_env``: take the proxy from the environment (off by default), read once
+      here: ``$HTTPS_PROXY`` (``$HTTP_PROXY`` for an ``http://`` base URL), none for a
+      host in ``$NO_PROXY``, the proxy's login from netrc. A netrc entry for the service
+      itself is not used: the SDK's bearer header always wins.
+    - ``proxy``: an ``http://[user:password@]host[:port]`` proxy (str or ``yarl.URL``)
+      for every request; ``https://`` calls are tunnelled through it with ``CONNECT``.
+      Overrides ``trust_env``'s proxy. Shown, in reprs and errors, without credentials.
     - ``default_headers``: headers sent with every call (an ``X-Correlation-Id``, a
       tenant tag). The SDK's own ``Authorization``, ``Accept-Encoding`` and
       ``User-Agent`` cannot be set this way, nor connection headers (``Host``,
@@ -107,6 +119,7 @@ class AccountClient:
         session: aiohttp.ClientSession | None = None,
         ssl: ssl_module.SSLContext | None = None,
         trust_env: bool = False,
+        proxy: str | URL | None = None,
         allow_insecure_http: bool = False,
         on_retry: Callable[[RetryEvent], None] | None = None,
         clock: Clock | None = None,
@@ -129,10 +142,19 @@ class AccountClient:
                 "(verify_mode=CERT_REQUIRED, check_hostname=True); verification cannot "
                 "be switched off. For a private CA: ssl.create_default_context(cafile=...)"
             )
-        if session is not None and (ssl is not None or trust_env):
+        # Like the key, the proxy's password leaves this frame's locals at once.
+        checked_proxy = None if proxy is None else check_proxy_url(proxy)
+        del proxy
+        if session is not None and (ssl is not None or trust_env or checked_proxy is not None):
             raise ConfigurationError(
-                "ssl and trust_env configure the client's own session; "
+                "ssl, trust_env and proxy configure the client's own session; "
                 "set them on the aiohttp.ClientSession you pass instead"
+            )
+        if session is not None and session.auth is not None:
+            raise ConfigurationError(
+                "the aiohttp session passed as session= has auth= set, which would replace "
+                "the API key on every request; pass a session without auth= (the SDK sends "
+                "the key as its Authorization header)"
             )
         default_key = resolve_api_key(key)
         if default_key is not None:
@@ -175,6 +197,7 @@ class AccountClient:
             limits=self._limits,
             ssl=ssl,
             trust_env=trust_env,
+            proxy=checked_proxy,
             session=session,
         )
         self._retrier = Retrier(policy, max_retries=retries, clock=clock, on_retry=on_retry)

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from aiohttp.client_reqrep import ClientRequest
     from aiohttp.connector import Connection
 
-__all__ = ["GuardedConnector", "NoAnswer", "UnsolicitedData"]
+__all__ = ["GuardedConnector", "NoAnswer", "TunnelFailed", "UnsolicitedData"]
 
 # A fresh connection that already holds bytes (a server talking before it is asked) is
 # as unusable as a pooled one; after this many in a row the request fails instead of
@@ -47,6 +47,19 @@ _MAX_DISCARDS = 64
 
 class UnsolicitedData(aiohttp.ClientConnectionError):
     """Every connection on offer held bytes sent before any request; nothing was sent."""
+
+
+class TunnelFailed(aiohttp.ClientConnectionError):
+    """The proxy broke off or garbled its answer to ``CONNECT``: the request never left.
+
+    ``transient`` is true for a dropped or reset connection (worth another try), false
+    for an answer that is not HTTP (a misconfigured proxy stays so).
+    """
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.transient = transient
 
 
 class NoAnswer(aiohttp.ServerDisconnectedError):
@@ -96,7 +109,18 @@ class GuardedConnector(aiohttp.TCPConnector):
     async def connect(
         self, req: ClientRequest, traces: list[Any], timeout: aiohttp.ClientTimeout
     ) -> Connection:
-        conn = await _connect(self, req, traces, timeout)
+        try:
+            conn = await _connect(self, req, traces, timeout)
+        except aiohttp.ClientError as exc:
+            # Nothing of the request is written before connect() returns: a proxy that
+            # fails the CONNECT tunnel after accepting it has not seen the request.
+            if req.proxy is None or isinstance(exc, _NOT_SENT_ALREADY):
+                raise
+            transient = isinstance(exc, _DROPPED)
+            detail = exc.message if isinstance(exc, NoAnswer) else type(exc).__name__
+            raise TunnelFailed(
+                f"broke off the CONNECT tunnel ({detail})", transient=transient
+            ) from None
         protocol = conn.protocol
         if protocol is None or not protocol.should_close:
             return conn
@@ -124,3 +148,6 @@ class GuardedConnector(aiohttp.TCPConnector):
 
 
 _connect = aiohttp.TCPConnector.connect
+# Failures in connect() that already say the request never left, or carry a status.
+_DROPPED = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ServerTimeoutError)
+_NOT_SENT_ALREADY = (aiohttp.ClientConnectorError, aiohttp.ClientHttpProxyError, UnsolicitedData)

@@ -46,7 +46,7 @@ from collections.abc import (
     Iterator,
     Mapping,
 )
-from typing import Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from ._account import AccountResource, AccountResourceWithResponse
 from ._bulk import DEFAULT_CONCURRENCY, DEFAULT_DEDUPE_WINDOW, BalanceResult, KeySource
@@ -59,6 +59,9 @@ from ._keys import Credential
 from ._models import Profile
 from ._response import APIResponse
 from ._retry import RetryEvent
+
+if TYPE_CHECKING:
+    from yarl import URL
 
 __all__ = ["GRACE", "SyncAccountClient", "SyncAccountResource", "SyncAccountResourceWithResponse"]
 
@@ -634,6 +637,7 @@ class SyncAccountClient:
         session: None = None,
         ssl: ssl_module.SSLContext | None = None,
         trust_env: bool = False,
+        proxy: str | URL | None = None,
         allow_insecure_http: bool = False,
         on_retry: Callable[[RetryEvent], None] | None = None,
         clock: Clock | None = None,
@@ -653,6 +657,7 @@ class SyncAccountClient:
             "limits": limits,
             "ssl": ssl,
             "trust_env": trust_env,
+            "proxy": proxy,
             "allow_insecure_http": allow_insecure_http,
             "on_retry": on_retry,
             "clock": clock,

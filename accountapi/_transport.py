@@ -27,12 +27,16 @@ from ._exceptions import (
     APIConnectionError,
     APITimeoutError,
     ClientStateError,
+    ConfigurationError,
 )
 from ._keys import Credential
-from ._pool import GuardedConnector, NoAnswer, UnsolicitedData
+from ._pool import GuardedConnector, NoAnswer, TunnelFailed, UnsolicitedData
+from ._proxy import ProxyURL, env_proxy
 from ._version import __version__
 
 __all__ = ["USER_AGENT", "RawResponse", "Transport", "request_headers"]
+
+_NO_HEADERS: Final[Mapping[str, str]] = CIMultiDict()
 
 USER_AGENT: Final = f"accountapi-python/{__version__} aiohttp/{aiohttp.__version__}"
 
@@ -102,8 +106,23 @@ def _client_timeout(
 _RESEND_WHEN_UNANSWERED: Final = frozenset({"GET"})
 
 
-def translate(exc: BaseException, method: str = "GET") -> AccountAPIError:
-    """Turn an aiohttp/socket failure into the SDK's error, keeping only a safe message."""
+def translate(
+    exc: BaseException, method: str = "GET", proxy: ProxyURL | None = None
+) -> AccountAPIError:
+    """Turn an aiohttp/socket failure into the SDK's error, keeping only a safe message.
+
+    With a ``proxy``, its password is masked in the message, whatever aiohttp put there.
+    """
+    error = _translate(exc, method, proxy)
+    if proxy is not None:
+        shown = proxy.hide(error.message)
+        if shown != error.message:
+            error.message = shown
+            error.args = (shown,)
+    return error
+
+
+def _translate(exc: BaseException, method: str, proxy: ProxyURL | None) -> AccountAPIError:
     if isinstance(exc, NoAnswer):  # the service may have seen it, but never answered
         return APIConnectionError(
             f"{exc.message}; the service may have received the request",
@@ -118,6 +137,14 @@ def translate(exc: BaseException, method: str = "GET") -> AccountAPIError:
         return APIConnectionError(f"TLS error: {exc}", request_sent=False, retryable=False)
     if isinstance(exc, UnsolicitedData):  # a server talking before it is asked: never sent
         return APIConnectionError(str(exc), request_sent=False, retryable=False)
+    if isinstance(exc, TunnelFailed):  # the CONNECT failed: the request itself never left
+        return APIConnectionError(
+            f"the proxy {proxy} {exc.message}", request_sent=False, retryable=exc.transient
+        )
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):  # refused, unreachable: never sent
+        return APIConnectionError(
+            f"cannot connect to the proxy {proxy}: {exc.os_error}", request_sent=False
+        )
     if isinstance(exc, aiohttp.ClientConnectorError):  # refused, unreachable, DNS: never sent
         return APIConnectionError(f"cannot connect: {exc}", request_sent=False)
     if isinstance(exc, aiohttp.ClientResponseError):
@@ -153,8 +180,8 @@ class Transport:
         "_ssl",
         "_timeout",
         "_timeouts",
-        "_trust_env",
         "base_url",
+        "proxy",
     )
 
     def __init__(
@@ -165,16 +192,22 @@ class Transport:
         limits: Limits,
         ssl: ssl_module.SSLContext | None = None,
         trust_env: bool = False,
+        proxy: ProxyURL | None = None,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.base_url = URL(base_url)
+        if proxy is None and trust_env and session is None:
+            # Read once, here, so a bad value is a ConfigurationError when the client is
+            # built. The session itself never trusts the environment: aiohttp would also
+            # add a netrc login for the service's host, and refuse our Authorization.
+            proxy = env_proxy(self.base_url)
+        self.proxy = proxy
         self._timeouts = timeout
         self._timeout = _client_timeout(timeout, timeout.attempt)
         self._deadlines = AttemptDeadlines()
         self._limits = limits
         self._max_bytes = limits.max_response_bytes
         self._ssl = ssl
-        self._trust_env = trust_env
         self._session = session
         self._owns_session = session is None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -221,7 +254,9 @@ class Transport:
         session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
-            trust_env=self._trust_env,
+            # Every request goes through the proxy, if any; env proxies were read in
+            # __init__. trust_env stays off: see there.
+            proxy=None if self.proxy is None else self.proxy.url,
             raise_for_status=False,
             # One session serves many keys: a cookie set in answer to one key must never
             # ride along with another key's requests. The API authenticates by header only.
@@ -315,8 +350,23 @@ class Transport:
                 )
             else:
                 raise
+        except aiohttp.ClientHttpProxyError as exc:
+            # The proxy answered CONNECT itself (407, 502, 503...): a status like any
+            # other, as it is when a proxy answers a plain http:// request.
+            return RawResponse(exc.status, exc.headers or _NO_HEADERS, b"", False)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            failure = translate(exc, method)
+            failure = translate(exc, method, self.proxy)
+        except ValueError as exc:
+            # aiohttp refuses to send our Authorization beside a login of its own: a
+            # session passed in with auth= (refused at construction, but it can be set
+            # later) or trust_env=True and a netrc entry for the service's host.
+            if self._owns_session or "AUTHORIZATION" not in str(exc):
+                raise
+            failure = ConfigurationError(
+                "the aiohttp session passed as session= adds a login of its own (its "
+                f"auth=, or trust_env=True with a netrc entry for {self.base_url.host}), "
+                "which would replace the API key; pass a session without either"
+            )
         except RuntimeError:
             # aiohttp's "Session is closed": a caller's session closed under us, or ours
             # closed by aclose() while this call waited for a connection.
@@ -372,4 +422,5 @@ class Transport:
             await session.close()
 
     def __repr__(self) -> str:
-        return f"Transport(base_url={str(self.base_url)!r})"
+        proxy = "" if self.proxy is None else f", proxy={self.proxy.shown!r}"
+        return f"Transport(base_url={str(self.base_url)!r}{proxy})"

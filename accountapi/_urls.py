@@ -10,7 +10,7 @@ from yarl import URL
 
 from ._exceptions import ConfigurationError
 
-__all__ = ["check_base_url", "is_loopback_host"]
+__all__ = ["check_base_url", "is_host", "is_loopback_host"]
 
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 # A host name after IDNA encoding: letters, digits, "-", "_" and dots, nothing else (no
@@ -29,7 +29,8 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def _is_host(host: str) -> bool:
+def is_host(host: str) -> bool:
+    """A host name (after IDNA encoding) or an IP address, bracketed or not."""
     if _HOST_NAME.fullmatch(host):
         return True
     try:
@@ -58,7 +59,7 @@ def check_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
         raise ConfigurationError(f"base_url is not a valid URL ({exc}): {shown}") from None
     if parts.scheme not in ("http", "https") or not host:
         raise ConfigurationError(f"base_url must be an http(s) URL with a host, got {shown}")
-    if not _is_host(host):
+    if not is_host(host):
         raise ConfigurationError(f"base_url has an invalid host name: {shown}")
     if parts.raw_user or parts.raw_password:
         raise ConfigurationError("base_url must not carry credentials; pass api_key instead")

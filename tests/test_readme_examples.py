@@ -55,6 +55,7 @@ RUN_BY = {
     "Errors": "test_the_errors_example",
     "Per-call options, default headers and the answer's metadata": "test_the_options_example",
     "Timeouts, retries and limits": "test_the_timeouts_example",
+    "Proxies and TLS": "test_the_proxy_example",
     "Sharing the limit across processes (Redis)": "test_the_redis_example",
     "Testing your application": "test_the_testing_example",
     "With FastAPI": "test_the_fastapi_recipe",
@@ -171,6 +172,35 @@ async def test_the_timeouts_example(emulator: Emulator, tmp_path: Path) -> None:
     out = await _run_script("Timeouts, retries and limits", emulator, key, tmp_path)
     assert out.startswith("retrying after 503 in ")
     assert emulator.attempts(key) == 2
+
+
+async def test_the_proxy_example(tmp_path: Path) -> None:
+    """Through a real proxy with a login to the emulator over HTTPS, trusting a private CA."""
+    import ssl
+
+    import trustme
+    from proxyserver import forward_proxy
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "corp-ca.pem"))
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    async with (
+        Emulator(ssl=server_ctx) as emu,
+        forward_proxy(login=("user", "secret")) as proxy,
+    ):
+        key = emu.add_key({"balance_eur": "5.500000"})
+        out = await _run_script(
+            "Proxies and TLS",
+            emu,
+            key,
+            tmp_path,
+            OUTBOUND_PROXY=f"http://user:secret@127.0.0.1:{proxy.port}",
+            CORP_CA_BUNDLE=str(tmp_path / "corp-ca.pem"),
+        )
+        assert out == "5.500000\n"
+        assert proxy.request_lines[0].startswith("CONNECT 127.0.0.1:")
+        assert emu.attempts(key) == 1
 
 
 async def test_the_many_keys_example(emulator: Emulator, tmp_path: Path) -> None:

@@ -86,3 +86,22 @@ async def test_a_context_that_does_not_verify_is_refused(
 def _without_hostname_check(context: ssl.SSLContext) -> ssl.SSLContext:
     context.check_hostname = False  # verify_mode stays CERT_REQUIRED
     return context
+
+
+async def test_a_trusted_cas_certificate_for_another_name_is_refused(ca: trustme.CA) -> None:
+    """A certificate from a CA the context trusts, but for another host name: a typed
+    APIConnectionError, not retried, the key never sent."""
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("service.example").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    async with Emulator(ssl=server_ctx) as emu:
+        key = emu.add_key()
+        clock = VirtualClock()
+        async with AccountClient(key, base_url=emu.url, ssl=client_ctx, clock=clock) as client:
+            with pytest.raises(APIConnectionError, match="TLS") as info:
+                await client.account.profile()
+        assert info.value.retryable is False
+        assert info.value.attempts == 1
+        assert clock.sleeps == []
+        assert emu.attempts(key) == 0
