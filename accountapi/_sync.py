@@ -57,6 +57,7 @@ from ._exceptions import APITimeoutError, ClientStateError, ConfigurationError
 from ._gate import KeyGate
 from ._keys import Credential
 from ._models import Profile
+from ._proxy import check_proxy_url
 from ._response import APIResponse
 from ._retry import RetryEvent
 
@@ -657,7 +658,6 @@ class SyncAccountClient:
             "limits": limits,
             "ssl": ssl,
             "trust_env": trust_env,
-            "proxy": proxy,
             "allow_insecure_http": allow_insecure_http,
             "on_retry": on_retry,
             "clock": clock,
@@ -666,10 +666,18 @@ class SyncAccountClient:
         }
         key = None if api_key is None else Credential(api_key)
         del api_key
+        # Like the key, the proxy's password leaves this frame's locals at once (held by
+        # a ProxyURL, whose repr is scheme://host:port).
+        checked_proxy = None if proxy is None else check_proxy_url(proxy)
+        del proxy
 
         def make() -> AccountClient:
             # Again in a forked child: a new pool and gate for the same key and options.
-            return AccountClient(None if key is None else key.reveal(), **options)
+            return AccountClient(
+                None if key is None else key.reveal(),
+                proxy=None if checked_proxy is None else checked_proxy.url,
+                **options,
+            )
 
         self._runner = _LoopThread(make)
         self._finalizer = weakref.finalize(self, self._runner.close)
@@ -839,7 +847,9 @@ class SyncAccountClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Sync{self._runner._client!r}"
+        # Also called on a half-built client (error trackers render every frame's locals).
+        runner = getattr(self, "_runner", None)
+        return "SyncAccountClient(<not built>)" if runner is None else f"Sync{runner._client!r}"
 
 
 _END: Final = object()

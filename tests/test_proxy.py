@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import ssl
+import traceback
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -525,3 +527,16 @@ def test_translate_masks_the_proxy_password_whatever_aiohttp_says() -> None:
         error = translate(aiohttp.ClientPayloadError(f"broken near {quoted}"), "GET", proxy)
         assert_hidden(str(error) + repr(error) + str(error.args))
         assert "***" in str(error)
+
+
+@pytest.mark.parametrize("make", [AccountClient, SyncAccountClient])
+def test_no_frame_of_a_construction_error_shows_the_proxy_password(make: Any) -> None:
+    """A client whose construction fails after its proxy was given (a bad base URL here)
+    leaves the proxy's password in no frame's locals: error trackers record them."""
+    with pytest.raises(ConfigurationError) as info:
+        make(proxy="http://alice:pr0xy-s3cret-pw@127.0.0.1:3128", base_url="ftp://nope")
+    rendered = traceback.TracebackException.from_exception(info.value, capture_locals=True)
+    frames = [frame for frame in rendered.stack if frame.name == "__init__"]
+    assert frames  # the client's constructor frames are there, with their locals
+    shown = " ".join(str(frame.locals) for frame in rendered.stack) + str(info.value)
+    assert "pr0xy-s3cret-pw" not in shown
