@@ -10,7 +10,8 @@ Runs, one after the other so that none disturbs another's clock or CPU:
 3. ``python -m benchmarks.https_grid``: HTTPS with 20 and 80 ms of latency at
    concurrency 64, 256 and 1,024 (``results/https_grid.json``).
 
-About 25 minutes on a 2-core VM. The exit status is the first non-zero one of the three
+Each writes to ``results/runs/`` (untracked); ``--record`` passes on, to update the
+committed figures in ``results/``. About 25 minutes on a 2-core VM. The exit status is the first non-zero one of the three
 (a section that crashed; a missed target is reported, never an error).
 """
 
@@ -32,14 +33,15 @@ STEPS: Final = ("benchmarks", "benchmarks.instructions", "benchmarks.https_grid"
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    if argv:
-        print("python -m benchmarks.all takes no options; run the parts on their own for those")
+    extra = [arg for arg in argv if arg != "--record"]
+    if extra:
+        print("python -m benchmarks.all takes only --record; run the parts on their own for more")
         return 2
     status = 0
     for module in STEPS:
         print(f"\n##### python -m {module}", flush=True)
         started = time.perf_counter()
-        code = subprocess.call([sys.executable, "-m", module], cwd=_ROOT)
+        code = subprocess.call([sys.executable, "-m", module, *argv], cwd=_ROOT)
         print(
             f"##### {module}: exit {code} after {time.perf_counter() - started:.0f} s", flush=True
         )

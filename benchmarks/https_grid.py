@@ -41,6 +41,7 @@ from accountapi import AccountClient, Limits
 
 from ._keys import bench_key
 from ._machine import settle_allocator
+from ._results import add_record_flag, results_dir
 from ._servers import cpu_plan
 from .responder import PROFILE_BODY, PROFILE_PATH
 
@@ -243,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one round, small counts")
     parser.add_argument("--latency", default="20,80", help="added latency in ms, comma-separated")
     parser.add_argument("--concurrency", default="64,256,1024")
+    add_record_flag(parser)
     parser.add_argument("--serve", nargs=2, metavar=("CERT_DIR", "LATENCY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -311,9 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 responder.close()
     if not args.quick:
-        _RESULTS.parent.mkdir(exist_ok=True)
-        _RESULTS.write_text(json.dumps({"rounds": rounds, "rows": rows}, indent=2) + "\n")
-        print(f"wrote {_RESULTS}")
+        results = results_dir(args.record) / _RESULTS.name
+        results.write_text(json.dumps({"rounds": rounds, "rows": rows}, indent=2) + "\n")
+        print(f"wrote {results}")
     return 0
 
 

@@ -33,6 +33,7 @@ from accountapi._config import NOT_GIVEN
 
 from ._keys import bench_key
 from ._machine import settle_allocator
+from ._results import add_record_flag, results_dir
 from ._servers import ResponderProcess, cpu_plan
 
 RESULTS: Final = Path(__file__).resolve().parent / "results" / "instructions.json"
@@ -228,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         help="comma-separated variants to count (a partial run does not overwrite the results file)",
     )
+    add_record_flag(parser)
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "URL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -273,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {value:+10,.0f}  {name}")
     if args.only:
         return 0
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(
+    results = results_dir(args.record) / RESULTS.name
+    results.write_text(
         json.dumps(
             {
                 "method": "callgrind, (count at large - count at small) / extra requests",
@@ -290,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         + "\n"
     )
-    print(f"wrote {RESULTS}")
+    print(f"wrote {results}")
     return 0
 
 

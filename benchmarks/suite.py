@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from . import _environment
 from ._load import uvloop_available
 from ._machine import other_cpu_now, settle_allocator, wait_for_quiet
+from ._results import add_record_flag, results_dir
 from ._servers import EmulatorProcess, ResponderProcess, cpu_plan
 from ._variants import balances_available, throughput_variants
 from .decode import DecodeRow, run_decode
@@ -107,8 +108,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="first wait up to S seconds for other processes to go idle (full run: 90)",
     )
-    parser.add_argument("--output", type=Path, help="JSON path (default: results/latest.json)")
-    parser.add_argument("--chart", type=Path, help="PNG path (default: results/throughput.png)")
+    parser.add_argument("--output", type=Path, help="JSON path (default: results/runs/latest.json)")
+    parser.add_argument(
+        "--chart", type=Path, help="PNG path (default: results/runs/throughput.png)"
+    )
+    add_record_flag(parser)
     return parser
 
 
@@ -271,8 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nSECTION FAILED: {name}: {failure}")
 
     stem = "quick" if args.quick else "latest"
-    out = args.output or RESULTS / f"{stem}.json"
-    chart = args.chart or RESULTS / ("quick-throughput.png" if args.quick else "throughput.png")
+    folder = results_dir(args.record and not args.quick)
+    out = args.output or folder / f"{stem}.json"
+    chart = args.chart or folder / ("quick-throughput.png" if args.quick else "throughput.png")
     write_json(
         out,
         {
