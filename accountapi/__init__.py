@@ -5,10 +5,18 @@
 ...     print(profile.balance_eur)                  # Decimal('9.955000')
 """
 
+from typing import TYPE_CHECKING
+
 from ._account import AccountResource
-from ._bulk import BalanceResult, BalanceStream, BalanceSummary, KeySource
+from ._bulk import (
+    BalanceFailed,
+    BalanceOk,
+    BalanceResult,
+    BalanceStream,
+    BalanceSummary,
+    KeySource,
+)
 from ._client import AccountClient
-from ._clock import Clock
 from ._config import NOT_GIVEN, Limits, NotGiven, RetryPolicy, Timeout
 from ._exceptions import (
     AccountAPIError,
@@ -34,17 +42,14 @@ from ._exceptions import (
     UnexpectedRedirectError,
     UnprocessableEntityError,
 )
-from ._gate import MAX_COOL_DOWN, GateTimeout, KeyCoolingDown, KeyGate, MemoryKeyGate
 from ._keys import key_hint
 from ._models import Profile
-from ._redis_gate import RedisKeyGate
 from ._retry import RetryEvent
 from ._sync import SyncAccountClient, SyncAccountResource
 from ._thresholds import BalanceThresholds
 from ._version import __version__
 
 __all__ = [
-    "MAX_COOL_DOWN",
     "NOT_GIVEN",
     "APIConnectionError",
     "APIResponseValidationError",
@@ -56,22 +61,19 @@ __all__ = [
     "AuthenticationError",
     "BadGatewayError",
     "BadRequestError",
+    "BalanceFailed",
+    "BalanceOk",
     "BalanceResult",
     "BalanceStream",
     "BalanceSummary",
     "BalanceThresholds",
     "ClientStateError",
-    "Clock",
     "ConfigurationError",
     "ConflictError",
-    "GateTimeout",
     "InternalServerError",
-    "KeyCoolingDown",
-    "KeyGate",
     "KeySource",
     "Limits",
     "MalformedAPIKeyError",
-    "MemoryKeyGate",
     "NotFoundError",
     "NotGiven",
     "PayloadTooLargeError",
@@ -79,7 +81,6 @@ __all__ = [
     "PermissionDeniedError",
     "Profile",
     "RateLimitError",
-    "RedisKeyGate",
     "RetryEvent",
     "RetryPolicy",
     "ServiceUnavailableError",
@@ -101,3 +102,21 @@ for _name in __all__:
     if isinstance(_value, type) and issubclass(_value, BaseException):
         _value.__module__ = __name__
 del _name, _value
+
+if TYPE_CHECKING:
+    # The names that moved to accountapi.gates, as type checkers should see them while
+    # the deprecated aliases last; at run time __getattr__ serves them with a warning.
+    from .gates import MAX_COOL_DOWN as MAX_COOL_DOWN
+    from .gates import Clock as Clock
+    from .gates import GateTimeout as GateTimeout
+    from .gates import KeyCoolingDown as KeyCoolingDown
+    from .gates import KeyGate as KeyGate
+    from .gates import MemoryKeyGate as MemoryKeyGate
+    from .gates import RedisKeyGate as RedisKeyGate
+else:
+    # Hidden from type checkers, which would otherwise accept any name imported from here.
+    def __getattr__(name: str) -> object:
+        """The names that moved to ``accountapi.gates``, with a DeprecationWarning."""
+        from ._moved import moved
+
+        return moved(name)

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Si
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, ClassVar, Final, Literal, TypeAlias
 
 import attrs
 
@@ -32,6 +32,7 @@ from ._exceptions import (
     AccountAPIError,
     AuthenticationError,
     ConfigurationError,
+    MalformedAPIKeyError,
 )
 from ._keys import Credential, key_hint, malformed_key_error, match_key
 from ._models import Profile
@@ -40,7 +41,14 @@ from ._thresholds import BalanceThresholds, flags
 if TYPE_CHECKING:
     from ._calls import Call, CallPath
 
-__all__ = ["BalanceResult", "BalanceStream", "BalanceSummary", "KeySource"]
+__all__ = [
+    "BalanceFailed",
+    "BalanceOk",
+    "BalanceResult",
+    "BalanceStream",
+    "BalanceSummary",
+    "KeySource",
+]
 
 logger: Final = logging.getLogger("accountapi")
 
@@ -57,24 +65,26 @@ _REORDER_FACTOR: Final = 4
 _EXACT: Final = decimal.Context(prec=decimal.MAX_PREC, traps=[decimal.Inexact])
 
 
-@attrs.frozen(slots=True, kw_only=True, repr=False)
-class BalanceResult:
-    """The outcome for one input key: its profile, or the error that key ended with.
+@attrs.frozen(kw_only=True, repr=False)
+class BalanceOk:
+    """A key whose profile was fetched and decoded: ``ok`` is True, ``profile`` is set.
 
     ``key`` is kept so a caller can map the result back, but it never appears in the
     ``repr``/``str``; use ``key_hint`` (``dpct_…abcd``) to show it. ``index`` is the key's
     position in the input; ``attempts`` the HTTP attempts this occurrence made (0 when it
-    failed before sending anything or was shared), so the attempts of all results add up
-    to the requests sent; ``elapsed`` the seconds from taking the key to the result.
-    ``shared`` is true when this occurrence of a duplicated key reused the check of
-    another occurrence instead of making its own request (its ``error``, if any, is a
-    copy of that check's error, whose own ``attempts`` tells how many that check took).
+    was shared), so the attempts of all results add up to the requests sent; ``elapsed``
+    the seconds from taking the key to the result. ``shared`` is true when this
+    occurrence of a duplicated key reused the check of another occurrence instead of
+    making its own request. ``error`` is always None, so code written for either kind of
+    :data:`BalanceResult` reads both.
     """
+
+    ok: ClassVar[Literal[True]] = True
+    error: ClassVar[None] = None
 
     key: str
     index: int
-    profile: Profile | None = None
-    error: AccountAPIError | None = None
+    profile: Profile
     attempts: int = 0
     elapsed: float = 0.0
     shared: bool = False
@@ -82,19 +92,60 @@ class BalanceResult:
     @property
     def key_hint(self) -> str:
         """The key as a hint (``dpct_…abcd``), safe to log and show."""
-        return key_hint(self.key) if isinstance(self.key, str) else "…"
-
-    @property
-    def ok(self) -> bool:
-        """True when the key's profile was fetched and decoded."""
-        return self.error is None and self.profile is not None
+        return key_hint(self.key)
 
     def __repr__(self) -> str:
         return (
-            f"BalanceResult(key_hint={self.key_hint!r}, index={self.index!r}, "
-            f"profile={self.profile!r}, error={self.error!r}, attempts={self.attempts!r}, "
+            f"BalanceOk(key_hint={self.key_hint!r}, index={self.index!r}, "
+            f"profile={self.profile!r}, attempts={self.attempts!r}, "
             f"elapsed={self.elapsed!r}, shared={self.shared!r})"
         )
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class BalanceFailed:
+    """A key whose check ended with an error: ``ok`` is False, ``error`` is set.
+
+    The fields mean what they mean on :class:`BalanceOk`; ``attempts`` is 0 when the
+    check failed before sending anything (a malformed key) or was shared. A shared
+    occurrence's ``error`` is a copy of that check's error, whose own ``attempts`` tells
+    how many that check took. ``profile`` is always None.
+    """
+
+    ok: ClassVar[Literal[False]] = False
+    profile: ClassVar[None] = None
+
+    key: str
+    index: int
+    error: AccountAPIError
+    attempts: int = 0
+    elapsed: float = 0.0
+    shared: bool = False
+
+    @property
+    def key_hint(self) -> str:
+        """The key as a hint (``dpct_…abcd``), safe to log and show."""
+        # A malformed input item may not be a str at all; it is never shown.
+        return key_hint(self.key) if isinstance(self.key, str) else "…"
+
+    def __repr__(self) -> str:
+        return (
+            f"BalanceFailed(key_hint={self.key_hint!r}, index={self.index!r}, "
+            f"error={self.error!r}, attempts={self.attempts!r}, "
+            f"elapsed={self.elapsed!r}, shared={self.shared!r})"
+        )
+
+
+BalanceResult: TypeAlias = BalanceOk | BalanceFailed
+"""The outcome for one input key: :class:`BalanceOk` or :class:`BalanceFailed`.
+
+Both have ``ok``, ``profile``, ``error``, ``key``, ``key_hint``, ``index``, ``attempts``,
+``elapsed`` and ``shared``; ``ok`` is ``Literal[True]`` on one and ``Literal[False]`` on
+the other. ``isinstance(r, BalanceOk)`` (or ``match r: case BalanceOk(): ...``) narrows
+the type for every type checker, so ``r.profile`` is a :class:`Profile` there with no
+cast; mypy also narrows on ``if r.ok:``, pyright only on ``if r.ok == True``.
+``isinstance(r, BalanceResult)`` holds for both kinds.
+"""
 
 
 @attrs.define(slots=True, kw_only=True)
@@ -157,8 +208,8 @@ class BalanceSummary:
             self._key_hashes.add(hash(result.key))
         except TypeError:  # a caller's unhashable non-key, reported as malformed
             self._key_hashes.add(id(result.key))
-        profile = result.profile
-        if result.error is None and profile is not None:
+        if isinstance(result, BalanceOk):
+            profile = result.profile
             self.ok += 1
             new = profile.id not in self._account_ids
             if new:
@@ -170,7 +221,7 @@ class BalanceSummary:
         self.failed += 1
         name = type(result.error).__name__
         self.by_error[name] = self.by_error.get(name, 0) + 1
-        if isinstance(result.error, AuthenticationError):
+        if isinstance(result.error, AuthenticationError | MalformedAPIKeyError):
             self.auth_failed += 1
 
     def _add_recorded(
@@ -457,6 +508,7 @@ class _Engine:
         """Take keys until the input runs out; deliver one result for each."""
         source = self._iter  # a plain iterator is read inline; an async one through _pull()
         key: object
+        result: BalanceResult
         ordered = self._ordered
         ready = self._ready
         capacity = self._capacity
@@ -557,7 +609,7 @@ class _Engine:
 
     def _fetched(
         self, index: int, key: str, start: float, profile: Profile, call: Call[Profile]
-    ) -> BalanceResult:
+    ) -> BalanceOk:
         """The result of a key checked by this occurrence: hand it to the waiting repeats
         and keep the answer's body in the window."""
         pending = self._inflight.pop(key)
@@ -578,7 +630,7 @@ class _Engine:
                 self._window_bytes = total
             else:
                 self._keep(key, body)
-        return BalanceResult(
+        return BalanceOk(
             key=key,
             index=index,
             profile=profile,
@@ -594,7 +646,7 @@ class _Engine:
         attempts: int,
         error: AccountAPIError,
         shared: AccountAPIError,
-    ) -> BalanceResult:
+    ) -> BalanceFailed:
         """The result of a key whose check failed with ``error``; ``shared``, a copy
         without traceback (see :func:`_detached`), goes to the waiting repeats and into
         the window."""
@@ -603,7 +655,7 @@ class _Engine:
             pending.set_result(shared)
         if self._window:
             self._keep(key, shared)
-        return BalanceResult(
+        return BalanceFailed(
             key=key,
             index=index,
             error=error,
@@ -643,14 +695,14 @@ class _Engine:
             # shield: this occurrence being cancelled must not cancel the shared check.
             outcome = await asyncio.shield(pending)
         if isinstance(outcome, AccountAPIError):
-            return BalanceResult(
+            return BalanceFailed(
                 key=key,
                 index=index,
                 error=_detached(outcome),
                 elapsed=self._monotonic() - start,
                 shared=True,
             )
-        return BalanceResult(
+        return BalanceOk(
             key=key,
             index=index,
             profile=outcome,
@@ -659,12 +711,12 @@ class _Engine:
         )
 
     @staticmethod
-    def _malformed(index: int, key: object) -> BalanceResult:
+    def _malformed(index: int, key: object) -> BalanceFailed:
         # Built, never raised: a raised error's traceback would keep this frame's key.
         credential = Credential(key)
         error = malformed_key_error(credential)
         error.key_hint = credential.hint
-        return BalanceResult(key=key, index=index, error=error)  # type: ignore[arg-type]
+        return BalanceFailed(key=key, index=index, error=error)  # type: ignore[arg-type]
 
 
 def _unexpected(key: str, exc: Exception) -> AccountAPIError:

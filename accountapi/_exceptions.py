@@ -4,7 +4,7 @@ The tree, so a caller can choose how broadly to catch::
 
     AccountAPIError
     ├── ConfigurationError           bad arguments: no key, malformed key, insecure URL
-    │   └── MalformedAPIKeyError     empty key, or whitespace, control or non-ASCII in it (also an AuthenticationError)
+    │   └── MalformedAPIKeyError     empty key, or whitespace, control or non-ASCII in it; nothing sent
     ├── ClientStateError             client closed, or used from a second event loop
     ├── APIConnectionError           the service could not be reached or the connection broke
     │   └── APITimeoutError          an attempt or the whole call ran out of time
@@ -13,7 +13,6 @@ The tree, so a caller can choose how broadly to catch::
         ├── UnexpectedRedirectError      3xx (redirects are never followed)
         ├── BadRequestError              400
         ├── AuthenticationError          401
-        │   └── MalformedAPIKeyError     a key that cannot be valid, refused before sending (401, key_malformed)
         ├── PaymentRequiredError         402
         ├── PermissionDeniedError        403
         ├── NotFoundError                404
@@ -106,6 +105,18 @@ def _rebuild(cls: type[AccountAPIError], state: dict[str, Any]) -> AccountAPIErr
 
 class ConfigurationError(AccountAPIError, ValueError):
     """The client or call was given arguments it cannot work with (also a ``ValueError``)."""
+
+
+class MalformedAPIKeyError(ConfigurationError):
+    """An API key that could never be valid: empty, or with whitespace, control or non-ASCII characters.
+
+    Raised before any request, so the key never reaches a socket or a header, and nothing
+    was answered: it is not an :class:`APIStatusError` (no ``status``). ``code`` is
+    ``"key_malformed"``. A web backend answers 401 for it as for an
+    :class:`AuthenticationError`: ``except (AuthenticationError, MalformedAPIKeyError)``.
+    """
+
+    code: str = "key_malformed"
 
 
 class ClientStateError(AccountAPIError):
@@ -235,31 +246,6 @@ class BadRequestError(APIStatusError):
 
 class AuthenticationError(APIStatusError):
     """401: the API key is missing, unknown or revoked (``auth_invalid``)."""
-
-
-class MalformedAPIKeyError(ConfigurationError, AuthenticationError):
-    """An API key that could never be valid: empty, or with whitespace, control or non-ASCII characters.
-
-    Raised before any request, so the key never reaches a socket or a header. It is also an
-    :class:`AuthenticationError` (``status`` 401, ``code`` ``"key_malformed"``), so a web
-    backend that answers 401 for ``AuthenticationError`` answers 401 for a caller's
-    malformed key too, and a :class:`ConfigurationError` (a ``ValueError``) for code that
-    treats a bad key as a bad argument.
-    """
-
-    def __init__(self, message: str, *, key_hint: str | None = None, attempts: int = 0) -> None:
-        AuthenticationError.__init__(
-            self,
-            message,
-            status=401,
-            code="key_malformed",
-            attempts=attempts,
-            key_hint=key_hint,
-        )
-
-    def __str__(self) -> str:
-        # Nothing was sent, so no "401 key_malformed:" prefix as if the service had answered.
-        return self.message
 
 
 class PaymentRequiredError(APIStatusError):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Final, Protocol, runtime_checkable
 
 from ._clock import Clock, SystemClock
-from ._exceptions import ConfigurationError
+from ._exceptions import AccountAPIError, ConfigurationError
 
 __all__ = [
     "MAX_COOL_DOWN",
@@ -38,11 +38,13 @@ parking the key for a day.
 """
 
 
-class GateTimeout(TimeoutError):
+class GateTimeout(AccountAPIError, TimeoutError):
     """No slot (or no end of the cool-down) within the time the call had left.
 
     A custom :class:`KeyGate` raises it (or :class:`KeyCoolingDown`) from ``acquire``;
-    the client turns it into :class:`~accountapi.APITimeoutError`.
+    the client turns it into :class:`~accountapi.APITimeoutError`, so a caller of the
+    client never sees it. Like every public exception it is an
+    :class:`~accountapi.AccountAPIError`; it is also a :class:`TimeoutError`, as before.
     """
 
 
@@ -54,9 +56,17 @@ class KeyCoolingDown(GateTimeout):
     ``retry_after`` and nothing sent.
     """
 
+    retry_after: float
+
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"the key is cooling down after a 429 for {retry_after:.3f}s more")
         self.retry_after = retry_after
+
+
+# Tracebacks, reprs and pickles name the gate signals by their public path
+# (``accountapi.gates.GateTimeout``), as ``accountapi`` does for its own exceptions; set
+# here, not in accountapi/gates.py, so it holds before (or without) that module's import.
+GateTimeout.__module__ = KeyCoolingDown.__module__ = "accountapi.gates"
 
 
 @runtime_checkable

@@ -1,6 +1,6 @@
 """The per-key gate shared through Redis: one limit and one cool-down per key across processes.
 
-:class:`~accountapi.MemoryKeyGate` keeps the service's 10-per-key limit inside one
+:class:`~accountapi.gates.MemoryKeyGate` keeps the service's 10-per-key limit inside one
 process; eight workers using the same key would still send 80 requests at once.
 :class:`RedisKeyGate` keeps the count in Redis instead, so every process (and machine)
 using the same Redis and namespace shares it.
@@ -34,7 +34,7 @@ Two parts, one per class here (the Lua scripts and their runner are in
 - :class:`RedisKeyGate`, the public gate, which decides in one place what happens while
   Redis does not answer (for ``socket_timeout``, or at all): with
   ``on_redis_error="local"`` each process limits its keys on its own through a
-  :class:`~accountapi.MemoryKeyGate` (one WARNING per outage); with ``"raise"`` the calls
+  :class:`~accountapi.gates.MemoryKeyGate` (one WARNING per outage); with ``"raise"`` the calls
   that need Redis fail with :class:`~accountapi.APIConnectionError`. Either way the
   shared part keeps renewing, and the first answer from Redis ends the outage.
 """
@@ -600,7 +600,7 @@ class _SharedGate:
 
 
 class RedisKeyGate(_Health):
-    """A :class:`~accountapi.KeyGate` whose per-key limit and 429 cool-down live in Redis.
+    """A :class:`~accountapi.gates.KeyGate` whose per-key limit and 429 cool-down live in Redis.
 
     Pass it to every worker's client: ``AccountClient(key_gate=RedisKeyGate(url))``.
     All processes that use the same Redis database and ``namespace`` share one limit of
@@ -750,8 +750,8 @@ class RedisKeyGate(_Health):
     ) -> None:
         """Wait for a slot for ``key`` in Redis and for its shared cool-down to pass.
 
-        Raises :class:`~accountapi.GateTimeout` when that cannot happen within
-        ``timeout`` seconds, and :class:`~accountapi.KeyCoolingDown` at once if a
+        Raises :class:`~accountapi.gates.GateTimeout` when that cannot happen within
+        ``timeout`` seconds, and :class:`~accountapi.gates.KeyCoolingDown` at once if a
         cool-down outlasts ``timeout`` or ``max_cool_down``. A cancelled acquire leaves
         neither a lease nor a place in the queue behind.
         """

@@ -2,7 +2,7 @@
 
 Every per-key structure lives under one ``{hash tag}`` (:func:`redis_keys`), so each
 script touches one Redis Cluster slot; the gate still supports one primary only (see
-:class:`~accountapi.RedisKeyGate`). API keys never reach Redis: :func:`key_hash` names
+:class:`~accountapi.gates.RedisKeyGate`). API keys never reach Redis: :func:`key_hash` names
 each by a truncated SHA-256 of namespace and key.
 
 The scripts implement the lease/ticket protocol that :mod:`accountapi._redis_gate`

@@ -1,7 +1,7 @@
 """What the Redis key gate costs per call, next to the in-process gate.
 
 Starts its own ``redis-server`` (loopback, free port, no persistence) and the minimal
-``benchmarks.responder``, then measures for :class:`~accountapi.MemoryKeyGate` and
+``benchmarks.responder``, then measures for :class:`~accountapi.gates.MemoryKeyGate` and
 :class:`~accountapi._redis_gate.RedisKeyGate`:
 
 - the gate alone: acquire + release pairs one after another (µs per pair, and Redis
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from accountapi import AccountClient, KeyGate, MemoryKeyGate
-from accountapi._redis_gate import RedisKeyGate
+from accountapi import AccountClient
+from accountapi.gates import KeyGate, MemoryKeyGate, RedisKeyGate
 
 from ._machine import settle_allocator
 

@@ -22,18 +22,20 @@ from accountapi import (
     AccountClient,
     APITimeoutError,
     AuthenticationError,
+    BalanceFailed,
+    BalanceOk,
     BalanceResult,
     BalanceStream,
     BalanceSummary,
     ClientStateError,
     ConfigurationError,
     MalformedAPIKeyError,
-    MemoryKeyGate,
     PaymentRequiredError,
     Profile,
     key_hint,
 )
 from accountapi._calls import Call
+from accountapi.gates import MemoryKeyGate
 from accountapi.testing import Emulator, Fault, VirtualClock
 
 ProfileCall = Callable[..., Awaitable[tuple[Profile, Call[Profile]]]]
@@ -583,9 +585,9 @@ def test_summary_sums_money_exactly() -> None:
             prompt_analysis_opt_in=False,
             two_factor_enabled=False,
         )
-        summary.add(BalanceResult(key=f"k{i}", index=i, profile=profile))
-    summary.add(BalanceResult(key="x", index=3, error=AuthenticationError("no", status=401)))
-    summary.add(BalanceResult(key="y", index=4, error=PaymentRequiredError("no", status=402)))
+        summary.add(BalanceOk(key=f"k{i}", index=i, profile=profile))
+    summary.add(BalanceFailed(key="x", index=3, error=AuthenticationError("no", status=401)))
+    summary.add(BalanceFailed(key="y", index=4, error=PaymentRequiredError("no", status=402)))
     assert summary.total_balance_eur == Decimal("123456789012345678901234567900.078457")
     assert str(summary.total_held_eur) == "0.300000"
     assert (summary.total, summary.ok, summary.failed, summary.auth_failed) == (5, 3, 2, 1)

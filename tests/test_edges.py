@@ -14,7 +14,6 @@ import pytest
 from rawserver import RawServer, profile_body, raw_server, response, serve
 
 from accountapi import (
-    MAX_COOL_DOWN,
     AccountAPIError,
     AccountClient,
     APIConnectionError,
@@ -24,11 +23,11 @@ from accountapi import (
     ClientStateError,
     InternalServerError,
     Limits,
-    MemoryKeyGate,
     RateLimitError,
     RetryPolicy,
     Timeout,
 )
+from accountapi.gates import MAX_COOL_DOWN, MemoryKeyGate
 from accountapi.testing import Emulator, Fault, VirtualClock
 
 CAP = 1 << 20
@@ -512,24 +511,30 @@ async def test_a_status_error_from_a_real_response_pickles() -> None:
     assert str(copy) == str(info.value)
 
 
-# -- A malformed key is an authentication problem to a web backend ----------------------
+# -- A malformed key is refused before sending: a configuration error, not a 401 ------------
 
 
 @pytest.mark.parametrize("bad", ["", "dpct_ with space", "dpct_\u00e9t\u00e9", "dpct_x\r\nX: y"])
-async def test_a_malformed_key_is_an_authentication_error(
+async def test_a_malformed_key_is_a_configuration_error_not_a_status_error(
     emulator: Emulator, key: str, bad: str
 ) -> None:
-    """`except AuthenticationError` (as the README's web examples do) catches a malformed key:
-    status 401, code key_malformed, nothing sent; it is still a ConfigurationError too."""
-    from accountapi import AuthenticationError, ConfigurationError, MalformedAPIKeyError
+    """A malformed key raises MalformedAPIKeyError, a ConfigurationError with code
+    key_malformed and nothing sent; no APIStatusError (the service never answered), so no
+    `except AuthenticationError` catches it (the README's web examples name both)."""
+    from accountapi import (
+        APIStatusError,
+        AuthenticationError,
+        ConfigurationError,
+        MalformedAPIKeyError,
+    )
 
     async with AccountClient(key, base_url=emulator.url) as client:
-        with pytest.raises(AuthenticationError) as info:
+        with pytest.raises(ConfigurationError) as info:
             await client.account.profile(api_key=bad)
     error = info.value
     assert isinstance(error, MalformedAPIKeyError)
-    assert isinstance(error, ConfigurationError)
-    assert (error.status, error.code, error.attempts) == (401, "key_malformed", 0)
+    assert not isinstance(error, AuthenticationError | APIStatusError)
+    assert (error.code, error.attempts) == ("key_malformed", 0)
     assert emulator.attempts(key) == 0
     if bad:
         assert bad not in str(error)

@@ -6,8 +6,16 @@ import asyncio
 
 import pytest
 
-from accountapi import AccountClient, ConfigurationError, Limits, MemoryKeyGate, RateLimitError
-from accountapi._gate import GateTimeout
+from accountapi import (
+    AccountAPIError,
+    AccountClient,
+    APITimeoutError,
+    ClientStateError,
+    ConfigurationError,
+    Limits,
+    RateLimitError,
+)
+from accountapi.gates import GateTimeout, KeyCoolingDown, MemoryKeyGate
 from accountapi.testing import Emulator, Fault, VirtualClock
 
 
@@ -208,3 +216,54 @@ async def test_slots_counted_plainly_keep_their_count_when_a_key_needs_more() ->
     assert len(gate) == 0
     gate.release("k")  # a release with nothing held is ignored in either form
     assert len(gate) == 0
+
+
+class _RefusingGate(MemoryKeyGate):
+    """A gate of a user's own whose ``acquire`` refuses every call with ``refusal``."""
+
+    def __init__(self, refusal: AccountAPIError) -> None:
+        super().__init__()
+        self.refusal = refusal
+
+    async def acquire(
+        self, key: str, timeout: float | None, *, max_cool_down: float | None = None
+    ) -> None:
+        raise self.refusal
+
+
+@pytest.mark.parametrize(
+    ("refusal", "expected"),
+    [
+        (KeyCoolingDown(7.5), RateLimitError),
+        (GateTimeout("no slot"), APITimeoutError),
+        (ClientStateError("the gate is closed"), ClientStateError),
+    ],
+    ids=["KeyCoolingDown", "GateTimeout", "its own AccountAPIError"],
+)
+async def test_a_gate_s_refusal_becomes_the_documented_sdk_error(
+    emulator: Emulator, key: str, refusal: AccountAPIError, expected: type[AccountAPIError]
+) -> None:
+    """GateTimeout and KeyCoolingDown are AccountAPIErrors now, yet the client still turns
+    KeyCoolingDown into RateLimitError (its retry_after kept) and GateTimeout into
+    APITimeoutError, and passes a gate's other AccountAPIError on; nothing is sent."""
+    async with AccountClient(key, base_url=emulator.url, key_gate=_RefusingGate(refusal)) as c:
+        with pytest.raises(AccountAPIError) as info:
+            await c.account.profile()
+    assert type(info.value) is expected
+    assert info.value.attempts == 0
+    if isinstance(refusal, KeyCoolingDown):
+        assert isinstance(info.value, RateLimitError)
+        assert (info.value.status, info.value.retry_after) == (429, 7.5)
+    if isinstance(refusal, GateTimeout) and not isinstance(refusal, KeyCoolingDown):
+        assert isinstance(info.value, APITimeoutError)
+        assert info.value.request_sent is False
+    assert emulator.attempts(key) == 0
+
+
+def test_gate_signals_are_account_api_errors_and_still_timeout_errors() -> None:
+    """`except AccountAPIError` catches what a gate raises; `except TimeoutError` still does."""
+    for signal in (GateTimeout("no slot"), KeyCoolingDown(1.0)):
+        assert isinstance(signal, AccountAPIError)
+        assert isinstance(signal, TimeoutError)
+        assert signal.attempts == 0
+    assert issubclass(KeyCoolingDown, GateTimeout)

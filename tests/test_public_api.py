@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import inspect
+import sys
+import traceback
+import warnings
+from pathlib import Path
+
+import pytest
 
 import accountapi
+import accountapi.gates
 import accountapi.testing
 
 PUBLIC = [
-    "MAX_COOL_DOWN",
     "NOT_GIVEN",
     "APIConnectionError",
     "APIResponseValidationError",
@@ -20,22 +26,19 @@ PUBLIC = [
     "AuthenticationError",
     "BadGatewayError",
     "BadRequestError",
+    "BalanceFailed",
+    "BalanceOk",
     "BalanceResult",
     "BalanceStream",
     "BalanceSummary",
     "BalanceThresholds",
     "ClientStateError",
-    "Clock",
     "ConfigurationError",
     "ConflictError",
-    "GateTimeout",
     "InternalServerError",
-    "KeyCoolingDown",
-    "KeyGate",
     "KeySource",
     "Limits",
     "MalformedAPIKeyError",
-    "MemoryKeyGate",
     "NotFoundError",
     "NotGiven",
     "PayloadTooLargeError",
@@ -43,7 +46,6 @@ PUBLIC = [
     "PermissionDeniedError",
     "Profile",
     "RateLimitError",
-    "RedisKeyGate",
     "RetryEvent",
     "RetryPolicy",
     "ServiceUnavailableError",
@@ -69,33 +71,111 @@ def test_every_exported_name_exists() -> None:
         assert hasattr(accountapi, name), name
 
 
-# What a KeyGate raises to the client, which turns it into APITimeoutError or
-# RateLimitError: exported for gate authors, never raised to a caller of the client.
-GATE_SIGNALS = (accountapi.GateTimeout, accountapi.KeyCoolingDown)
+# accountapi.gates: what a gate author (or a deployment choosing a gate) needs.
+GATES = [
+    "MAX_COOL_DOWN",
+    "Clock",
+    "GateTimeout",
+    "KeyCoolingDown",
+    "KeyGate",
+    "MemoryKeyGate",
+    "RedisKeyGate",
+]
+
+
+def test_gates_namespace_is_pinned() -> None:
+    """accountapi.gates.__all__ is exactly the gate-authoring list, each name importable."""
+    assert sorted(accountapi.gates.__all__) == sorted(GATES)
+    for name in GATES:
+        assert hasattr(accountapi.gates, name), name
+
+
+def _public_exceptions() -> list[type[BaseException]]:
+    return [
+        obj
+        for module in (accountapi, accountapi.gates, accountapi.testing)
+        for name in module.__all__
+        if inspect.isclass(obj := getattr(module, name)) and issubclass(obj, BaseException)
+    ]
 
 
 def test_every_exception_is_an_account_api_error() -> None:
-    """Each exported exception class a caller can see derives from AccountAPIError."""
-    errors = [
-        obj
-        for obj in vars(accountapi).values()
-        if inspect.isclass(obj) and issubclass(obj, BaseException) and obj not in GATE_SIGNALS
-    ]
-    assert len(errors) >= 20
-    assert all(issubclass(e, accountapi.AccountAPIError) for e in errors)
+    """Each exported exception class, the gate signals included, derives from AccountAPIError."""
+    errors = _public_exceptions()
+    assert len(errors) >= 22
+    assert accountapi.gates.GateTimeout in errors
+    assert accountapi.gates.KeyCoolingDown in errors
+    assert [e for e in errors if not issubclass(e, accountapi.AccountAPIError)] == []
+
+
+def test_a_malformed_key_is_a_configuration_error_not_a_status_error() -> None:
+    """Nothing was sent for a malformed key, so it is no APIStatusError (no status 401)."""
+    error_type = accountapi.MalformedAPIKeyError
+    assert issubclass(error_type, accountapi.ConfigurationError)
+    assert issubclass(error_type, ValueError)
+    assert not issubclass(error_type, accountapi.APIStatusError)
+    assert not issubclass(error_type, accountapi.AuthenticationError)
+    error = error_type("the API key is empty", key_hint="dpct_…abcd")
+    assert (error.code, error.key_hint, error.attempts, str(error)) == (
+        "key_malformed",
+        "dpct_…abcd",
+        0,
+        "the API key is empty",
+    )
+    assert not hasattr(error, "status")
+
+
+# Each name that left the top level, and where it lives now.
+MOVED = dict.fromkeys(GATES, accountapi.gates)
+
+
+@pytest.mark.parametrize("name", sorted(MOVED))
+def test_a_moved_name_still_imports_with_a_deprecation_warning(name: str) -> None:
+    """`accountapi.<old name>` gives the same object as its new home, with a
+    DeprecationWarning that names the new home and points at the caller's line."""
+    with pytest.warns(DeprecationWarning, match=rf"accountapi\.{name} is deprecated") as caught:
+        old = getattr(accountapi, name)
+    assert old is getattr(MOVED[name], name)
+    assert len(caught) == 1
+    assert MOVED[name].__name__ in str(caught[0].message)
+    assert caught[0].filename == __file__
+
+
+def test_a_moved_name_imported_with_from_warns_at_the_import_line() -> None:
+    """`from accountapi import RedisKeyGate` warns, attributed to the user's import line."""
+    with pytest.warns(DeprecationWarning, match="accountapi.gates") as caught:
+        from accountapi import RedisKeyGate
+    assert RedisKeyGate is accountapi.gates.RedisKeyGate
+    assert {(Path(w.filename).name, w.lineno) for w in caught} == {
+        (Path(__file__).name, sys._getframe().f_lineno - 3)
+    }
+
+
+def test_moved_names_are_not_advertised() -> None:
+    """The old names are neither in __all__ nor in dir(); an unknown name is still an
+    AttributeError, without a warning."""
+    for name in MOVED:
+        assert name not in accountapi.__all__
+        assert name not in dir(accountapi)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(AttributeError, match="no attribute 'NoSuchName'"):
+            _ = accountapi.NoSuchName  # type: ignore[attr-defined]
+        assert not hasattr(accountapi, "ConnectionPool")
 
 
 def test_private_helpers_stay_private() -> None:
     """The system clock and the in-memory gate's synchronous fast paths are not public API."""
     assert not hasattr(accountapi, "SystemClock")
-    assert not hasattr(accountapi.MemoryKeyGate, "try_acquire")
-    assert not hasattr(accountapi.MemoryKeyGate, "cool_down_nowait")
+    assert not hasattr(accountapi.gates, "SystemClock")
+    assert not hasattr(accountapi.gates.MemoryKeyGate, "try_acquire")
+    assert not hasattr(accountapi.gates.MemoryKeyGate, "cool_down_nowait")
     assert not hasattr(accountapi.AccountResource, "profile_with_attempts")
 
 
 def test_every_gate_has_one_shape() -> None:
     """Both shipped gates implement the whole KeyGate protocol, in_flight() included, as coroutines."""
-    for gate in (accountapi.MemoryKeyGate, accountapi.RedisKeyGate):
+    for gate in (accountapi.gates.MemoryKeyGate, accountapi.gates.RedisKeyGate):
         for name in ("acquire", "cool_down", "in_flight"):
             assert inspect.iscoroutinefunction(getattr(gate, name)), (gate, name)
         assert not inspect.iscoroutinefunction(gate.release)
@@ -103,16 +183,16 @@ def test_every_gate_has_one_shape() -> None:
 
 def test_public_objects_say_they_come_from_accountapi() -> None:
     """Public classes live in private modules but document themselves; none lacks a docstring."""
-    for name in accountapi.__all__:
-        obj = getattr(accountapi, name)
-        if inspect.isclass(obj) or inspect.isfunction(obj):
-            assert obj.__doc__, name
+    for module in (accountapi, accountapi.gates):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isclass(obj) or inspect.isfunction(obj):
+                assert obj.__doc__, name
 
 
 def test_library_never_imports_the_emulator_or_cli() -> None:
     """Importing accountapi pulls in neither accountapi.testing nor the CLI's libraries."""
     import subprocess
-    import sys
 
     code = (
         "import sys, accountapi; "
@@ -138,9 +218,8 @@ def test_testing_surface() -> None:
 
 def test_exceptions_carry_their_public_module_path() -> None:
     """A traceback names accountapi.RateLimitError, not accountapi._exceptions...; the
-    attrs models keep their own module (their annotations resolve there)."""
-    import traceback
-
+    attrs models keep their own module (their annotations resolve there); the gate
+    signals name accountapi.gates."""
     exceptions = [
         value
         for name in accountapi.__all__
@@ -151,3 +230,23 @@ def test_exceptions_carry_their_public_module_path() -> None:
     line = traceback.format_exception_only(accountapi.RateLimitError("slow down", status=429))
     assert line == ["accountapi.RateLimitError: 429: slow down\n"]
     assert accountapi.Profile.__module__ == "accountapi._models"
+    gate_signals = [accountapi.gates.GateTimeout, accountapi.gates.KeyCoolingDown]
+    assert {cls.__module__ for cls in gate_signals} == {"accountapi.gates"}
+    line = traceback.format_exception_only(accountapi.gates.KeyCoolingDown(2.0))
+    assert line == [
+        "accountapi.gates.KeyCoolingDown: the key is cooling down after a 429 for 2.000s more\n"
+    ]
+
+
+def test_gate_signals_say_where_they_live_before_accountapi_gates_is_imported() -> None:
+    """The public path is set where the class is defined: a GateTimeout raised in a
+    process that never imported accountapi.gates still names (and pickles to) it."""
+    import subprocess
+
+    code = (
+        "import pickle, sys, accountapi; from accountapi._gate import GateTimeout; "
+        "assert 'accountapi.gates' not in sys.modules; "
+        "print(GateTimeout.__module__, type(pickle.loads(pickle.dumps(GateTimeout('x')))).__qualname__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["accountapi.gates", "GateTimeout"]
