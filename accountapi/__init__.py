@@ -44,6 +44,7 @@ from ._exceptions import (
 )
 from ._keys import key_hint
 from ._models import Profile
+from ._response import APIResponse
 from ._retry import RetryEvent
 from ._sync import SyncAccountClient, SyncAccountResource
 from ._thresholds import BalanceThresholds
@@ -52,6 +53,7 @@ from ._version import __version__
 __all__ = [
     "NOT_GIVEN",
     "APIConnectionError",
+    "APIResponse",
     "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",

@@ -17,6 +17,7 @@ import accountapi.testing
 PUBLIC = [
     "NOT_GIVEN",
     "APIConnectionError",
+    "APIResponse",
     "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
