@@ -52,3 +52,29 @@ def test_ci_runs_the_readme_test_command_with_a_coverage_floor() -> None:
     assert coverage["run"]["source"] == ["accountapi"]
     assert coverage["run"]["branch"] is True
     assert coverage["report"]["fail_under"] >= 90
+
+
+def test_ci_floor_pins_are_the_declared_floors() -> None:
+    """.ci/floors.txt pins exactly the ">=" floor of every runtime dependency, so the
+    floors run in .ci/run tests what pyproject.toml promises."""
+    root = Path(__file__).resolve().parent.parent
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    floors = {}
+    for requirement in declared:
+        name, _, version = requirement.partition(">=")
+        floors[name.strip().lower()] = version.strip()
+    pinned = {}
+    for line in (root / ".ci" / "floors.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pinned[name.strip().lower()] = version.strip()
+    assert set(pinned) == set(floors)
+
+    def release(version: str) -> list[int]:  # "24.1" and "24.1.0" are one release
+        parts = [int(part) for part in version.split(".")]
+        while len(parts) > 1 and parts[-1] == 0:
+            parts.pop()
+        return parts
+
+    for name, version in floors.items():
+        assert release(pinned[name]) == release(version), (name, pinned[name], version)
