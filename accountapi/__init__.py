@@ -6,6 +6,7 @@
 """
 
 from ._account import AccountResource
+from ._budget import RetryBudget
 from ._bulk import BalanceResult, BalanceStream, BalanceSummary, KeySource
 from ._client import AccountClient
 from ._clock import Clock
@@ -80,6 +81,7 @@ __all__ = [
     "Profile",
     "RateLimitError",
     "RedisKeyGate",
+    "RetryBudget",
     "RetryEvent",
     "RetryPolicy",
     "ServiceUnavailableError",

@@ -44,6 +44,7 @@ PUBLIC = [
     "Profile",
     "RateLimitError",
     "RedisKeyGate",
+    "RetryBudget",
     "RetryEvent",
     "RetryPolicy",
     "ServiceUnavailableError",
