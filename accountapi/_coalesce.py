@@ -75,9 +75,19 @@ class SharedRead(Generic[T]):
         self.ended = False
 
     def joinable(self) -> bool:
-        """Whether a new caller may join: the read is running and has sent nothing yet."""
+        """Whether a new caller may join: the read is running and has sent nothing yet.
+
+        A read that ended before sending anything (refused by a cooling-down key, out of
+        time) is not joinable even before :meth:`landed` has run: its error belongs to
+        callers that came before.
+        """
         call = self.call
-        return not self.ended and (call is None or call.sent == 0)
+        task = self.task
+        return (
+            not self.ended
+            and (task is None or not task.done())
+            and (call is None or call.sent == 0)
+        )
 
     def join(self, deadline: float | None) -> None:
         """Count one more caller; the read may now run until its deadline too."""

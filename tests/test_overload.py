@@ -22,6 +22,7 @@ from accountapi import (
     InternalServerError,
     Limits,
     Profile,
+    RateLimitError,
     RetryBudget,
     ServiceUnavailableError,
     SyncAccountClient,
@@ -566,3 +567,37 @@ async def test_a_rate_limited_read_is_shared_with_its_wait(
     assert len(profiles) == 5
     assert emulator.attempts(key) == 2
     assert [s for s in clock.sleeps if s >= 2] == [pytest.approx(2.001, abs=0.01)]
+
+
+async def test_a_lone_coalesced_call_times_out_and_frees_its_slot(
+    emulator: Emulator, clock: VirtualClock
+) -> None:
+    """A deadline shorter than the read: APITimeoutError at the deadline, and the read
+    (nobody waiting for it any more) gives its slot back at once."""
+    key = emulator.add_key()
+    emulator.script(key, [Fault.delay(30)])
+    limits = Limits(per_key=1)
+    async with _client(emulator, key, clock, coalesce=True, limits=limits) as client:
+        with pytest.raises(APITimeoutError):
+            await client.account.profile(timeout=0.2)
+        assert isinstance(await client.account.profile(timeout=5), Profile)
+    assert emulator.attempts(key) == 2
+
+
+async def test_a_read_that_failed_before_sending_is_not_joined(
+    emulator: Emulator, clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read refused before it sent anything (the key cooling down) is over, even in
+    the loop step before its bookkeeping runs: a caller arriving then makes its own
+    read instead of taking the earlier caller's error."""
+    caplog.set_level(logging.DEBUG, logger="accountapi")
+    key = emulator.add_key()
+    async with _client(emulator, key, clock, coalesce=True) as client:
+        await client.key_gate.cool_down(key, 50.0)
+        first = asyncio.create_task(client.account.profile())
+        await asyncio.sleep(0)  # the first call makes its read
+        second = asyncio.create_task(client.account.profile())  # runs right after the read
+        errors = await asyncio.gather(first, second, return_exceptions=True)
+    assert all(isinstance(e, RateLimitError) for e in errors)
+    assert not [r for r in caplog.records if "joined a shared read" in r.getMessage()]
+    assert emulator.attempts(key) == 0
