@@ -8,6 +8,7 @@
 from typing import TYPE_CHECKING
 
 from ._account import AccountResource
+from ._budget import RetryBudget
 from ._bulk import (
     BalanceFailed,
     BalanceOk,
@@ -83,6 +84,7 @@ __all__ = [
     "PermissionDeniedError",
     "Profile",
     "RateLimitError",
+    "RetryBudget",
     "RetryEvent",
     "RetryPolicy",
     "ServiceUnavailableError",

@@ -85,13 +85,15 @@ class AccountResource:
     ``None``), ``max_retries`` (this call's retries; ``0`` sends one request at most) and
     ``extra_headers`` (sent with this call only; the SDK's own ``Authorization``,
     ``Accept-Encoding`` and ``User-Agent`` cannot be set, see
-    :class:`~accountapi.AccountClient`'s ``default_headers``).
+    :class:`~accountapi.AccountClient`'s ``default_headers``). :meth:`profile` also takes
+    ``coalesce`` (join an identical read not yet sent; default: the client's).
     """
 
-    __slots__ = ("_calls", "_dismiss_url", "_profile_url", "with_response")
+    __slots__ = ("_calls", "_coalesce", "_dismiss_url", "_profile_url", "with_response")
 
     def __init__(self, calls: CallPath) -> None:
         self._calls = calls
+        self._coalesce = calls.coalesce
         self._profile_url = calls.url(PROFILE_PATH)
         self._dismiss_url = calls.url(DISMISS_PATH)
         self.with_response: Final = AccountResourceWithResponse(self)
@@ -105,15 +107,25 @@ class AccountResource:
         timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
         max_retries: int | NotGiven = NOT_GIVEN,
         extra_headers: Mapping[str, str] | None = None,
+        coalesce: bool | NotGiven = NOT_GIVEN,
     ) -> Profile:
-        """Fetch the account profile: balance, holds, credit limit, expiry, flags."""
+        """Fetch the account profile: balance, holds, credit limit, expiry, flags.
+
+        With ``coalesce=True`` (or a client made with it) a call for a key whose
+        identical read is queued and not yet sent joins that read instead of sending its
+        own: README "Under overload".
+        """
         # From here on the key is held only as a Credential: a frame that an error passes
         # through must not show it among its locals.
         key = None if api_key is None else Credential(api_key)
         del api_key
         options = None
-        if max_retries is not NOT_GIVEN or extra_headers is not None:
-            options = CallOptions.make(max_retries, extra_headers)
+        if max_retries is not NOT_GIVEN or extra_headers is not None or coalesce is not NOT_GIVEN:
+            options = CallOptions.make(max_retries, extra_headers, coalesce)
+        if self._coalesce if options is None or options.coalesce is None else options.coalesce:
+            return await self._calls.read_shared(
+                self._profile_url, parse_profile, key, timeout, options
+            )
         profile, _ = await self._calls.request(
             "GET", self._profile_url, parse_profile, key, timeout, options
         )

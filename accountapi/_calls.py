@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 from multidict import CIMultiDict
 
+from . import _telemetry
+from ._coalesce import ReadIdentity, SharedRead, outcome_of
 from ._config import NOT_GIVEN, NotGiven, Timeout
 from ._exceptions import (
     AccountAPIError,
@@ -41,7 +43,7 @@ from ._exceptions import (
 from ._gate import GateTimeout, KeyCoolingDown, KeyGate, fast_acquire
 from ._headers import check_user_headers
 from ._keys import Credential
-from ._log import log_attempt, logger
+from ._log import log_attempt, log_joined, logger
 from ._status import error_for_status
 from ._telemetry import Telemetry, call_labels, end_span, telemetry, telemetry_failed
 from ._transport import RawResponse, request_headers
@@ -96,21 +98,34 @@ def without_key(raw: RawResponse, key: Credential) -> RawResponse:
 
 
 class CallOptions:
-    """What one call asks beyond its key and timeout: another retry count, more headers.
+    """What one call asks beyond its key and timeout: another retry count, more headers,
+    whether it may join a read in flight (``coalesce``; None: the client's setting).
 
     Built by a resource only when the caller passes such an option, so the plain call
-    carries ``None`` and pays nothing for them.
+    carries ``None`` and pays nothing for them. ``shared`` is set only on the options of
+    a shared read's own call (see :mod:`accountapi._coalesce`).
     """
 
-    __slots__ = ("headers", "max_retries")
+    __slots__ = ("coalesce", "headers", "max_retries", "shared")
 
-    def __init__(self, max_retries: int | None, headers: tuple[tuple[str, str], ...]) -> None:
+    def __init__(
+        self,
+        max_retries: int | None,
+        headers: tuple[tuple[str, str], ...],
+        coalesce: bool | None = None,
+        shared: SharedRead[Any] | None = None,
+    ) -> None:
         self.max_retries = max_retries
         self.headers = headers
+        self.coalesce = coalesce
+        self.shared = shared
 
     @classmethod
     def make(
-        cls, max_retries: int | NotGiven, extra_headers: Mapping[str, str] | None
+        cls,
+        max_retries: int | NotGiven,
+        extra_headers: Mapping[str, str] | None,
+        coalesce: bool | NotGiven = NOT_GIVEN,
     ) -> CallOptions:
         """Check the per-call options (a :class:`ConfigurationError` for a bad one)."""
         if isinstance(max_retries, NotGiven):
@@ -124,14 +139,23 @@ class CallOptions:
         headers = (
             () if extra_headers is None else check_user_headers(extra_headers, "extra_headers")
         )
-        return cls(retries, headers)
+        return cls(
+            retries, headers, None if isinstance(coalesce, NotGiven) else check_coalesce(coalesce)
+        )
+
+
+def check_coalesce(value: object) -> bool:
+    """``coalesce`` must be a bool (a truthy string is a mistake, not a yes)."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"coalesce must be True or False, got {value!r}")
+    return value
 
 
 class _Lifecycle:
     """The event loop and the calls in progress, shared by a client and every client
     :meth:`~accountapi.AccountClient.with_options` derived from it (one pool, one end)."""
 
-    __slots__ = ("closing", "drained", "ended", "loop", "running")
+    __slots__ = ("closing", "drained", "ended", "loop", "reads", "running")
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None  # bound by the first call
@@ -141,6 +165,8 @@ class _Lifecycle:
         self.running: dict[asyncio.Task[Any], int] = {}
         self.ended: set[asyncio.Task[Any]] = set()  # cancelled by aclose(), not yet unwound
         self.drained: asyncio.Future[None] | None = None  # set when the last of those leaves
+        # Shared reads that callers may still join (coalesce=True), by what they read.
+        self.reads: dict[ReadIdentity, SharedRead[Any]] = {}
 
 
 class _Request(Protocol):
@@ -211,6 +237,7 @@ class CallPath:
     """
 
     __slots__ = (
+        "_budget",
         "_clock",
         "_default_key",
         "_fast_acquire",
@@ -223,6 +250,7 @@ class CallPath:
         "_telemetry",
         "_timeout",
         "_transport",
+        "coalesce",
         "monotonic",
         "request",
     )
@@ -238,10 +266,14 @@ class CallPath:
         default_key: Credential | None,
         headers: tuple[tuple[str, str], ...] = (),
         life: _Lifecycle | None = None,
+        coalesce: bool = False,
     ) -> None:
         self._transport = transport
         self._gate = gate
         self._retrier = retrier
+        # Shared with every call path derived from this one (the retriers share it).
+        self._budget = retrier.budget
+        self.coalesce = coalesce  # whether profile() joins reads in flight by default
         self._retriers: dict[int, Retrier] = {}  # per-call max_retries -> its retrier
         self._clock = clock
         self.monotonic: Callable[[], float] = clock.monotonic
@@ -264,8 +296,10 @@ class CallPath:
         timeout: Timeout,
         default_key: Credential | None,
         headers: tuple[tuple[str, str], ...],
+        coalesce: bool,
     ) -> CallPath:
-        """A call path with other defaults on the same transport, gate, clock and lifecycle."""
+        """A call path with other defaults on the same transport, gate, clock, lifecycle
+        (shared reads included) and retry budget (``retrier`` is derived from this one's)."""
         return CallPath(
             transport=self._transport,
             gate=self._gate,
@@ -275,6 +309,7 @@ class CallPath:
             default_key=default_key,
             headers=headers,
             life=self._life,
+            coalesce=coalesce,
         )
 
     @property
@@ -319,6 +354,99 @@ class CallPath:
                 self._retriers[options.max_retries] = retrier
         return retrier
 
+    async def read_shared(
+        self,
+        url: URL,
+        parse: Callable[[RawResponse], T],
+        api_key: Credential | None,
+        timeout: Timeout | float | NotGiven | None,
+        options: CallOptions | None,
+    ) -> T:
+        """A ``GET`` that joins an identical read not yet sent, or starts one others may
+        join (``coalesce=True``; see :mod:`accountapi._coalesce`).
+
+        The caller waits at most its own deadline and takes no slot in the key gate; an
+        error is the caller's own copy of the read's.
+        """
+        life = self._life
+        if get_running_loop() is not life.loop or life.closing:
+            self._bind()
+        key = api_key.check() if api_key is not None else self._default_credential()
+        timeouts = self._timeout if timeout is NOT_GIVEN else Timeout.coerce(timeout)
+        total = timeouts.total
+        deadline = None if total is None else self.monotonic() + total
+        retrier = self._retrier_for(options)
+        identity = ReadIdentity(
+            key.hint,
+            (
+                key._value,
+                url,
+                self._headers,
+                () if options is None else options.headers,
+                retrier,
+            ),
+        )
+        read: SharedRead[T] | None = life.reads.get(identity)
+        joined = read is not None and read.joinable()
+        if read is not None and joined:
+            read.join(deadline)
+        else:
+            read = SharedRead(identity, life.reads, deadline)
+            life.reads[identity] = read
+            own = CallOptions(
+                None if options is None else options.max_retries,
+                () if options is None else options.headers,
+                shared=read,
+            )
+            read.task = asyncio.create_task(self._read(url, parse, key, timeouts, own))
+            read.task.add_done_callback(read.landed)
+        task = read.task
+        assert task is not None  # noqa: S101 - set when the read was made
+        try:
+            if joined:
+                self._joined(url, read, key)
+            remaining = None if deadline is None else deadline - self.monotonic()
+            if remaining is None or remaining > 0:
+                await asyncio.wait((task,), timeout=remaining)
+            if not task.done():
+                error = APITimeoutError(
+                    f"the call's deadline of {total}s passed while it waited for a shared "
+                    "read of the key; the read goes on for its other callers",
+                    request_sent=read.call is not None and read.call.sent > 0,
+                    retryable=False,
+                )
+                error.key_hint = key.hint
+                raise error
+        finally:
+            read.leave()
+        return outcome_of(task)
+
+    async def _read(
+        self,
+        url: URL,
+        parse: Callable[[RawResponse], T],
+        key: Credential,
+        timeouts: Timeout,
+        options: CallOptions,
+    ) -> T:
+        """A shared read's own call (in its own task, traced like any call)."""
+        value, _ = await self.request("GET", url, parse, key, timeouts, options)
+        return value
+
+    def _joined(self, url: URL, read: SharedRead[Any], key: Credential) -> None:
+        """Make a joined read visible: a DEBUG line and the ``accountapi.call.joined`` counter."""
+        if logger.isEnabledFor(logging.DEBUG):
+            log_joined(url.path, read.waiting, key.hint)
+        labels = self._labels.get(("GET", url))
+        if labels is None:
+            labels = self._labels["GET", url] = {
+                "http.request.method": "GET",
+                "url.template": url.path,
+                "server.address": url.host or "",
+                "server.port": url.port or 0,
+            }
+        _telemetry.joined(labels)
+
     async def _untraced(
         self,
         method: str,
@@ -344,14 +472,21 @@ class CallPath:
         call = Call(
             key, method, url, parse, timeouts, None if total is None else self.monotonic() + total
         )
+        if options is not None and options.shared is not None:
+            options.shared.started(call)
         attempt = self._logged_attempt if _debug_on(_DEBUG) else self._attempt
         task = current_task()
         if task is not None:
             life.running[task] = task.cancelling()
         try:
-            # The success path is this bare await; retries start only after a failure.
+            # The success path is this bare await and a refill of the retry budget when it
+            # is below capacity; retries start only after a failure.
             try:
-                return await attempt(call, 1), call
+                value = await attempt(call, 1)
+                budget = self._budget
+                if budget is not None and budget.level < budget.capacity:
+                    budget.give_back(budget.refill)
+                return value, call
             except AccountAPIError as exc:
                 exc.attempts = call.sent
                 retrier = self._retrier_for(options)
@@ -363,7 +498,7 @@ class CallPath:
                 value = await retrier.retry(
                     functools.partial(attempt, call),
                     first,
-                    deadline=call.deadline,
+                    deadline=lambda: call.deadline,
                     key_hint=key.hint,
                 )
             except AccountAPIError as exc:
@@ -479,7 +614,8 @@ class CallPath:
             await self._wait_for_slot(call, remaining)
         gate = self._gate
         try:
-            if queued and deadline is not None:
+            # A shared read's deadline moves when a caller joins it during the wait.
+            if queued and (deadline := call.deadline) is not None:
                 # The slot may have taken a while: the attempt gets what is left now.
                 remaining = deadline - self.monotonic()
                 if remaining <= 0:
@@ -521,9 +657,21 @@ class CallPath:
         """Queue in the key gate; its refusals become SDK errors. Holds no slot on error."""
         failure: AccountAPIError | None = None
         try:
-            await self._gate.acquire(
-                call.key._value, remaining, max_cool_down=self._retrier.policy.max_wait
-            )
+            while True:
+                try:
+                    await self._gate.acquire(
+                        call.key._value, remaining, max_cool_down=self._retrier.policy.max_wait
+                    )
+                    break
+                except KeyCoolingDown:
+                    raise
+                except GateTimeout:
+                    # A shared read queued here runs until its latest caller's deadline,
+                    # which a caller joining it during the wait may have moved.
+                    deadline = call.deadline
+                    remaining = None if deadline is None else deadline - self.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise
         except KeyCoolingDown as exc:
             failure = RateLimitError(
                 f"the key is cooling down after a 429 for {exc.retry_after:.3f}s more, "

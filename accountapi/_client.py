@@ -12,8 +12,9 @@ if TYPE_CHECKING:
     from yarl import URL
 
 from ._account import AccountResource
+from ._budget import RetryBudget
 from ._bulk import DEFAULT_CONCURRENCY, DEFAULT_DEDUPE_WINDOW, BalanceStream, KeySource
-from ._calls import CallPath
+from ._calls import CallPath, check_coalesce
 from ._clock import Clock, default_clock
 from ._config import (
     DEFAULT_LIMITS,
@@ -90,9 +91,15 @@ class AccountClient:
       in-process :class:`MemoryKeyGate` with ``limits.per_key`` slots. A gate you pass
       has its own ``per_key``: a non-default ``Limits.per_key`` that differs from it is
       a :class:`ConfigurationError`.
+    - ``retry_budget``: the :class:`RetryBudget` every retry of this client (and of its
+      :meth:`with_options` clients and ``balances()``) draws from; default a new
+      ``RetryBudget()``; ``None`` turns it off. A first attempt never draws.
+    - ``coalesce``: ``profile()`` calls join an identical read not yet sent instead of
+      sending their own (off by default; also per call and in :meth:`with_options`).
     """
 
     __slots__ = (
+        "_budget",
         "_calls",
         "_default_key",
         "_gate",
@@ -125,6 +132,8 @@ class AccountClient:
         clock: Clock | None = None,
         key_gate: KeyGate | None = None,
         default_headers: Mapping[str, str] | None = None,
+        retry_budget: RetryBudget | NotGiven | None = NOT_GIVEN,
+        coalesce: bool = False,
     ) -> None:
         # The key is held as a Credential from here on: an error raised below (a bad
         # base URL, say) must not find it among this frame's locals.
@@ -200,7 +209,14 @@ class AccountClient:
             proxy=checked_proxy,
             session=session,
         )
-        self._retrier = Retrier(policy, max_retries=retries, clock=clock, on_retry=on_retry)
+        if isinstance(retry_budget, NotGiven):
+            retry_budget = RetryBudget()
+        elif retry_budget is not None and not isinstance(retry_budget, RetryBudget):
+            raise ConfigurationError("retry_budget must be a RetryBudget or None")
+        self._budget = retry_budget
+        self._retrier = Retrier(
+            policy, max_retries=retries, clock=clock, on_retry=on_retry, budget=retry_budget
+        )
         self._calls = CallPath(
             transport=self._transport,
             gate=key_gate,
@@ -209,6 +225,7 @@ class AccountClient:
             timeout=self._timeout,
             default_key=default_key,
             headers=headers,
+            coalesce=check_coalesce(coalesce),
         )
         self.account = AccountResource(self._calls)
 
@@ -220,9 +237,11 @@ class AccountClient:
         max_retries: int | NotGiven = NOT_GIVEN,
         retry: RetryPolicy | NotGiven = NOT_GIVEN,
         default_headers: Mapping[str, str] | None = None,
+        coalesce: bool | NotGiven = NOT_GIVEN,
     ) -> AccountClient:
-        """This client with other defaults, on the same pool, key gate, clock, hooks and
-        telemetry: ``client.with_options(timeout=2, max_retries=0).account.profile()``.
+        """This client with other defaults, on the same pool, key gate, retry budget,
+        clock, hooks and telemetry:
+        ``client.with_options(timeout=2, max_retries=0).account.profile()``.
 
         Cheap enough to call per request. Options not given are this client's;
         ``default_headers`` are added to this client's (a name given again takes the new
@@ -248,7 +267,11 @@ class AccountClient:
             retries = resolve_max_retries(max_retries, policy, retrier.max_retries)
             retrier = retrier.with_policy(policy, retries)
         timeouts = self._timeout if isinstance(timeout, NotGiven) else Timeout.coerce(timeout)
+        shares = (
+            self._calls.coalesce if isinstance(coalesce, NotGiven) else check_coalesce(coalesce)
+        )
         derived = object.__new__(AccountClient)
+        derived._budget = self._budget
         derived._transport = self._transport
         derived._gate = self._gate
         derived._limits = self._limits
@@ -256,7 +279,7 @@ class AccountClient:
         derived._timeout = timeouts
         derived._retrier = retrier
         derived._calls = self._calls.derive(
-            retrier=retrier, timeout=timeouts, default_key=key, headers=headers
+            retrier=retrier, timeout=timeouts, default_key=key, headers=headers, coalesce=shares
         )
         derived.account = AccountResource(derived._calls)
         return derived
@@ -305,6 +328,18 @@ class AccountClient:
     def max_retries(self) -> int:
         """How many times a call is retried after its first attempt (unless it says otherwise)."""
         return self._retrier.max_retries
+
+    @property
+    def retry_budget(self) -> RetryBudget | None:
+        """The retry budget this client's retries draw from (None: off); read its
+        ``level`` and ``refused`` to see how an outage is going."""
+        return self._budget
+
+    @property
+    def coalesce(self) -> bool:
+        """Whether ``profile()`` joins an identical read not yet sent (unless the call
+        says otherwise)."""
+        return self._calls.coalesce
 
     @property
     def default_headers(self) -> Mapping[str, str]:

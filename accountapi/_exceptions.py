@@ -70,13 +70,16 @@ class AccountAPIError(Exception):
     ``attempts`` is how many HTTP attempts the call made before giving up (0 when it
     failed before sending anything); ``key_hint`` names the key as ``dpct_…abcd``.
     ``retryable`` says whether the SDK treats the failure as transient (it has already
-    retried it as far as the retry policy allowed).
+    retried it as far as the retry policy allowed). ``retry_budget_exhausted`` is true
+    when a retry was due but the client's retry budget was spent, so the call ended
+    with this error at once (see :class:`~accountapi.RetryBudget`).
     """
 
     message: str
     attempts: int
     key_hint: str | None
     retryable: bool = False
+    retry_budget_exhausted: bool = False
 
     def __init__(self, message: str, *, attempts: int = 0, key_hint: str | None = None) -> None:
         super().__init__(message)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ._calls import Call
     from ._exceptions import AccountAPIError
 
-__all__ = ["LOG_ENV_VAR", "log_attempt", "logger", "setup_from_env"]
+__all__ = ["LOG_ENV_VAR", "log_attempt", "log_joined", "logger", "setup_from_env"]
 
 logger: Final = logging.getLogger("accountapi")
 LOG_ENV_VAR: Final = "ACCOUNTAPI_LOG"
@@ -74,4 +74,14 @@ def log_attempt(
         elapsed * 1000.0,
         None if request_id is None else request_id[:200],
         call.key.hint,
+    )
+
+
+def log_joined(path: str, callers: int, hint: str) -> None:
+    """One DEBUG line for a ``profile()`` call that joined a read in flight."""
+    logger.debug(
+        "GET %s joined a shared read not yet sent (%d callers wait for it, key=%s)",
+        path,
+        callers,
+        hint,
     )

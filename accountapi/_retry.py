@@ -11,7 +11,9 @@ What is retried: :attr:`AccountAPIError.retryable` errors (429, 502, 503, and co
 that never reached the service). How long it waits: the service's ``Retry-After`` when
 given, never less; otherwise full-jitter exponential backoff. When it stops: after
 ``max_retries``, or at once when the next wait is over ``max_wait`` or would end past the
-call's deadline; the caller then gets the last real error with ``attempts`` set.
+call's deadline, or when the client's :class:`~accountapi._budget.RetryBudget` has too
+few tokens for the retry; the caller then gets the last real error with ``attempts`` set
+(and ``retry_budget_exhausted`` in the last case).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import attrs
 from tenacity import AsyncRetrying, RetryCallState
 
 from . import _telemetry
+from ._budget import RetryBudget
 from ._clock import Clock
 from ._config import RetryPolicy
 from ._exceptions import AccountAPIError, APIStatusError
@@ -70,7 +73,7 @@ def backoff_wait(policy: RetryPolicy, retry_number: int, rand: Callable[[], floa
 class Retrier:
     """Runs an attempt function under a :class:`RetryPolicy` with an injectable clock."""
 
-    __slots__ = ("_clock", "_on_retry", "_rand", "max_retries", "policy")
+    __slots__ = ("_clock", "_on_retry", "_rand", "budget", "max_retries", "policy")
 
     def __init__(
         self,
@@ -80,8 +83,10 @@ class Retrier:
         clock: Clock,
         on_retry: Callable[[RetryEvent], None] | None = None,
         rand: Callable[[], float] = random.random,
+        budget: RetryBudget | None = None,
     ) -> None:
         self.policy = policy
+        self.budget = budget  # shared by every retrier derived from this one
         self.max_retries = max_retries
         self._clock = clock
         self._on_retry = on_retry
@@ -105,6 +110,7 @@ class Retrier:
             clock=self._clock,
             on_retry=self._on_retry,
             rand=self._rand,
+            budget=self.budget,
         )
 
     async def retry(
@@ -112,17 +118,22 @@ class Retrier:
         attempt: Callable[[int], Awaitable[T]],
         first: AccountAPIError,
         *,
-        deadline: float | None,
+        deadline: Callable[[], float | None],
         key_hint: str,
     ) -> T:
         """Continue after ``first``, the failure of the bare attempt 1: tenacity decides
         every wait and further ``attempt(n)``. Returns the value; raises the last real
         error when it gives up (the caller sets its ``attempts``).
+
+        ``deadline()`` is the call's deadline (monotonic; None: none), asked before each
+        wait: a shared read's deadline moves when a later caller joins it.
         """
         policy = self.policy
         max_retries = self.max_retries
         hint = key_hint
         clock = self._clock
+        budget = self.budget
+        drawn = [0]  # tokens the latest retry took, given back if it succeeds
 
         def wait(state: RetryCallState) -> float:
             exc = _error_of(state)
@@ -137,7 +148,10 @@ class Retrier:
             upcoming = state.upcoming_sleep
             if upcoming > policy.max_wait + _MARGIN:
                 return True
-            return deadline is not None and clock.monotonic() + upcoming > deadline
+            ends = deadline()
+            if ends is not None and clock.monotonic() + upcoming > ends:
+                return True
+            return budget is not None and not _draw(budget, _error_of(state), drawn, hint)
 
         def before_sleep(state: RetryCallState) -> None:
             event = RetryEvent(
@@ -148,13 +162,14 @@ class Retrier:
             )
             logger.info(
                 "retrying after %s (attempt %d failed, waiting %.3fs, status=%s, "
-                "request_id=%s, key=%s)",
+                "request_id=%s, key=%s, budget=%s)",
                 type(event.error).__name__,
                 event.attempt,
                 event.wait,
                 event.status,
                 event.request_id,
                 hint,
+                "off" if budget is None else f"{budget.level}/{budget.capacity}",
             )
             _telemetry.retried(event)
             if self._on_retry is not None:
@@ -176,8 +191,38 @@ class Retrier:
                 number = try_.retry_state.attempt_number
                 if number == 1:
                     raise first  # replay the failure the bare first attempt already had
-                return await attempt(number)
+                value = await attempt(number)
+                if budget is not None:
+                    budget.give_back(drawn[0] or budget.refill)
+                return value
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+
+def _draw(budget: RetryBudget, error: AccountAPIError, drawn: list[int], hint: str) -> bool:
+    """Take the tokens for retrying ``error``; when the budget refuses, flag the error
+    (it is the one the caller gets), log it and count it."""
+    cost = budget.cost(error)
+    if budget.spend(cost):
+        if cost:
+            drawn[0] = cost
+        return True
+    error.retry_budget_exhausted = True
+    error.add_note(
+        f"not retried: the client's retry budget is spent ({budget.level} of "
+        f"{budget.capacity} tokens left, this retry costs {cost})"
+    )
+    logger.info(
+        "not retrying %s: the retry budget is spent (%d of %d tokens left, this retry "
+        "costs %d; %d refused so far; key=%s)",
+        type(error).__name__,
+        budget.level,
+        budget.capacity,
+        cost,
+        budget.refused,
+        hint,
+    )
+    _telemetry.budget_refused(error)
+    return False
 
 
 def _error_of(state: RetryCallState) -> AccountAPIError:

@@ -49,6 +49,7 @@ from collections.abc import (
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from ._account import AccountResource, AccountResourceWithResponse
+from ._budget import RetryBudget
 from ._bulk import DEFAULT_CONCURRENCY, DEFAULT_DEDUPE_WINDOW, BalanceResult, KeySource
 from ._client import AccountClient
 from ._clock import Clock
@@ -394,10 +395,13 @@ class SyncAccountResource:
         timeout: Timeout | float | NotGiven | None,
         max_retries: int | NotGiven,
         extra_headers: Mapping[str, str] | None,
+        coalesce: bool | NotGiven = NOT_GIVEN,
     ) -> object:
         owner = self._client
         runner = owner._usable()
-        call = _AccountCall(owner, method, self._raw, api_key, timeout, max_retries, extra_headers)
+        call = _AccountCall(
+            owner, method, self._raw, api_key, timeout, max_retries, extra_headers, coalesce
+        )
         del api_key  # the key stays out of this frame's locals
         return runner.run(call, _bound(owner._async_client(), timeout))
 
@@ -408,9 +412,13 @@ class SyncAccountResource:
         timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
         max_retries: int | NotGiven = NOT_GIVEN,
         extra_headers: Mapping[str, str] | None = None,
+        coalesce: bool | NotGiven = NOT_GIVEN,
     ) -> Profile:
         """Fetch the account profile (see :meth:`AccountResource.profile`)."""
-        return cast(Profile, self._call("profile", api_key, timeout, max_retries, extra_headers))
+        return cast(
+            Profile,
+            self._call("profile", api_key, timeout, max_retries, extra_headers, coalesce),
+        )
 
     def dismiss_notifications(
         self,
@@ -475,7 +483,16 @@ class _AccountCall:
     :class:`Credential` (its ``repr`` is the hint) and the coroutine is created only
     when the loop runs it."""
 
-    __slots__ = ("_extra_headers", "_key", "_max_retries", "_method", "_owner", "_raw", "_timeout")
+    __slots__ = (
+        "_coalesce",
+        "_extra_headers",
+        "_key",
+        "_max_retries",
+        "_method",
+        "_owner",
+        "_raw",
+        "_timeout",
+    )
 
     def __init__(
         self,
@@ -486,6 +503,7 @@ class _AccountCall:
         timeout: Timeout | float | NotGiven | None,
         max_retries: int | NotGiven,
         extra_headers: Mapping[str, str] | None,
+        coalesce: bool | NotGiven,
     ) -> None:
         self._owner = owner
         self._method = method
@@ -494,14 +512,23 @@ class _AccountCall:
         self._timeout = timeout
         self._max_retries = max_retries
         self._extra_headers = extra_headers
+        self._coalesce = coalesce
 
     def __call__(self) -> Awaitable[object]:
         resource = self._owner._async_client().account
+        key = self._key
+        if self._coalesce is not NOT_GIVEN:  # profile() only
+            return resource.profile(
+                api_key=None if key is None else key.reveal(),
+                timeout=self._timeout,
+                max_retries=self._max_retries,
+                extra_headers=self._extra_headers,
+                coalesce=self._coalesce,
+            )
         account: AccountResource | AccountResourceWithResponse = (
             resource.with_response if self._raw else resource
         )
         method = account.profile if self._method == "profile" else account.dismiss_notifications
-        key = self._key
         # reveal() raises MalformedAPIKeyError for what is not a key, as the async call does.
         return method(
             api_key=None if key is None else key.reveal(),
@@ -644,6 +671,8 @@ class SyncAccountClient:
         clock: Clock | None = None,
         key_gate: KeyGate | None = None,
         default_headers: Mapping[str, str] | None = None,
+        retry_budget: RetryBudget | NotGiven | None = NOT_GIVEN,
+        coalesce: bool = False,
     ) -> None:
         if session is not None:
             raise ConfigurationError(
@@ -663,6 +692,8 @@ class SyncAccountClient:
             "clock": clock,
             "key_gate": key_gate,
             "default_headers": default_headers,
+            "retry_budget": retry_budget,
+            "coalesce": coalesce,
         }
         key = None if api_key is None else Credential(api_key)
         del api_key
@@ -693,6 +724,7 @@ class SyncAccountClient:
         max_retries: int | NotGiven = NOT_GIVEN,
         retry: RetryPolicy | NotGiven = NOT_GIVEN,
         default_headers: Mapping[str, str] | None = None,
+        coalesce: bool | NotGiven = NOT_GIVEN,
     ) -> SyncAccountClient:
         """This client with other defaults on the same loop thread, pool and key gate
         (see :meth:`AccountClient.with_options`); closing either closes both."""
@@ -700,7 +732,12 @@ class SyncAccountClient:
         if not isinstance(api_key, NotGiven):
             options["api_key"] = Credential(api_key)
         del api_key
-        for name, value in (("timeout", timeout), ("max_retries", max_retries), ("retry", retry)):
+        for name, value in (
+            ("timeout", timeout),
+            ("max_retries", max_retries),
+            ("retry", retry),
+            ("coalesce", coalesce),
+        ):
             if not isinstance(value, NotGiven):
                 options[name] = value
         if default_headers is not None:
@@ -749,6 +786,15 @@ class SyncAccountClient:
     @property
     def max_retries(self) -> int:
         return self._async_client().max_retries
+
+    @property
+    def retry_budget(self) -> RetryBudget | None:
+        """The retry budget every call of this client (and its derived ones) draws from."""
+        return self._async_client().retry_budget
+
+    @property
+    def coalesce(self) -> bool:
+        return self._async_client().coalesce
 
     @property
     def default_headers(self) -> Mapping[str, str]:

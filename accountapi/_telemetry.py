@@ -17,6 +17,12 @@ attempt and every backoff):
   status or error type) and the counters ``accountapi.call.retries`` (by cause) and
   ``accountapi.call.rate_limited`` (429 answers).
 
+Under overload (README "Under overload"): the counters
+``accountapi.retry_budget.refused`` (retries a spent budget refused, by cause) and
+``accountapi.call.joined`` (``profile()`` calls that joined a read in flight instead of
+sending their own), and the gauge ``accountapi.retry_budget.level`` (tokens left in each
+live budget, labelled by the budget's number in the process).
+
 No key, hint or request header is ever an attribute, event or label: labels are the
 method, the endpoint template, the server, and a status code or error class.
 
@@ -34,6 +40,7 @@ import contextvars
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
+from ._budget import live_budgets
 from ._exceptions import AccountAPIError, APIStatusError
 from ._version import __version__
 
@@ -68,7 +75,9 @@ class Telemetry:
         "_metrics",
         "_on",
         "_tracer_provider",
+        "budget_refusals",
         "duration",
+        "joined",
         "rate_limited",
         "retries",
         "trace",
@@ -102,6 +111,22 @@ class Telemetry:
             "accountapi.call.rate_limited",
             unit="{response}",
             description="429 answers received.",
+        )
+        self.budget_refusals = meter.create_counter(
+            "accountapi.retry_budget.refused",
+            unit="{retry}",
+            description="Retries not made because the client's retry budget was spent.",
+        )
+        self.joined = meter.create_counter(
+            "accountapi.call.joined",
+            unit="{call}",
+            description="profile() calls answered by a read already in flight for the key.",
+        )
+        meter.create_observable_gauge(
+            "accountapi.retry_budget.level",
+            callbacks=[_budget_levels],
+            unit="{token}",
+            description="Tokens left in each retry budget of this process.",
         )
 
     def active(self) -> bool:
@@ -202,6 +227,39 @@ def retried(event: RetryEvent) -> None:
             active.retried(event)
         except Exception:
             telemetry_failed("recording a retry")
+
+
+def budget_refused(error: AccountAPIError) -> None:
+    """A retry the budget refused (a no-op without OpenTelemetry)."""
+    active = _loaded[0] if _loaded else None
+    if active is None:
+        return
+    try:
+        labels = call_labels.get()
+        active.budget_refusals.add(1, {**(labels or {}), "error.type": error_type(error)})
+    except Exception:
+        telemetry_failed("recording a refused retry")
+
+
+def joined(labels: dict[str, Any]) -> None:
+    """A call that joined a read in flight (a no-op without OpenTelemetry)."""
+    active = _loaded[0] if _loaded else None
+    if active is None:
+        return
+    try:
+        active.joined.add(1, labels)
+    except Exception:
+        telemetry_failed("recording a joined read")
+
+
+def _budget_levels(options: Any) -> list[Any]:
+    """The gauge's observations: every live budget's level, by its number."""
+    from opentelemetry.metrics import Observation
+
+    return [
+        Observation(budget.level, {"accountapi.retry_budget.number": budget.number})
+        for budget in live_budgets()
+    ]
 
 
 _failures: list[str] = []

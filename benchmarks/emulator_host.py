@@ -1,9 +1,11 @@
 """The emulator in its own process, driven by JSON lines on stdin (one answer line each).
 
 ``benchmarks._servers.EmulatorProcess`` starts it. The first stdout line is
-``{"url": ...}``. Commands: ``add_keys`` (a deterministic family, see ``_keys``),
-``rate_limited`` / ``rate_limited_date`` (script one 429 for a key), ``arrivals`` (when
-each request of a key reached the server, wall clock), ``reset``, ``stats`` and ``quit``.
+``{"url": ...}``. Commands: ``add_keys`` (a deterministic family, see ``_keys``, with an
+optional service ``latency``), ``rate_limited`` / ``rate_limited_date`` (script one 429
+for a key), ``fault_mix`` (every request answered with ``status`` at probability ``p``;
+``p=0`` serves normally), ``arrivals`` (when each request of a key reached the server,
+wall clock), ``requests`` (finished since the last reset), ``reset``, ``stats`` and ``quit``.
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ class Host:
         emu = self.emulator
         if op == "add_keys":
             prefix, start, count = str(params["prefix"]), int(params["start"]), int(params["count"])
+            latency = params.get("latency")
             for i in range(start, start + count):
-                emu.add_key(key=bench_key(prefix, i))
+                emu.add_key(
+                    key=bench_key(prefix, i), latency=None if latency is None else float(latency)
+                )
             # The registry is long-lived: keep the collector from rescanning it mid-run.
             gc.collect()
             gc.freeze()
@@ -79,6 +84,12 @@ class Host:
                 if r.key_hint is not None and r.key_hint.endswith(tail)
             ]
             return {"wall": [w for w, _ in seen], "status": [s for _, s in seen]}
+        if op == "fault_mix":
+            p, status = float(params["p"]), int(params["status"])
+            emu.set_fault_mix([(p, Fault.status(status))] if p else [], seed=params.get("seed"))
+            return {"ok": True}
+        if op == "requests":
+            return {"requests": len(emu.records)}
         if op == "reset":
             self.requests += len(emu.records)
             emu.reset_stats()

@@ -171,7 +171,7 @@ async def _sdk_retrier(calls: int) -> None:
             await _succeed(1)
         except AccountAPIError as exc:
             if retrier.should_retry(exc):
-                await retrier.retry(_succeed, exc, deadline=None, key_hint=hint)
+                await retrier.retry(_succeed, exc, deadline=lambda: None, key_hint=hint)
 
 
 async def _tenacity_per_call(calls: int) -> None:

@@ -47,6 +47,7 @@ PUBLIC = [
     "PermissionDeniedError",
     "Profile",
     "RateLimitError",
+    "RetryBudget",
     "RetryEvent",
     "RetryPolicy",
     "ServiceUnavailableError",

@@ -56,6 +56,7 @@ RUN_BY = {
     "Per-call options, default headers and the answer's metadata": "test_the_options_example",
     "Timeouts, retries and limits": "test_the_timeouts_example",
     "Proxies and TLS": "test_the_proxy_example",
+    "Under overload": "test_the_overload_example",
     "Sharing the limit across processes (Redis)": "test_the_redis_example",
     "Testing your application": "test_the_testing_example",
     "With FastAPI": "test_the_fastapi_recipe",
@@ -201,6 +202,14 @@ async def test_the_proxy_example(tmp_path: Path) -> None:
         assert out == "5.500000\n"
         assert proxy.request_lines[0].startswith("CONNECT 127.0.0.1:")
         assert emu.attempts(key) == 1
+
+
+async def test_the_overload_example(emulator: Emulator, tmp_path: Path) -> None:
+    """50 coalesced reads of one key share one request, and the budget is full."""
+    key = emulator.add_key(latency=0.05)
+    out = await _run_script("Under overload", emulator, key, tmp_path)
+    assert out == "50 answers, retry budget 500/500\n"
+    assert emulator.attempts(key) == 1
 
 
 async def test_the_many_keys_example(emulator: Emulator, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from accountapi import (
     ClientStateError,
     MalformedAPIKeyError,
     RateLimitError,
+    RetryBudget,
     ServiceUnavailableError,
     Timeout,
 )
@@ -174,6 +175,38 @@ async def _bulk(emu: Emulator) -> None:
             raise result.error
 
 
+async def _budget_spent(emu: Emulator) -> None:
+    emu.add_key(key=CANARY, fault=Fault.status(503))
+    budget = RetryBudget(capacity=1)
+    async with AccountClient(
+        CANARY, base_url=emu.url, clock=VirtualClock(), retry_budget=budget
+    ) as client:
+        await client.account.profile()
+
+
+async def _shared_read_failed(emu: Emulator) -> None:
+    emu.add_key(key=CANARY, fault=Fault.status(503), latency=0.05)
+    async with AccountClient(
+        CANARY, base_url=emu.url, clock=VirtualClock(), coalesce=True
+    ) as client:
+        joiner = asyncio.create_task(client.account.profile())
+        try:
+            await client.account.profile()
+        finally:
+            await asyncio.gather(joiner, return_exceptions=True)
+
+
+async def _joiner_timed_out(emu: Emulator) -> None:
+    emu.add_key(key=CANARY, latency=0.5)
+    async with AccountClient(CANARY, base_url=emu.url, coalesce=True) as client:
+        owner = asyncio.create_task(client.account.profile())
+        await asyncio.sleep(0)  # the owner's read exists, not yet sent
+        try:
+            await client.account.profile(timeout=0.05)
+        finally:
+            await owner
+
+
 SCENARIOS: dict[str, tuple[Scenario, type[AccountAPIError]]] = {
     "401 default key": (_unknown_key, AuthenticationError),
     "401 per-call key": (_unknown_key_per_call, AuthenticationError),
@@ -189,6 +222,9 @@ SCENARIOS: dict[str, tuple[Scenario, type[AccountAPIError]]] = {
     "no slot before the deadline": (_no_slot, APITimeoutError),
     "closed client": (_closed, ClientStateError),
     "bulk result": (_bulk, AccountAPIError),
+    "retry budget spent": (_budget_spent, ServiceUnavailableError),
+    "shared read failed": (_shared_read_failed, ServiceUnavailableError),
+    "joiner's deadline": (_joiner_timed_out, APITimeoutError),
 }
 
 

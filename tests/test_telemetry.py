@@ -34,7 +34,9 @@ from accountapi import (
     APIConnectionError,
     AuthenticationError,
     RateLimitError,
+    RetryBudget,
     RetryPolicy,
+    ServiceUnavailableError,
     SyncAccountClient,
     _telemetry,
 )
@@ -416,3 +418,42 @@ async def test_a_span_processor_that_raises_never_fails_a_call(
     assert len(failures) >= 2
     assert all(key not in r.getMessage() and bad not in r.getMessage() for r in caplog.records)
     assert trace.get_current_span() is trace.INVALID_SPAN  # no context left attached
+
+
+async def test_budget_refusals_joined_reads_and_the_budget_level_are_recorded(
+    otel: None, emu: Emulator
+) -> None:
+    """Under overload (issue 24): a refused retry counts in accountapi.retry_budget.refused
+    (by cause), each joined read in accountapi.call.joined, and the gauge
+    accountapi.retry_budget.level reports the budget's tokens; the canary key is in none
+    of the spans, events or metrics."""
+    emu.add_key(key=CANARY, latency=0.05)
+    clock = VirtualClock()
+    budget = RetryBudget(capacity=5, retry_cost=5, refill=0)
+    async with AccountClient(
+        CANARY, base_url=emu.url, clock=clock, retry_budget=budget, coalesce=True
+    ) as client:
+        emu.script(CANARY, [Fault.status(503)] * 2)
+        with pytest.raises(ServiceUnavailableError) as caught:
+            await client.account.profile()
+        assert caught.value.retry_budget_exhausted
+        await asyncio.gather(*(client.account.profile() for _ in range(4)))
+    recorded = _collect()
+    (refused,) = recorded["accountapi.retry_budget.refused"]
+    assert refused[0]["error.type"] == "503"
+    assert refused[0]["url.template"] == "/v1/account/profile"
+    assert refused[1].value == 1
+    (joined,) = recorded["accountapi.call.joined"]
+    assert joined[1].value == 3
+    assert joined[0]["url.template"] == "/v1/account/profile"
+    levels = {
+        p[0]["accountapi.retry_budget.number"]: p[1].value
+        for p in recorded["accountapi.retry_budget.level"]
+    }
+    assert levels[budget.number] == 0
+    spans = _spans()
+    assert len(spans) == 2  # the failed call, and the one shared read (joiners make none)
+    dumped = "\n".join(s.to_json() for s in spans)
+    dumped += repr([labels for points in recorded.values() for labels, _ in points])
+    assert "CANARYcanary" not in dumped
+    assert "SECRET" not in dumped
