@@ -591,9 +591,11 @@ class CallPath:
         try:
             value = await self._attempt(call, number)
         except AccountAPIError as exc:
-            log_attempt(call, number, self.monotonic() - started, exc)
+            elapsed = self.monotonic() - started
+            log_attempt(call.method, call.url.path, number, elapsed, call.key.hint, None, exc)
             raise
-        log_attempt(call, number, self.monotonic() - started, None)
+        elapsed = self.monotonic() - started
+        log_attempt(call.method, call.url.path, number, elapsed, call.key.hint, call.answer, None)
         return value
 
     async def _attempt(self, call: Call[T], number: int) -> T:

@@ -16,8 +16,8 @@ import sys
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from ._calls import Call
     from ._exceptions import AccountAPIError
+    from ._transport import RawResponse
 
 __all__ = ["LOG_ENV_VAR", "log_attempt", "log_joined", "logger", "setup_from_env"]
 
@@ -53,11 +53,16 @@ def setup_from_env(environ: Any = os.environ) -> None:
 
 
 def log_attempt(
-    call: Call[Any], number: int, elapsed: float, error: AccountAPIError | None
+    method: str,
+    path: str,
+    number: int,
+    elapsed: float,
+    key_hint: str,
+    answer: RawResponse | None,
+    error: AccountAPIError | None,
 ) -> None:
     """One DEBUG line for an attempt that ended (answered, failed or refused before sending)."""
     if error is None:
-        answer = call.answer
         outcome = "no answer" if answer is None else str(answer.status)
         request_id = None if answer is None else answer.headers.get("X-Request-Id")
     else:
@@ -67,13 +72,13 @@ def log_attempt(
         request_id = getattr(error, "request_id", None)
     logger.debug(
         "%s %s -> %s (attempt %d, %.1f ms, request_id=%s, key=%s)",
-        call.method,
-        call.url.path,
+        method,
+        path,
         outcome,
         number,
         elapsed * 1000.0,
         None if request_id is None else request_id[:200],
-        call.key.hint,
+        key_hint,
     )
 
 
