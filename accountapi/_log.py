@@ -60,6 +60,8 @@ def log_attempt(
         answer = call.answer
         outcome = "no answer" if answer is None else str(answer.status)
         request_id = None if answer is None else answer.headers.get("X-Request-Id")
+        if request_id is not None:  # a 2xx is not masked (errors are): a server may echo the key
+            request_id = request_id.replace(call.key._value, call.key.hint)
     else:
         status = getattr(error, "status", None)
         name = type(error).__name__

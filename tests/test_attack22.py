@@ -1,0 +1,67 @@
+"""Hostile review of issue 22's per-call options, ``with_options()``, ``with_response`` and
+the debug switch: each test failed on the code before the fix beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+
+import pytest
+from rawserver import Respond, profile_body, raw_server, response
+
+from accountapi import AccountClient, APIResponseValidationError
+
+KEY = "dpct_" + "Ech0edK3y" * 3 + "abcde"  # 37 characters: its repr fits a decode message
+
+
+def _echoing(body: bytes | None = None) -> Respond:
+    """A server that answers 200 with the key it was sent in ``X-Request-Id`` (and in the
+    body wherever ``body`` holds ``KEY``)."""
+
+    async def respond(
+        head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        auth = [line for line in head.split(b"\r\n") if line.lower().startswith(b"authorization")]
+        sent = auth[0].split(b" ", 2)[2]
+        answer = profile_body() if body is None else body.replace(KEY.encode(), sent)
+        writer.write(response(200, answer, {"X-Request-Id": f"req-{sent.decode()}"}))
+        await writer.drain()
+
+    return respond
+
+
+async def test_the_debug_line_of_an_answer_echoing_the_key_shows_its_hint(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="accountapi")
+    async with raw_server(_echoing()) as server, AccountClient(KEY, base_url=server.url) as client:
+        await client.account.profile()
+        await client.account.with_response.profile()
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(lines) == 2
+    for line in lines:
+        assert KEY not in line
+        assert "request_id=req-dpct_…bcde" in line
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"user": 5}',
+        profile_body(balance_eur=KEY),  # the key echoed in a field of the wrong type
+    ],
+)
+async def test_a_2xx_that_fails_to_decode_never_puts_the_key_in_the_error(body: bytes) -> None:
+    async with raw_server(_echoing(body)) as server, AccountClient(KEY, base_url=server.url) as c:
+        with pytest.raises(APIResponseValidationError) as info:
+            await c.account.profile()
+    error = info.value
+    assert error.request_id == "req-dpct_…bcde"
+    assert KEY not in str(error)
+    assert KEY not in repr(error)
+    assert KEY.encode() not in pickle.dumps(error)
+    context = error.__context__
+    while context is not None:  # nor in an exception chained to it
+        assert KEY not in str(context)
+        context = context.__context__
