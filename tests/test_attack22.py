@@ -10,7 +10,15 @@ import pickle
 import pytest
 from rawserver import Respond, profile_body, raw_server, response
 
-from accountapi import AccountClient, APIResponseValidationError
+from accountapi import (
+    AccountClient,
+    APIResponseValidationError,
+    ConfigurationError,
+    RetryPolicy,
+    ServiceUnavailableError,
+    SyncAccountClient,
+)
+from accountapi.testing import Emulator, Fault, ThreadedEmulator, VirtualClock
 
 KEY = "dpct_" + "Ech0edK3y" * 3 + "abcde"  # 37 characters: its repr fits a decode message
 
@@ -65,3 +73,51 @@ async def test_a_2xx_that_fails_to_decode_never_puts_the_key_in_the_error(body: 
     while context is not None:  # nor in an exception chained to it
         assert KEY not in str(context)
         context = context.__context__
+
+
+def _deprecated_policy(retries: int) -> RetryPolicy:
+    with pytest.warns(DeprecationWarning, match="max_retries="):
+        return RetryPolicy(max_retries=retries)
+
+
+async def test_with_options_max_retries_overrides_a_parents_deprecated_policy_count(
+    emulator: Emulator, clock: VirtualClock
+) -> None:
+    """The parent's ``RetryPolicy(max_retries=2)`` is not "given twice" with a derived
+    client's ``max_retries=``: the per-call option already overrides it, and so must this."""
+    key = emulator.add_key(fault=Fault.status(503))
+    policy = _deprecated_policy(2)
+    async with AccountClient(key, base_url=emulator.url, clock=clock, retry=policy) as client:
+        once = client.with_options(max_retries=0)
+        assert (once.max_retries, once.retry_policy) == (0, policy)
+        with pytest.raises(ServiceUnavailableError):
+            await once.account.profile()
+        assert emulator.attempts(key) == 1
+        twice = client.with_options(timeout=5).with_options(retry=policy)
+        assert twice.with_options(max_retries=1).max_retries == 1
+        with pytest.raises(ConfigurationError, match="given twice"):
+            client.with_options(retry=policy, max_retries=1)  # both in one call: refused
+
+
+def test_sync_with_options_chains_like_the_async_ones() -> None:
+    """A derived sync client of a derived one: a later ``max_retries=`` overrides an
+    earlier ``retry=`` with the deprecated count, a header named again in another case
+    replaces the earlier one, and a bad ``default_headers`` is a ConfigurationError."""
+    with ThreadedEmulator() as emulator:
+        key = emulator.add_key(fault=Fault.status(503))
+        with SyncAccountClient(
+            key, base_url=emulator.url, clock=VirtualClock(), default_headers={"X-A": "1"}
+        ) as client:
+            derived = (
+                client.with_options(retry=_deprecated_policy(2), default_headers={"X-T": "a"})
+                .with_options(max_retries=0, default_headers={"x-t": "b"})
+                .with_options(timeout=9)
+            )
+            assert (derived.max_retries, derived.timeout.total) == (0, 9)
+            assert dict(derived.default_headers) == {"X-A": "1", "x-t": "b"}
+            with pytest.raises(ServiceUnavailableError):
+                derived.account.profile()
+            assert emulator.attempts(key) == 1
+            for bad in ([("X-A", "1")], "X-A: 1"):
+                with pytest.raises(ConfigurationError, match="default_headers must be a mapping"):
+                    client.with_options(default_headers=bad)  # type: ignore[arg-type]
