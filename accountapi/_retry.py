@@ -63,7 +63,10 @@ class RetryEvent:
 
 def backoff_wait(policy: RetryPolicy, retry_number: int, rand: Callable[[], float]) -> float:
     """Full-jitter exponential backoff: uniform in ``[0, min(max, initial * 2**(n-1))]``."""
-    ceiling = min(policy.backoff_max, policy.backoff_initial * 2 ** (retry_number - 1))
+    # The exponent stops at 1000: 2**1024 is beyond a float (an OverflowError on the
+    # 1,025th retry), and long before that the ceiling is backoff_max.
+    growth = 2 ** min(retry_number - 1, 1000)
+    ceiling = min(policy.backoff_max, policy.backoff_initial * growth)
     return float(rand() * ceiling)
 
 

@@ -121,3 +121,16 @@ def test_sync_with_options_chains_like_the_async_ones() -> None:
             for bad in ([("X-A", "1")], "X-A: 1"):
                 with pytest.raises(ConfigurationError, match="default_headers must be a mapping"):
                     client.with_options(default_headers=bad)  # type: ignore[arg-type]
+
+
+async def test_retrying_past_a_thousand_times_keeps_backing_off(
+    emulator: Emulator, clock: VirtualClock
+) -> None:
+    """``max_retries`` large enough to mean "until it works" (with no deadline): the
+    1,025th retry's backoff was ``initial * 2**1024``, an OverflowError out of the call."""
+    key = emulator.add_key(fault=Fault.status(503))
+    async with AccountClient(key, base_url=emulator.url, clock=clock, timeout=None) as client:
+        with pytest.raises(ServiceUnavailableError) as info:
+            await client.account.profile(max_retries=1030)
+    assert info.value.attempts == 1031
+    assert max(clock.sleeps) <= RetryPolicy().backoff_max
