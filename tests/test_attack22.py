@@ -134,3 +134,18 @@ async def test_retrying_past_a_thousand_times_keeps_backing_off(
             await client.account.profile(max_retries=1030)
     assert info.value.attempts == 1031
     assert max(clock.sleeps) <= RetryPolicy().backoff_max
+
+
+@pytest.mark.parametrize("value", ["next\x85line", "\x9b31m red", "caf\xe9"])
+async def test_a_header_value_with_a_c1_control_or_non_ascii_is_refused(
+    emulator: Emulator, key: str, value: str
+) -> None:
+    """U+0080..U+00FF passed the check (C1 controls such as NEL among them, which the
+    README says are refused) and went out UTF-8 encoded, which a server reading the
+    header as Latin-1 (RFC 9110's obs-text) gets wrong. Values are visible ASCII."""
+    with pytest.raises(ConfigurationError, match="one line of visible ASCII"):
+        AccountClient(key, base_url=emulator.url, default_headers={"X-A": value})
+    async with AccountClient(key, base_url=emulator.url) as client:
+        with pytest.raises(ConfigurationError, match="one line of visible ASCII"):
+            await client.account.profile(extra_headers={"X-A": value})
+    assert emulator.records == []
