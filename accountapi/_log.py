@@ -5,11 +5,13 @@ hint. ``ACCOUNTAPI_LOG=debug`` (or ``info``) sets that logger's level when the f
 client is built and, when the application has configured no logging at all, prints its
 records to stderr; setting the logger to DEBUG yourself does the same without the
 variable. At DEBUG, every attempt logs one line: method, path, status (or the error),
-attempt number, elapsed time, request id and the key's hint.
+attempt number, elapsed time, request id and the key's hint. A handler that raises
+(a log shipper that is down) never fails the call being logged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -67,13 +69,15 @@ def log_attempt(
         name = type(error).__name__
         outcome = name if status is None else f"{status} {name}"
         request_id = getattr(error, "request_id", None)
-    logger.debug(
-        "%s %s -> %s (attempt %d, %.1f ms, request_id=%s, key=%s)",
-        call.method,
-        call.url.path,
-        outcome,
-        number,
-        elapsed * 1000.0,
-        None if request_id is None else request_id[:200],
-        call.key.hint,
-    )
+    # a broken handler (a log shipper that is down) must not fail the call it logs
+    with contextlib.suppress(Exception):
+        logger.debug(
+            "%s %s -> %s (attempt %d, %.1f ms, request_id=%s, key=%s)",
+            call.method,
+            call.url.path,
+            outcome,
+            number,
+            elapsed * 1000.0,
+            None if request_id is None else request_id[:200],
+            call.key.hint,
+        )

@@ -16,6 +16,7 @@ call's deadline; the caller then gets the last real error with ``attempts`` set.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -149,16 +150,18 @@ class Retrier:
                 error=_error_of(state),
                 key_hint=hint,
             )
-            logger.info(
-                "retrying after %s (attempt %d failed, waiting %.3fs, status=%s, "
-                "request_id=%s, key=%s)",
-                type(event.error).__name__,
-                event.attempt,
-                event.wait,
-                event.status,
-                event.request_id,
-                hint,
-            )
+            # a broken log handler must not break the call
+            with contextlib.suppress(Exception):
+                logger.info(
+                    "retrying after %s (attempt %d failed, waiting %.3fs, status=%s, "
+                    "request_id=%s, key=%s)",
+                    type(event.error).__name__,
+                    event.attempt,
+                    event.wait,
+                    event.status,
+                    event.request_id,
+                    hint,
+                )
             _telemetry.retried(event)
             if self._on_retry is not None:
                 try:

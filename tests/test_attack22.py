@@ -149,3 +149,34 @@ async def test_a_header_value_with_a_c1_control_or_non_ascii_is_refused(
         with pytest.raises(ConfigurationError, match="one line of visible ASCII"):
             await client.account.profile(extra_headers={"X-A": value})
     assert emulator.records == []
+
+
+class _BrokenHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        raise RuntimeError("the log shipper is down")
+
+
+async def test_a_log_handler_that_raises_does_not_fail_the_call(
+    emulator: Emulator, clock: VirtualClock
+) -> None:
+    """Logging is not the call: a handler whose emit raises (a log shipper down) turned a
+    call that succeeded on its retry into a RuntimeError at DEBUG (and at INFO, through
+    the retry line), with the request already made."""
+    key = emulator.add_key()
+    emulator.script(key, [Fault.status(503)])
+    sdk = logging.getLogger("accountapi")
+    handler = _BrokenHandler()
+    sdk.addHandler(handler)
+    level = sdk.level
+    sdk.setLevel(logging.DEBUG)
+    try:
+        async with AccountClient(key, base_url=emulator.url, clock=clock) as client:
+            profile = await client.account.profile()
+            answer = await client.account.with_response.dismiss_notifications()
+            assert await client.key_gate.in_flight(key) == 0
+    finally:
+        sdk.removeHandler(handler)
+        sdk.setLevel(level)
+    assert profile.balance_eur >= 0
+    assert answer.status == 204
+    assert emulator.attempts(key) == 2
