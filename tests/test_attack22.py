@@ -4,6 +4,7 @@ the debug switch: each test failed on the code before the fix beside it."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import pickle
 
@@ -180,3 +181,22 @@ async def test_a_log_handler_that_raises_does_not_fail_the_call(
     assert profile.balance_eur >= 0
     assert answer.status == 204
     assert emulator.attempts(key) == 2
+
+
+async def test_an_api_response_hashes_pickles_and_copies_like_the_values_it_holds(
+    emulator: Emulator, key: str
+) -> None:
+    """A frozen value (cached, sent to a worker process): ``hash()``, ``pickle`` and
+    ``deepcopy`` raised on aiohttp's read-only header proxy."""
+    async with AccountClient(key, base_url=emulator.url) as client:
+        answer = await client.account.with_response.profile()
+        dismissed = await client.account.with_response.dismiss_notifications()
+    for value in (answer, dismissed):
+        assert hash(value) == hash(value)
+        unpickled = pickle.loads(pickle.dumps(value))  # noqa: S301 - our own bytes
+        for again in (unpickled, copy.deepcopy(value)):
+            assert again == value
+            assert hash(again) == hash(value)
+            assert again.headers["x-request-id"] == value.request_id  # still case-insensitive
+            with pytest.raises(TypeError):
+                again.headers["X-Request-Id"] = "changed"  # type: ignore[index]
