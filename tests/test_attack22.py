@@ -8,6 +8,7 @@ import copy
 import logging
 import pickle
 
+import attrs
 import pytest
 from rawserver import Respond, profile_body, raw_server, response
 
@@ -200,3 +201,13 @@ async def test_an_api_response_hashes_pickles_and_copies_like_the_values_it_hold
             assert again.headers["x-request-id"] == value.request_id  # still case-insensitive
             with pytest.raises(TypeError):
                 again.headers["X-Request-Id"] = "changed"  # type: ignore[index]
+
+
+def test_the_retry_count_deprecation_points_at_the_users_line_through_attrs_evolve() -> None:
+    """``attrs.evolve`` builds the new policy itself: the warning named attrs' own
+    module, where the default filters hide a DeprecationWarning."""
+    with pytest.warns(DeprecationWarning, match="max_retries=") as created:
+        policy = attrs.evolve(RetryPolicy(), max_retries=3)
+    with pytest.warns(DeprecationWarning, match="max_retries=") as evolved:
+        attrs.evolve(policy, backoff_initial=1)
+    assert [w.filename for w in (*created, *evolved)] == [__file__, __file__]
