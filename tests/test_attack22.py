@@ -4,7 +4,9 @@ the debug switch: each test failed on the code before the fix beside it."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
+import json
 import logging
 import pickle
 
@@ -15,6 +17,7 @@ from rawserver import Respond, profile_body, raw_server, response
 from accountapi import (
     AccountClient,
     APIResponseValidationError,
+    APIStatusError,
     ConfigurationError,
     RetryPolicy,
     ServiceUnavailableError,
@@ -211,3 +214,51 @@ def test_the_retry_count_deprecation_points_at_the_users_line_through_attrs_evol
     with pytest.warns(DeprecationWarning, match="max_retries=") as evolved:
         attrs.evolve(policy, backoff_initial=1)
     assert [w.filename for w in (*created, *evolved)] == [__file__, __file__]
+
+
+PASSWORD = "Pr0xyS3cretPassw0rd"
+
+
+@pytest.mark.parametrize("base_url", ["http://127.0.0.1:9", "https://127.0.0.1:9"])
+async def test_a_proxy_echoing_its_login_never_shows_it(base_url: str) -> None:
+    """The README: the proxy's ``user:password@`` "is never shown". A proxy that echoes
+    the ``Proxy-Authorization`` it was sent (in its 407's body and headers, to a plain
+    request or to a CONNECT) put the Basic token into the error's message, request id,
+    headers and pickle; through a forward proxy a 2xx's headers carried it too."""
+    token = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    answers = [407, 200]
+
+    async def proxy(
+        head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        line = [h for h in head.split(b"\r\n") if h.lower().startswith(b"proxy-authorization")]
+        echoed = line[0].decode()
+        status = answers.pop(0)
+        body = (
+            profile_body()
+            if status == 200
+            else json.dumps({"error": "proxy_auth", "message": f"bad {echoed}"}).encode()
+        )
+        echo = {"X-Request-Id": f"r {echoed}", "X-Echo": echoed}
+        writer.write(response(status, body, echo, reason="Whatever"))
+        await writer.drain()
+
+    def shown(text: str) -> bool:
+        return PASSWORD in text or token in text
+
+    async with raw_server(proxy) as server:
+        login = f"http://alice:{PASSWORD}@127.0.0.1:{server.port}"
+        async with AccountClient(KEY, base_url=base_url, proxy=login, max_retries=0) as client:
+            with pytest.raises(APIStatusError) as info:
+                await client.account.profile()
+            error = info.value
+            assert error.status == 407
+            assert not shown(str(error))
+            assert not shown(repr(error))
+            assert not shown(str(error.request_id))
+            assert not shown(str(list(error.headers.items())))
+            assert not shown(pickle.dumps(error).decode("latin-1"))
+            if base_url.startswith("http:"):  # a forward proxy: it also relays the 2xx
+                answer = await client.account.with_response.profile()
+                assert not shown(str(list(answer.headers.items())))
+                assert not shown(str(answer.request_id))
