@@ -35,13 +35,14 @@ from ._coalesce import ReadIdentity, SharedRead, outcome_of
 from ._config import NOT_GIVEN, NotGiven, Timeout
 from ._exceptions import (
     AccountAPIError,
+    APIResponseValidationError,
     APITimeoutError,
     ClientStateError,
     ConfigurationError,
     RateLimitError,
 )
 from ._gate import GateTimeout, KeyCoolingDown, KeyGate, fast_acquire
-from ._headers import check_user_headers
+from ._headers import check_user_headers, request_id_from
 from ._keys import Credential
 from ._log import log_attempt, log_joined, logger
 from ._status import error_for_status
@@ -95,6 +96,20 @@ def without_key(raw: RawResponse, key: Credential) -> RawResponse:
     if not leaked:
         return raw
     return RawResponse(raw.status, headers, body, raw.truncated, raw.problem)
+
+
+def _refused(parse: Callable[[RawResponse], Any], masked: RawResponse) -> AccountAPIError:
+    """The validation error for a 2xx answer that echoed the key, decoded again from
+    ``masked`` (:func:`without_key`'s copy), so its message and request id show the hint."""
+    try:
+        parse(masked)
+    except APIResponseValidationError as exc:
+        return exc
+    return APIResponseValidationError(  # masking made it decode: refused all the same
+        "response body not accepted: it holds the API key",
+        status=masked.status,
+        request_id=request_id_from(masked.headers),
+    )
 
 
 class CallOptions:
@@ -595,7 +610,18 @@ class CallPath:
             log_attempt(call.method, call.url.path, number, elapsed, call.key.hint, None, exc)
             raise
         elapsed = self.monotonic() - started
-        log_attempt(call.method, call.url.path, number, elapsed, call.key.hint, call.answer, None)
+        answer = (
+            call.answer
+        )  # a 2xx is not masked on the way (errors are): a server may echo the key
+        log_attempt(
+            call.method,
+            call.url.path,
+            number,
+            elapsed,
+            call.key.hint,
+            None if answer is None else without_key(answer, call.key),
+            None,
+        )
         return value
 
     async def _attempt(self, call: Call[T], number: int) -> T:
@@ -635,7 +661,15 @@ class CallPath:
             )
             if 200 <= raw.status < 300:
                 call.answer = raw
-                return call.parse(raw)
+                try:
+                    return call.parse(raw)
+                except APIResponseValidationError:
+                    masked = without_key(raw, key)
+                    if masked is raw:
+                        raise
+                # Raised outside the except block: the error decoded from the answer as
+                # sent (the key in its message or request id) is not chained to it.
+                raise _refused(call.parse, masked)
             raw = without_key(raw, key)
             error = error_for_status(
                 raw.status,

@@ -264,7 +264,10 @@ class AccountClient:
             policy = retrier.policy if isinstance(retry, NotGiven) else retry
             if not isinstance(policy, RetryPolicy):
                 raise ConfigurationError("retry must be a RetryPolicy")
-            retries = resolve_max_retries(max_retries, policy, retrier.max_retries)
+            # This client's policy was resolved into its count when it was built: only a
+            # policy given here can say max_retries twice (its deprecated field).
+            given = DEFAULT_RETRY if isinstance(retry, NotGiven) else policy
+            retries = resolve_max_retries(max_retries, given, retrier.max_retries)
             retrier = retrier.with_policy(policy, retries)
         timeouts = self._timeout if isinstance(timeout, NotGiven) else Timeout.coerce(timeout)
         shares = (

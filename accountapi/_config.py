@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import enum
 import math
+import sys
 import warnings
+from types import FrameType
 from typing import Any, Final, Literal
 
 import attrs
@@ -110,8 +112,23 @@ def _retries_or_none(instance: object, attribute: attrs.Attribute[Any], value: o
         "RetryPolicy(max_retries=...) is deprecated: pass max_retries= to the client, "
         "to with_options() or to the call; RetryPolicy shapes the waits",
         DeprecationWarning,
-        stacklevel=3,
+        stacklevel=_user_level(),
     )
+
+
+def _user_level() -> int:
+    """The ``stacklevel`` of the first frame outside this module and attrs, seen from the
+    validator that warns: the user's ``RetryPolicy(...)`` line, or their
+    ``attrs.evolve(...)`` line (attrs builds the instance there)."""
+    frame: FrameType | None = sys._getframe(2)  # the validator's caller: attrs' __init__
+    level = 2
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module != __name__ and module.partition(".")[0] not in ("attr", "attrs"):
+            break
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 @attrs.frozen(slots=True, kw_only=True)

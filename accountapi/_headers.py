@@ -113,14 +113,16 @@ RESERVED_HEADERS: Final = frozenset(
     }
 )
 # RFC 9110 token characters for a field name; a value is visible ASCII, space and tab
-# (no CR/LF or other control character that could end the header early).
+# (no CR/LF or other control character that could end the header early, and nothing
+# non-ASCII: U+0080..U+009F are C1 controls, and aiohttp would send the rest UTF-8
+# encoded, which a server reading the field as Latin-1 obs-text decodes differently).
 _NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
-_VALUE: Final = re.compile(r"[\t\x20-\x7e\x80-\xff]{0,8192}")
+_VALUE: Final = re.compile(r"[\t\x20-\x7e]{0,8192}")
 
 
 def check_user_headers(headers: object, argument: str) -> tuple[tuple[str, str], ...]:
     """The headers a user asked to send, checked: names are tokens, values one line of
-    text, none of :data:`RESERVED_HEADERS`. Anything else is a :class:`ConfigurationError`
+    visible ASCII, none of :data:`RESERVED_HEADERS`. Anything else is a :class:`ConfigurationError`
     naming ``argument`` and the header (never its value, which may be a secret)."""
     if not isinstance(headers, Mapping):
         raise ConfigurationError(
@@ -140,8 +142,8 @@ def check_user_headers(headers: object, argument: str) -> tuple[tuple[str, str],
             )
         if not isinstance(value, str) or _VALUE.fullmatch(value) is None:
             raise ConfigurationError(
-                f"{argument}[{name!r}] must be a str of one line (no CR, LF or other "
-                "control characters, at most 8192 characters)"
+                f"{argument}[{name!r}] must be a str of one line of visible ASCII (no CR, "
+                "LF or other control characters, nothing non-ASCII, at most 8192 characters)"
             )
         checked.append((name, value))
     return tuple(checked)

@@ -5,11 +5,13 @@ hint. ``ACCOUNTAPI_LOG=debug`` (or ``info``) sets that logger's level when the f
 client is built and, when the application has configured no logging at all, prints its
 records to stderr; setting the logger to DEBUG yourself does the same without the
 variable. At DEBUG, every attempt logs one line: method, path, status (or the error),
-attempt number, elapsed time, request id and the key's hint.
+attempt number, elapsed time, request id and the key's hint. A handler that raises
+(a log shipper that is down) never fails the call being logged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -61,7 +63,11 @@ def log_attempt(
     answer: RawResponse | None,
     error: AccountAPIError | None,
 ) -> None:
-    """One DEBUG line for an attempt that ended (answered, failed or refused before sending)."""
+    """One DEBUG line for an attempt that ended (answered, failed or refused before sending).
+
+    ``answer`` must already have the key masked (the call path passes a 2xx through
+    ``without_key``; error answers are masked before they become errors).
+    """
     if error is None:
         outcome = "no answer" if answer is None else str(answer.status)
         request_id = None if answer is None else answer.headers.get("X-Request-Id")
@@ -70,23 +76,26 @@ def log_attempt(
         name = type(error).__name__
         outcome = name if status is None else f"{status} {name}"
         request_id = getattr(error, "request_id", None)
-    logger.debug(
-        "%s %s -> %s (attempt %d, %.1f ms, request_id=%s, key=%s)",
-        method,
-        path,
-        outcome,
-        number,
-        elapsed * 1000.0,
-        None if request_id is None else request_id[:200],
-        key_hint,
-    )
+    # a broken handler (a log shipper that is down) must not fail the call it logs
+    with contextlib.suppress(Exception):
+        logger.debug(
+            "%s %s -> %s (attempt %d, %.1f ms, request_id=%s, key=%s)",
+            method,
+            path,
+            outcome,
+            number,
+            elapsed * 1000.0,
+            None if request_id is None else request_id[:200],
+            key_hint,
+        )
 
 
 def log_joined(path: str, callers: int, hint: str) -> None:
     """One DEBUG line for a ``profile()`` call that joined a read in flight."""
-    logger.debug(
-        "GET %s joined a shared read not yet sent (%d callers wait for it, key=%s)",
-        path,
-        callers,
-        hint,
-    )
+    with contextlib.suppress(Exception):
+        logger.debug(
+            "GET %s joined a shared read not yet sent (%d callers wait for it, key=%s)",
+            path,
+            callers,
+            hint,
+        )

@@ -47,15 +47,20 @@ class ProxyURL:
     def with_credentials(self, user: str, password: str) -> ProxyURL:
         return ProxyURL(self._url.with_user(user).with_password(password))
 
-    def hide(self, text: str) -> str:
-        """``text`` with every form of this proxy's password (and its Basic token) masked."""
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every form of the password a proxy could echo: raw, decoded, and the Basic
+        token of ``Proxy-Authorization``; empty without credentials."""
         url = self._url
         if not self.has_credentials:
-            return text
+            return ()
         token = base64.b64encode(f"{url.user or ''}:{url.password or ''}".encode()).decode()
-        for secret in (url.raw_password, url.password, token):
-            if secret:
-                text = text.replace(secret, "***")
+        return tuple(secret for secret in (url.raw_password, url.password, token) if secret)
+
+    def hide(self, text: str) -> str:
+        """``text`` with every form of this proxy's password (and its Basic token) masked."""
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
         return text
 
     def __str__(self) -> str:

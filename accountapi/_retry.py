@@ -18,6 +18,7 @@ few tokens for the retry; the caller then gets the last real error with ``attemp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -66,7 +67,10 @@ class RetryEvent:
 
 def backoff_wait(policy: RetryPolicy, retry_number: int, rand: Callable[[], float]) -> float:
     """Full-jitter exponential backoff: uniform in ``[0, min(max, initial * 2**(n-1))]``."""
-    ceiling = min(policy.backoff_max, policy.backoff_initial * 2 ** (retry_number - 1))
+    # The exponent stops at 1000: 2**1024 is beyond a float (an OverflowError on the
+    # 1,025th retry), and long before that the ceiling is backoff_max.
+    growth = 2 ** min(retry_number - 1, 1000)
+    ceiling = min(policy.backoff_max, policy.backoff_initial * growth)
     return float(rand() * ceiling)
 
 
@@ -160,17 +164,19 @@ class Retrier:
                 error=_error_of(state),
                 key_hint=hint,
             )
-            logger.info(
-                "retrying after %s (attempt %d failed, waiting %.3fs, status=%s, "
-                "request_id=%s, key=%s, budget=%s)",
-                type(event.error).__name__,
-                event.attempt,
-                event.wait,
-                event.status,
-                event.request_id,
-                hint,
-                "off" if budget is None else f"{budget.level}/{budget.capacity}",
-            )
+            # a broken log handler must not break the call
+            with contextlib.suppress(Exception):
+                logger.info(
+                    "retrying after %s (attempt %d failed, waiting %.3fs, status=%s, "
+                    "request_id=%s, key=%s, budget=%s)",
+                    type(event.error).__name__,
+                    event.attempt,
+                    event.wait,
+                    event.status,
+                    event.request_id,
+                    hint,
+                    "off" if budget is None else f"{budget.level}/{budget.capacity}",
+                )
             _telemetry.retried(event)
             if self._on_retry is not None:
                 try:

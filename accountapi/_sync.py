@@ -56,6 +56,7 @@ from ._clock import Clock
 from ._config import NOT_GIVEN, Limits, NotGiven, RetryPolicy, Timeout
 from ._exceptions import APITimeoutError, ClientStateError, ConfigurationError
 from ._gate import KeyGate
+from ._headers import check_user_headers
 from ._keys import Credential
 from ._models import Profile
 from ._proxy import check_proxy_url
@@ -651,7 +652,7 @@ class SyncAccountClient:
     accepted (an aiohttp session belongs to the loop that made it).
     """
 
-    __slots__ = ("__weakref__", "_derived", "_finalizer", "_options", "_root", "_runner")
+    __slots__ = ("__weakref__", "_derived", "_finalizer", "_options", "_parent", "_runner")
 
     def __init__(
         self,
@@ -712,8 +713,10 @@ class SyncAccountClient:
 
         self._runner = _LoopThread(make)
         self._finalizer = weakref.finalize(self, self._runner.close)
-        self._root: SyncAccountClient | None = None
-        self._options: dict[str, Any] | None = None  # with_options() of a derived client
+        # A derived client: the client it came from (kept alive, and with it the loop)
+        # and the options it was given; its async client is derived from that one's.
+        self._parent: SyncAccountClient | None = None
+        self._options: dict[str, Any] = {}
         self._derived: tuple[AccountClient, AccountClient] | None = None
 
     def with_options(
@@ -728,23 +731,22 @@ class SyncAccountClient:
     ) -> SyncAccountClient:
         """This client with other defaults on the same loop thread, pool and key gate
         (see :meth:`AccountClient.with_options`); closing either closes both."""
-        options: dict[str, Any] = dict(self._options or {})
+        options: dict[str, Any] = {
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "retry": retry,
+            "coalesce": coalesce,
+            # Checked and copied now: the same headers again after a fork.
+            "default_headers": None
+            if default_headers is None
+            else dict(check_user_headers(default_headers, "default_headers")),
+        }
         if not isinstance(api_key, NotGiven):
             options["api_key"] = Credential(api_key)
         del api_key
-        for name, value in (
-            ("timeout", timeout),
-            ("max_retries", max_retries),
-            ("retry", retry),
-            ("coalesce", coalesce),
-        ):
-            if not isinstance(value, NotGiven):
-                options[name] = value
-        if default_headers is not None:
-            options["default_headers"] = {**options.get("default_headers", {}), **default_headers}
         derived = object.__new__(SyncAccountClient)
         derived._runner = self._runner
-        derived._root = self if self._root is None else self._root  # keeps it (and its loop) alive
+        derived._parent = self
         derived._options = options
         derived._derived = None
         derived._finalizer = self._finalizer
@@ -752,15 +754,17 @@ class SyncAccountClient:
         return derived
 
     def _async_client(self) -> AccountClient:
-        """The async client this one's calls run on: the loop's, or one derived from it
-        with this client's options (made again after a fork)."""
-        base = self._runner.client
-        options = self._options
-        if options is None:
-            return base
+        """The async client this one's calls run on: the loop's, or for a derived client
+        its parent's with this one's options, exactly as :meth:`AccountClient.with_options`
+        chains (made again after a fork, when the loop's client is a new one)."""
+        parent = self._parent
+        if parent is None:
+            return self._runner.client
+        base = parent._async_client()
         derived = self._derived
         if derived is not None and derived[0] is base:
             return derived[1]
+        options = self._options
         key = options.get("api_key")
         made = base.with_options(
             **{name: value for name, value in options.items() if name != "api_key"},

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Final
 
 import aiohttp
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ._config import Limits, Timeout
@@ -55,6 +55,27 @@ def request_headers(key: str) -> CIMultiDict[str]:
             ("Accept-Encoding", ACCEPT_ENCODING),
         )
     )
+
+
+def _without(raw: RawResponse, secrets: tuple[str, ...]) -> RawResponse:
+    """``raw`` with each of ``secrets`` (a proxy's password in its forms) masked as
+    ``***`` in its headers and body; ``raw`` itself when none of them is there."""
+    body = raw.body
+    for secret in secrets:
+        encoded = secret.encode("utf-8", "surrogateescape")
+        if encoded in body:
+            body = body.replace(encoded, b"***")
+    headers = raw.headers
+    if any(secret in value for value in headers.values() for secret in secrets):
+        masked: CIMultiDict[str] = CIMultiDict()
+        for name, value in headers.items():
+            for secret in secrets:
+                value = value.replace(secret, "***")
+            masked.add(name, value)
+        headers = CIMultiDictProxy(masked)
+    if body is raw.body and headers is raw.headers:
+        return raw
+    return RawResponse(raw.status, headers, body, raw.truncated, raw.problem)
 
 
 class RawResponse:
@@ -176,6 +197,7 @@ class Transport:
         "_loop",
         "_max_bytes",
         "_owns_session",
+        "_proxy_secrets",
         "_session",
         "_ssl",
         "_timeout",
@@ -202,6 +224,8 @@ class Transport:
             # add a netrc login for the service's host, and refuse our Authorization.
             proxy = env_proxy(self.base_url)
         self.proxy = proxy
+        # A proxy may echo the Proxy-Authorization it was sent: its answers lose it.
+        self._proxy_secrets = () if proxy is None else proxy.secrets
         self._timeouts = timeout
         self._timeout = _client_timeout(timeout, timeout.attempt)
         self._deadlines = AttemptDeadlines()
@@ -332,14 +356,20 @@ class Transport:
                     body, truncated = await self._read_capped(resp, length)
                 encoding = resp.headers.get("Content-Encoding")
                 if encoding is None or truncated or is_identity(encoding):
-                    return RawResponse(resp.status, resp.headers, body, truncated)
-                try:
-                    body, truncated = decode_body(body, encoding, self._max_bytes)
-                except UndecodableBody as exc:
-                    return RawResponse(resp.status, resp.headers, b"", False, problem=str(exc))
-                return RawResponse(resp.status, resp.headers, body, truncated)
+                    answer = RawResponse(resp.status, resp.headers, body, truncated)
+                else:
+                    try:
+                        body, truncated = decode_body(body, encoding, self._max_bytes)
+                    except UndecodableBody as exc:
+                        answer = RawResponse(
+                            resp.status, resp.headers, b"", False, problem=str(exc)
+                        )
+                    else:
+                        answer = RawResponse(resp.status, resp.headers, body, truncated)
             finally:
                 resp.release()
+            secrets = self._proxy_secrets
+            return answer if not secrets else _without(answer, secrets)
         except asyncio.CancelledError:
             if task is not None and deadlines.expired(task):
                 # Whether the request had left is unknown here (it may have been
@@ -353,7 +383,8 @@ class Transport:
         except aiohttp.ClientHttpProxyError as exc:
             # The proxy answered CONNECT itself (407, 502, 503...): a status like any
             # other, as it is when a proxy answers a plain http:// request.
-            return RawResponse(exc.status, exc.headers or _NO_HEADERS, b"", False)
+            answer = RawResponse(exc.status, exc.headers or _NO_HEADERS, b"", False)
+            return _without(answer, self._proxy_secrets)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             failure = translate(exc, method, self.proxy)
         except ValueError as exc:
