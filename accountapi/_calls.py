@@ -24,6 +24,7 @@ import asyncio
 import copy
 import functools
 import logging
+import time
 from asyncio import CancelledError, current_task, get_running_loop
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
@@ -43,7 +44,7 @@ from ._headers import check_user_headers
 from ._keys import Credential
 from ._log import log_attempt, logger
 from ._status import error_for_status
-from ._telemetry import Telemetry, call_labels, end_span, telemetry, telemetry_failed
+from ._telemetry import Endpoint, Telemetry, telemetry
 from ._transport import RawResponse, request_headers
 
 if TYPE_CHECKING:
@@ -208,10 +209,10 @@ class CallPath:
     __slots__ = (
         "_clock",
         "_default_key",
+        "_endpoints",
         "_fast_acquire",
         "_gate",
         "_headers",
-        "_labels",
         "_life",
         "_retrier",
         "_retriers",
@@ -248,7 +249,7 @@ class CallPath:
         # Without opentelemetry-api the call path is the untraced one itself: not a
         # wrapper, not a branch per call.
         self._telemetry = telemetry()
-        self._labels: dict[tuple[str, URL], dict[str, Any]] = {}  # per endpoint: two
+        self._endpoints: dict[tuple[str, URL], Endpoint] = {}  # span names, attributes
         self._life = _Lifecycle() if life is None else life
         self.request: _Request = self._untraced if self._telemetry is None else self._traced
 
@@ -322,6 +323,8 @@ class CallPath:
         api_key: Credential | None,
         timeout: Timeout | float | NotGiven | None,
         options: CallOptions | None = None,
+        *,
+        traced: bool = False,
     ) -> tuple[T, Call[T]]:
         """One API call for one key: gate, attempt, map status, retry, decode.
 
@@ -339,7 +342,10 @@ class CallPath:
         call = Call(
             key, method, url, parse, timeouts, None if total is None else self.monotonic() + total
         )
-        attempt = self._logged_attempt if logger.isEnabledFor(logging.DEBUG) else self._attempt
+        if traced:  # inside _in_span: each request sent gets a span
+            attempt = self._attempt_in_span
+        else:
+            attempt = self._logged_attempt if logger.isEnabledFor(logging.DEBUG) else self._attempt
         task = current_task()
         if task is not None:
             life.running[task] = task.cancelling()
@@ -563,60 +569,45 @@ class CallPath:
         timeout: Timeout | float | NotGiven | None,
         options: CallOptions | None,
     ) -> tuple[T, Call[T]]:
-        """One call in a CLIENT span, with its duration, attempts and status recorded.
+        """One call in a span, each request it sends in a span of its own
+        (:meth:`_attempt_in_span`), with the durations, attempts and statuses recorded.
 
-        Telemetry never fails a call: whatever OpenTelemetry (or a processor of the
-        application's) raises is logged and the call goes on, untraced if its span could
-        not even start.
+        Telemetry never fails a call: the :class:`Telemetry` methods called here log
+        whatever OpenTelemetry (or a processor, exporter or view of the application's)
+        raises and return.
         """
-        labels = self._labels.get((method, url))
-        if labels is None:
-            labels = self._labels[method, url] = {
-                "http.request.method": method,
-                "url.template": url.path,
-                "server.address": url.host or "",
-                "server.port": url.port or 0,
-            }
+        endpoint = self._endpoints.get((method, url))
+        if endpoint is None:
+            endpoint = self._endpoints[method, url] = Endpoint(method, url)
         monotonic = self.monotonic
         started = monotonic()
+        scope = tel.start_call(endpoint)
         try:
-            scope = tel.tracer.start_as_current_span(
-                f"{method} {labels['url.template']}",
-                kind=tel.trace.SpanKind.CLIENT,
-                attributes=labels,
-                record_exception=False,
-                set_status_on_exception=False,
+            value, call = await self._untraced(
+                method, url, parse, api_key, timeout, options, traced=True
             )
-            span = scope.__enter__()
-        except Exception:
-            telemetry_failed("starting a span")
-            return await self._untraced(method, url, parse, api_key, timeout, options)
-        token = call_labels.set(labels)
+        except BaseException as exc:
+            tel.end_call(scope, monotonic() - started, None, exc)
+            raise
+        tel.end_call(scope, monotonic() - started, call, None)
+        return value, call
+
+    async def _attempt_in_span(self, call: Call[T], number: int) -> T:
+        """An attempt of a traced call; the request it sent (if it got that far) is
+        recorded as a ``CLIENT`` span and in ``http.client.request.duration``."""
+        attempt = self._logged_attempt if logger.isEnabledFor(logging.DEBUG) else self._attempt
+        sent = call.sent
+        started_ns = time.time_ns()
+        started = self.monotonic()
         try:
-            try:
-                value, call = await self._untraced(method, url, parse, api_key, timeout, options)
-            except BaseException as exc:
-                try:
-                    kind = tel.failed(span, exc, labels)
-                    tel.duration.record(monotonic() - started, {**labels, "error.type": kind})
-                except Exception:
-                    telemetry_failed("recording a failed call")
-                end_span(scope, exc)
-                raise
-            try:
-                status = 0 if call.answer is None else call.answer.status
-                span.set_attributes(
-                    {"http.response.status_code": status, "accountapi.attempts": call.sent}
-                )
-                tel.duration.record(
-                    monotonic() - started, {**labels, "http.response.status_code": status}
-                )
-            except Exception:
-                telemetry_failed("recording a call")
-            end_span(scope, None)
-            return value, call
-        finally:
-            call_labels.reset(token)
+            value = await attempt(call, number)
+        except BaseException as exc:
+            if call.sent != sent and self._telemetry is not None:
+                self._telemetry.request_ended(call, started_ns, self.monotonic() - started, exc)
+            raise
+        if self._telemetry is not None:
+            self._telemetry.request_ended(call, started_ns, self.monotonic() - started, None)
+        return value
 
     def __repr__(self) -> str:
         return f"CallPath(base_url={str(self._transport.base_url)!r})"
