@@ -1,9 +1,9 @@
 """Balances across many keys: a streaming engine with bounded work, and a summary of its results.
 
-:meth:`AccountClient.balances` returns a :class:`BalanceStream`. A fixed pool of
+[`AccountClient.balances()`][accountapi.AccountClient.balances] returns a [`BalanceStream`][accountapi.BalanceStream]. A fixed pool of
 ``concurrency`` worker tasks pulls keys from the input one at a time, checks each key's
 profile through the client (per-key gate, 429 cool-down, retries, strict decoding) and
-hands a :class:`BalanceResult` to the consumer through a bounded deque, or through a
+hands a [`BalanceResult`][accountapi.BalanceResult] to the consumer through a bounded deque, or through a
 bounded reorder buffer when ``ordered=True``. Nothing is held per input key beyond the
 dedupe window's last response bodies, so a million keys stream in flat memory; closing
 the stream cancels the workers and their requests.
@@ -45,7 +45,7 @@ __all__ = ["BalanceResult", "BalanceStream", "BalanceSummary", "KeySource"]
 logger: Final = logging.getLogger("accountapi")
 
 KeySource: TypeAlias = Iterable[str] | AsyncIterable[str]
-"""What :meth:`AccountClient.balances` reads keys from: any iterable or async iterable of str."""
+"""What [`AccountClient.balances()`][accountapi.AccountClient.balances] reads keys from: any iterable or async iterable of str."""
 
 # Keys checked at once by default: what a remote service 20-80 ms away needs to keep one
 # core busy over HTTPS (python -m benchmarks.https_grid; the README's concurrency table).
@@ -101,7 +101,7 @@ class BalanceResult:
 class BalanceSummary:
     """Counts by outcome and error class, and exact EUR totals per account, over a run of results.
 
-    Build one and :meth:`add` each result as it arrives, or ``await
+    Build one and [`add()`][accountapi.BalanceSummary.add] each result as it arrives, or ``await
     BalanceSummary.collect(results)``. ``total``, ``ok``, ``failed``, ``auth_failed`` and
     ``by_error`` count results (one per input line); ``distinct_keys`` counts the different
     keys among them and ``accounts`` the different accounts (profile ``id``) behind the ok
@@ -109,7 +109,7 @@ class BalanceSummary:
 
     The totals are money per **account**, not per key: an account reached through two
     keys, or a key listed twice, is added once, with the first ok answer seen for it.
-    They are :class:`~decimal.Decimal` sums computed without rounding.
+    They are `Decimal` sums computed without rounding.
 
     To tell repeats apart the summary keeps one account id per distinct account and one
     64-bit hash per distinct key (never the key itself): about 100 bytes per distinct key
@@ -117,7 +117,7 @@ class BalanceSummary:
     with a chance of about 1 in 3*10^7 at a million keys; ``distinct_keys`` would then be
     one short. Money never depends on the key hashes, only on exact account ids.
 
-    With ``thresholds`` (:class:`~accountapi.BalanceThresholds`), ``low`` and ``expiring``
+    With ``thresholds`` ([`BalanceThresholds`][accountapi.BalanceThresholds]), ``low`` and ``expiring``
     count the ok results (keys) that are low or expiring, and ``low_accounts`` and
     ``expiring_accounts`` the accounts, each judged once by the first ok answer seen for
     it, as the totals are. Expiry is judged against ``now`` (an aware datetime, the same
@@ -184,7 +184,7 @@ class BalanceSummary:
         credits_expire_at: datetime | None = None,
     ) -> None:
         """Count a result recorded by an earlier run (the command line's ``--resume``),
-        as :meth:`add` would have; its key is counted by :meth:`_add_key`."""
+        as [`add()`][accountapi.BalanceSummary.add] would have; its key is counted by `_add_key()`."""
         self.total += 1
         if error is None:
             self.ok += 1
@@ -257,7 +257,7 @@ _MAX_KEPT: Final = _WINDOW_BYTES // 16  # one huge answer would crowd out hundre
 def _weight(kept: _Kept) -> int:
     """The bytes a kept outcome costs the window, roughly (its body, or its error's text).
 
-    :meth:`_Engine._fetched` inlines the common case, a body: ``len(body) + 64``."""
+    `_Engine._fetched()` inlines the common case, a body: ``len(body) + 64``."""
     if isinstance(kept, bytes):
         return len(kept) + 64
     details = getattr(kept, "details", None)
@@ -297,13 +297,13 @@ def _wake_all(waiters: deque[asyncio.Future[None]]) -> None:
 
 
 class _Engine:
-    """The workers and the state they share; the :class:`BalanceStream` is only its face.
+    """The workers and the state they share; the [`BalanceStream`][accountapi.BalanceStream] is only its face.
 
     Results travel from workers to the consumer through a deque (unordered) or a dict by
     input index (ordered), each bounded; a side that must wait parks a future of its own
     and the other side wakes it. Workers reference the engine, never the stream, so
     dropping an unclosed stream lets it be collected and cancel the workers (see
-    :meth:`BalanceStream.__del__`).
+    `BalanceStream.__del__()`).
     """
 
     def __init__(
@@ -596,7 +596,7 @@ class _Engine:
         shared: AccountAPIError,
     ) -> BalanceResult:
         """The result of a key whose check failed with ``error``; ``shared``, a copy
-        without traceback (see :func:`_detached`), goes to the waiting repeats and into
+        without traceback (see `_detached()`), goes to the waiting repeats and into
         the window."""
         pending = self._inflight.pop(key)
         if pending is not None:
@@ -685,10 +685,10 @@ def _unexpected(key: str, exc: Exception) -> AccountAPIError:
 
 
 class BalanceStream:
-    """An async iterator of :class:`BalanceResult`, one per input key; see :meth:`AccountClient.balances`.
+    """An async iterator of [`BalanceResult`][accountapi.BalanceResult], one per input key; see [`AccountClient.balances()`][accountapi.AccountClient.balances].
 
     Work starts on the first ``__anext__``. Use it as ``async with client.balances(keys)
-    as results:`` (or wrap it in :func:`contextlib.aclosing`) so that leaving the block
+    as results:`` (or wrap it in `contextlib.aclosing()`) so that leaving the block
     early cancels the checks still running and waits for them. Cancelling the task that
     iterates does the same. A stream dropped after a bare ``break`` cancels its checks
     when it is garbage-collected, without waiting for them.

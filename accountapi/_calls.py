@@ -1,9 +1,9 @@
 """The call path: one API call for one key, from the deadline to the decoded answer.
 
-The client owns one :class:`CallPath`; the account resource and the bulk engine make
+The client owns one `CallPath`; the account resource and the bulk engine make
 every call through it and reach nothing else of the client. One call is: take a slot in
 the key gate, send one attempt, map the status, and on a retryable failure let the
-:class:`~accountapi._retry.Retrier` decide the waits and further attempts.
+`Retrier` decide the waits and further attempts.
 
 **The deadline.** ``Timeout.total`` is fixed when the call starts, and every wait comes
 out of it: the queue for the key's slot, its cool-down, the backoff between attempts,
@@ -12,7 +12,7 @@ at the moment it is sent, so a call ends no later than its ``total`` plus the ti
 event loop takes to notice.
 
 **Secrets.** Error trackers record the locals of every frame an exception passes
-through. The key travels as a :class:`~accountapi._keys.Credential` (whose ``repr`` is
+through. The key travels as a `Credential` (whose ``repr`` is
 its hint) and its request headers live on that object, so no frame here holds either in
 a local; errors that other code raised with such frames in their traceback are re-raised
 as detached copies.
@@ -108,7 +108,7 @@ class CallOptions:
     def make(
         cls, max_retries: int | NotGiven, extra_headers: Mapping[str, str] | None
     ) -> CallOptions:
-        """Check the per-call options (a :class:`ConfigurationError` for a bad one)."""
+        """Check the per-call options (a [`ConfigurationError`][accountapi.ConfigurationError] for a bad one)."""
         if isinstance(max_retries, NotGiven):
             retries = None
         elif isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
@@ -125,7 +125,7 @@ class CallOptions:
 
 class _Lifecycle:
     """The event loop and the calls in progress, shared by a client and every client
-    :meth:`~accountapi.AccountClient.with_options` derived from it (one pool, one end)."""
+    [`with_options()`][accountapi.AccountClient.with_options] derived from it (one pool, one end)."""
 
     __slots__ = ("closing", "drained", "ended", "loop", "running")
 
@@ -155,7 +155,7 @@ class Call(Generic[T]):
     """One call's state across its attempts: the key, the request, the deadline, how
     many requests were sent and the answer its value was decoded from.
 
-    :meth:`CallPath.request` returns it beside the value: ``sent`` is what a result's
+    `CallPath.request()` returns it beside the value: ``sent`` is what a result's
     ``attempts`` reports, and ``answer`` (the 2xx response) is what ``balances()`` keeps
     for repeats and the span records the status of.
     """
@@ -194,15 +194,15 @@ class CallPath:
     """What resources need of the client: URLs, the clock, and ``request``.
 
     ``request`` is the untraced call path itself, or that path inside an OpenTelemetry
-    span when ``opentelemetry-api`` is installed (see :mod:`accountapi._telemetry`).
+    span when ``opentelemetry-api`` is installed (see `accountapi._telemetry`).
 
     **One event loop, and an end.** The first call binds the client to its event loop;
-    a call from any other loop raises :class:`ClientStateError` before it touches the
+    a call from any other loop raises [`ClientStateError`][accountapi.ClientStateError] before it touches the
     key gate (whose queues belong to one loop). Every call in progress is registered
-    with its task, so :meth:`aclose` can end all of them at once, wherever each one is
+    with its task, so `aclose()` can end all of them at once, wherever each one is
     (queued for a slot, on the wire, or waiting out a ``Retry-After``): each raises
-    :class:`ClientStateError` and gives its slot back. A call path made by
-    :meth:`derive` shares all of this (and the transport, gate and telemetry) with the
+    [`ClientStateError`][accountapi.ClientStateError] and gives its slot back. A call path made by
+    `derive()` shares all of this (and the transport, gate and telemetry) with the
     one it came from.
     """
 
@@ -328,7 +328,7 @@ class CallPath:
     ) -> tuple[T, Call[T]]:
         """One API call for one key: gate, attempt, map status, retry, decode.
 
-        Returns the decoded value and the :class:`Call` (requests sent, the answer).
+        Returns the decoded value and the `Call` (requests sent, the answer).
         Every error raised has ``attempts`` (requests sent) and ``key_hint`` set.
         """
         life = self._life
@@ -386,7 +386,7 @@ class CallPath:
 
     def _bind(self) -> None:
         """Bind the client to the running loop on its first call; refuse any other loop,
-        and any call once :meth:`aclose` has begun."""
+        and any call once `aclose()` has begun."""
         life = self._life
         if life.closing:
             raise ClientStateError(_CLOSED)
@@ -397,7 +397,7 @@ class CallPath:
             raise ClientStateError(_OTHER_LOOP)
 
     def _ended_by_close(self, task: asyncio.Task[Any], call: Call[Any]) -> ClientStateError | None:
-        """The error for a call that :meth:`aclose` cancelled, or None when the
+        """The error for a call that `aclose()` cancelled, or None when the
         cancellation is (also) someone else's and must go on as one."""
         life = self._life
         if task not in life.ended:
@@ -426,9 +426,9 @@ class CallPath:
             drained.set_result(None)
 
     async def aclose(self) -> None:
-        """End every call in progress with :class:`ClientStateError` and refuse new ones.
+        """End every call in progress with [`ClientStateError`][accountapi.ClientStateError] and refuse new ones.
 
-        Waits (at most :data:`_DRAIN_LIMIT` seconds) for the ended calls to unwind, so
+        Waits (at most `_DRAIN_LIMIT` seconds) for the ended calls to unwind, so
         their key slots are back and their spans ended before the pool closes.
         """
         life = self._life
@@ -452,7 +452,7 @@ class CallPath:
             life.drained = None
 
     async def _logged_attempt(self, call: Call[T], number: int) -> T:
-        """:meth:`_attempt` with one DEBUG line when it ends (the debug switch is on)."""
+        """`_attempt()` with one DEBUG line when it ends (the debug switch is on)."""
         started = self.monotonic()
         try:
             value = await self._attempt(call, number)
@@ -552,8 +552,8 @@ class CallPath:
         timeout: Timeout | float | NotGiven | None,
         options: CallOptions | None = None,
     ) -> Awaitable[tuple[T, Call[T]]]:
-        """:meth:`_untraced` itself while no OpenTelemetry SDK records (no extra frame);
-        else the call inside a span (:meth:`_in_span`)."""
+        """`_untraced()` itself while no OpenTelemetry SDK records (no extra frame);
+        else the call inside a span (`_in_span()`)."""
         tel = self._telemetry
         if tel is None or not tel.active():
             return self._untraced(method, url, parse, api_key, timeout, options)
@@ -570,9 +570,9 @@ class CallPath:
         options: CallOptions | None,
     ) -> tuple[T, Call[T]]:
         """One call in a span, each request it sends in a span of its own
-        (:meth:`_attempt_in_span`), with the durations, attempts and statuses recorded.
+        (`_attempt_in_span()`), with the durations, attempts and statuses recorded.
 
-        Telemetry never fails a call: the :class:`Telemetry` methods called here log
+        Telemetry never fails a call: the `Telemetry` methods called here log
         whatever OpenTelemetry (or a processor, exporter or view of the application's)
         raises and return.
         """

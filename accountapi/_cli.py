@@ -1,6 +1,6 @@
 """The ``accountapi`` command line: ``profile``, ``balances``, ``emulator`` and ``demo``.
 
-Built on click and rich, which come with the ``cli`` extra; only :mod:`accountapi.__main__`
+Built on click and rich, which come with the ``cli`` extra; only `accountapi.__main__`
 imports this module, so library users never load either. Keys are shown only as hints
 (``dpct_…abcd``), in results, errors and progress alike. Every failure to run is one line
 on stderr and exit status 2, never a traceback.
@@ -199,7 +199,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 def _terminate_on_sigterm() -> Any:
-    """Before and after the event loop, SIGTERM raises :class:`_Terminated`; returns the
+    """Before and after the event loop, SIGTERM raises `_Terminated`; returns the
     handler to restore (None when nothing was installed: not the main thread, or a
     caller's own handler is in place)."""
     if threading.current_thread() is not threading.main_thread():
@@ -214,7 +214,7 @@ def _terminate_on_sigterm() -> Any:
 def _run_async(main: Coroutine[Any, Any, _T]) -> _T:
     """``asyncio.run(main)``, with SIGTERM handled as asyncio handles Ctrl-C: the main task
     is cancelled (so a run stops taking keys and prints its summary), then
-    :class:`_Terminated` is raised instead of ``KeyboardInterrupt``."""
+    `_Terminated` is raised instead of ``KeyboardInterrupt``."""
     terminated = False
 
     async def guarded() -> _T:
@@ -473,7 +473,7 @@ async def _profile(client: AccountClient, as_json: bool) -> int:
 
 
 def profile_json(p: Profile) -> dict[str, Any]:
-    """The profile in the service's wire shape: money (see :func:`money`) and timestamps as
+    """The profile in the service's wire shape: money (see `money()`) and timestamps as
     exact strings; other strings as the service sent them (JSON escapes them)."""
     return {
         "id": p.id,
@@ -517,7 +517,7 @@ class _KeySource:
     ends the run once the keys before it are reported.
 
     Line numbers live only between a key being taken and its result being written
-    (:meth:`line_of`), so memory does not grow with the input.
+    (`line_of()`), so memory does not grow with the input.
     """
 
     def __init__(

@@ -27,7 +27,7 @@ __all__ = [
 
 
 class NotGiven(enum.Enum):
-    """The type of :data:`NOT_GIVEN`: "use the default", as opposed to ``None`` ("no limit")."""
+    """The type of [`NOT_GIVEN`][accountapi.NOT_GIVEN]: "use the default", as opposed to ``None`` ("no limit")."""
 
     NOT_GIVEN = enum.auto()
 
@@ -126,9 +126,9 @@ class RetryPolicy:
     call's ``Timeout.total``.
 
     How many retries a call makes is set in one place, ``max_retries=`` (on the client,
-    :meth:`~accountapi.AccountClient.with_options` or the call; default
-    :data:`DEFAULT_MAX_RETRIES`). ``RetryPolicy(max_retries=...)`` still works and is
-    deprecated; given together with ``max_retries=`` it is a :class:`ConfigurationError`.
+    [`with_options()`][accountapi.AccountClient.with_options] or the call; default
+    `DEFAULT_MAX_RETRIES`). ``RetryPolicy(max_retries=...)`` still works and is
+    deprecated; given together with ``max_retries=`` it is a [`ConfigurationError`][accountapi.ConfigurationError].
     """
 
     max_retries: int | None = attrs.field(default=None, validator=_retries_or_none)

@@ -1,4 +1,4 @@
-"""Every exception accountapi raises, rooted at :class:`AccountAPIError`.
+"""Every exception accountapi raises, rooted at [`AccountAPIError`][accountapi.AccountAPIError].
 
 The tree, so a caller can choose how broadly to catch::
 
@@ -241,9 +241,9 @@ class MalformedAPIKeyError(ConfigurationError, AuthenticationError):
     """An API key that could never be valid: empty, or with whitespace, control or non-ASCII characters.
 
     Raised before any request, so the key never reaches a socket or a header. It is also an
-    :class:`AuthenticationError` (``status`` 401, ``code`` ``"key_malformed"``), so a web
+    [`AuthenticationError`][accountapi.AuthenticationError] (``status`` 401, ``code`` ``"key_malformed"``), so a web
     backend that answers 401 for ``AuthenticationError`` answers 401 for a caller's
-    malformed key too, and a :class:`ConfigurationError` (a ``ValueError``) for code that
+    malformed key too, and a [`ConfigurationError`][accountapi.ConfigurationError] (a ``ValueError``) for code that
     treats a bad key as a bad argument.
     """
 

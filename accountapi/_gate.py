@@ -5,7 +5,7 @@ gate keeps every request for a key within that limit, queueing the rest in arriv
 and after a 429 it holds back every queued or new request for that key until the
 ``Retry-After`` has passed: one cool-down per key, not one retry storm per caller.
 
-:class:`KeyGate` is the interface; :class:`MemoryKeyGate` is the in-process default.
+[`KeyGate`][accountapi.KeyGate] is the interface; [`MemoryKeyGate`][accountapi.MemoryKeyGate] is the in-process default.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ parking the key for a day.
 class GateTimeout(TimeoutError):
     """No slot (or no end of the cool-down) within the time the call had left.
 
-    A custom :class:`KeyGate` raises it (or :class:`KeyCoolingDown`) from ``acquire``;
-    the client turns it into :class:`~accountapi.APITimeoutError`.
+    A custom [`KeyGate`][accountapi.KeyGate] raises it (or [`KeyCoolingDown`][accountapi.KeyCoolingDown]) from ``acquire``;
+    the client turns it into [`APITimeoutError`][accountapi.APITimeoutError].
     """
 
 
@@ -50,7 +50,7 @@ class KeyCoolingDown(GateTimeout):
     """The key is cooling down after a 429 for longer than the call may wait.
 
     Raised by ``acquire`` at once, without waiting; ``retry_after`` is the time left (in
-    seconds). The client turns it into :class:`~accountapi.RateLimitError` with that
+    seconds). The client turns it into [`RateLimitError`][accountapi.RateLimitError] with that
     ``retry_after`` and nothing sent.
     """
 
@@ -68,22 +68,22 @@ class KeyGate(Protocol):
     ) -> None:
         """Wait for a free slot for ``key`` and for its cool-down to pass.
 
-        Raises :class:`KeyCoolingDown` at once when the key's cool-down outlasts
+        Raises [`KeyCoolingDown`][accountapi.KeyCoolingDown] at once when the key's cool-down outlasts
         ``timeout`` or ``max_cool_down`` seconds (the most this call may wait for one),
-        and :class:`GateTimeout` when no slot frees up within ``timeout`` seconds.
+        and [`GateTimeout`][accountapi.GateTimeout] when no slot frees up within ``timeout`` seconds.
         """
         ...
 
     def release(self, key: str) -> None:
-        """Give back the slot taken by :meth:`acquire`; called once per acquire, even on
+        """Give back the slot taken by [`acquire()`][accountapi.KeyGate.acquire]; called once per acquire, even on
         cancellation, so it must neither wait nor raise (a shared gate sends it in the
         background)."""
         ...
 
     async def cool_down(self, key: str, seconds: float) -> None:
         """Hold every request for ``key`` back for ``seconds`` (a 429's Retry-After),
-        at most :data:`MAX_COOL_DOWN`. The client calls it while still holding the slot
-        of the request that drew the 429, before :meth:`release`."""
+        at most [`MAX_COOL_DOWN`][accountapi.MAX_COOL_DOWN]. The client calls it while still holding the slot
+        of the request that drew the 429, before [`release()`][accountapi.KeyGate.release]."""
         ...
 
     async def in_flight(self, key: str) -> int:
@@ -94,7 +94,7 @@ class KeyGate(Protocol):
 def fast_acquire(gate: KeyGate) -> Callable[[str], bool] | None:
     """The gate's synchronous way to take a free slot, if it has one the client may use.
 
-    Only a :class:`MemoryKeyGate` whose ``acquire`` is not overridden: its
+    Only a [`MemoryKeyGate`][accountapi.MemoryKeyGate] whose ``acquire`` is not overridden: its
     ``_try_acquire`` then takes exactly the slots ``acquire`` would take without waiting,
     and a call that gets ``False`` goes on to ``acquire`` and queues. An uncontended call
     then costs no coroutine of the gate's.
@@ -182,7 +182,7 @@ class MemoryKeyGate:
         """Take a slot for ``key`` if one is free right now, without waiting; True if taken.
 
         False when the key is at its limit, has callers queued, or is cooling down: then
-        :meth:`acquire` waits in line (see :func:`fast_acquire`).
+        [`acquire()`][accountapi.MemoryKeyGate.acquire] waits in line (see `fast_acquire()`).
         """
         states = self._states
         entry = states.get(key)
@@ -264,7 +264,7 @@ class MemoryKeyGate:
         timeout: float | None,
         max_cool_down: float | None,
     ) -> None:
-        """Raise :class:`KeyCoolingDown` if the key's cool-down outlasts what the call may wait."""
+        """Raise [`KeyCoolingDown`][accountapi.KeyCoolingDown] if the key's cool-down outlasts what the call may wait."""
         if state.cool_until == 0.0:
             return
         left = state.cool_until - now
@@ -326,7 +326,7 @@ class MemoryKeyGate:
         self._cool_down_nowait(key, seconds)
 
     def _cool_down_nowait(self, key: str, seconds: float) -> None:
-        """Start or extend the key's cool-down (at most :data:`MAX_COOL_DOWN`); synchronous."""
+        """Start or extend the key's cool-down (at most [`MAX_COOL_DOWN`][accountapi.MAX_COOL_DOWN]); synchronous."""
         now = self._clock.monotonic()
         self._sweep(now)
         state = self._state(key)

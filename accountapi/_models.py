@@ -1,8 +1,8 @@
 """The account's data as plain, immutable attrs classes.
 
-Models know nothing of JSON: :mod:`accountapi._decode` owns the wire format. Money is
-:class:`decimal.Decimal` with every digit the service sent; timestamps are aware
-:class:`datetime.datetime` objects.
+Models know nothing of JSON: `accountapi._decode` owns the wire format. Money is
+`decimal.Decimal` with every digit the service sent; timestamps are aware
+`datetime.datetime` objects.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Retries, driven by tenacity, that cost nothing when the first attempt succeeds.
 
 The client runs the first attempt bare. Only when it fails with a retryable error does
-the call hand over to :meth:`Retrier.retry`: a ``tenacity.AsyncRetrying`` loop that
+the call hand over to `Retrier.retry()`: a ``tenacity.AsyncRetrying`` loop that
 replays that failure as its own attempt 1 and then decides every wait, sleep and
 further attempt. Measured here, entering
 ``AsyncRetrying`` for every call cost about a third of raw aiohttp's throughput; this way
 the success path pays one ``try`` block.
 
-What is retried: :attr:`AccountAPIError.retryable` errors (429, 502, 503, and connections
+What is retried: [`AccountAPIError.retryable`][accountapi.AccountAPIError.retryable] errors (429, 502, 503, and connections
 that never reached the service). How long it waits: the service's ``Retry-After`` when
 given, never less; otherwise full-jitter exponential backoff. When it stops: after
 ``max_retries``, or at once when the next wait is over ``max_wait`` or would end past the
@@ -68,7 +68,7 @@ def backoff_wait(policy: RetryPolicy, retry_number: int, rand: Callable[[], floa
 
 
 class Retrier:
-    """Runs an attempt function under a :class:`RetryPolicy` with an injectable clock."""
+    """Runs an attempt function under a [`RetryPolicy`][accountapi.RetryPolicy] with an injectable clock."""
 
     __slots__ = ("_clock", "_on_retry", "_rand", "max_retries", "policy")
 
@@ -88,7 +88,7 @@ class Retrier:
         self._rand = rand
 
     def should_retry(self, first: AccountAPIError) -> bool:
-        """Whether a failed first attempt goes on to :meth:`retry`."""
+        """Whether a failed first attempt goes on to `retry()`."""
         return first.retryable and self.max_retries > 0
 
     def with_max_retries(self, max_retries: int) -> Retrier:

@@ -148,7 +148,7 @@ class Endpoint:
 
 
 class CallScope:
-    """What :meth:`Telemetry.start_call` attached and :meth:`Telemetry.end_call` undoes."""
+    """What `Telemetry.start_call()` attached and `Telemetry.end_call()` undoes."""
 
     __slots__ = ("context_token", "endpoint", "endpoint_token", "span")
 
@@ -232,7 +232,7 @@ class Telemetry:
 
     @property
     def reads_private_globals(self) -> bool:
-        """Whether :meth:`active` reads the API's module globals (the cheap way) rather
+        """Whether `active()` reads the API's module globals (the cheap way) rather
         than its public getters (the fallback when the layout is not as expected)."""
         return not isinstance(self._trace_globals, _PublicGetters)
 
@@ -244,7 +244,7 @@ class Telemetry:
         The API's public getters look at ``os.environ`` on every call until a provider
         is set; the module globals they read are compared instead when the API keeps
         them where it did when this module was loaded (checked then, see
-        :func:`_provider_globals`).
+        `_provider_globals()`).
         """
         tracer_provider = self._trace_globals._TRACER_PROVIDER
         meter_provider = self._meter_globals._METER_PROVIDER
@@ -452,7 +452,7 @@ def _mirrors(private: object, public: object) -> bool:
 
 
 def _provider_globals(trace: ModuleType, metrics: ModuleType) -> tuple[object, object]:
-    """Where :meth:`Telemetry.active` reads the global providers from: the API's module
+    """Where `Telemetry.active()` reads the global providers from: the API's module
     globals (``trace._TRACER_PROVIDER``, ``metrics._internal._METER_PROVIDER``) when they
     are there and agree with the public getters, else the getters themselves, with a
     DEBUG line saying so. Never switches telemetry off."""
