@@ -72,12 +72,19 @@ class BalanceResult:
     """
 
     key: str
+    """The key as given (never shown in ``repr``/``str``; use ``key_hint``)."""
     index: int
+    """The key's position in the input, from 0."""
     profile: Profile | None = None
+    """The key's profile when the check succeeded, else ``None``."""
     error: AccountAPIError | None = None
+    """The error the key ended with, else ``None``."""
     attempts: int = 0
+    """HTTP attempts this occurrence made (0 when nothing was sent or it was shared)."""
     elapsed: float = 0.0
+    """Seconds from taking the key to this result."""
     shared: bool = False
+    """True when this repeat of a key reused another occurrence's check."""
 
     @property
     def key_hint(self) -> str:
@@ -125,18 +132,31 @@ class BalanceSummary:
     """
 
     total: int = 0
+    """Results added (one per input line)."""
     ok: int = 0
+    """Results with a profile."""
     failed: int = 0
+    """Results with an error."""
     auth_failed: int = 0
+    """Failed results whose error was an authentication error (401)."""
     by_error: dict[str, int] = attrs.Factory(dict)
+    """Failed results by error class name."""
     total_balance_eur: Decimal = Decimal(0)
+    """Exact sum of ``balance_eur``, once per account."""
     total_held_eur: Decimal = Decimal(0)
+    """Exact sum of ``held_eur``, once per account."""
     thresholds: BalanceThresholds | None = None
+    """The low/expiring rules to count by, or ``None`` for none."""
     now: datetime | None = None
+    """The moment expiry is judged against (aware), or ``None`` for the wall clock at each result."""
     low: int = 0
+    """Ok results (keys) whose balance is low."""
     expiring: int = 0
+    """Ok results (keys) whose credits are expiring."""
     low_accounts: int = 0
+    """Accounts whose balance is low, each judged once."""
     expiring_accounts: int = 0
+    """Accounts whose credits are expiring, each judged once."""
     _key_hashes: set[int] = attrs.field(factory=set, init=False, repr=False, eq=False)
     _account_ids: set[str] = attrs.field(factory=set, init=False, repr=False, eq=False)
 

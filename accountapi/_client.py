@@ -264,18 +264,22 @@ class AccountClient:
 
     @property
     def closed(self) -> bool:
+        """True once the client is closed (by ``aclose()`` or leaving ``async with``)."""
         return self._transport.closed
 
     @property
     def base_url(self) -> str:
+        """The service's base URL calls go to (without ``/v1``)."""
         return str(self._transport.base_url)
 
     @property
     def key_gate(self) -> KeyGate:
+        """The per-key gate every call of this client (and its ``with_options()`` copies) goes through."""
         return self._gate
 
     @property
     def retry_policy(self) -> RetryPolicy:
+        """How long calls wait before trying again."""
         return self._retrier.policy
 
     @property
@@ -290,6 +294,7 @@ class AccountClient:
 
     @property
     def timeout(self) -> Timeout:
+        """The timeouts calls get unless they pass their own."""
         return self._timeout
 
     def __repr__(self) -> str:

@@ -75,9 +75,13 @@ class AccountAPIError(Exception):
     """
 
     message: str
+    """The error's message (never holds the key)."""
     attempts: int
+    """HTTP attempts the call made before giving up (0 when it failed before sending)."""
     key_hint: str | None
+    """The key the call used, as a hint (``dpct_…abcd``), or ``None``."""
     retryable: bool = False
+    """Whether the SDK treats the failure as transient (it has already retried it)."""
 
     def __init__(self, message: str, *, attempts: int = 0, key_hint: str | None = None) -> None:
         super().__init__(message)
@@ -121,6 +125,7 @@ class APIConnectionError(AccountAPIError):
     """
 
     request_sent: bool
+    """False when the failure came before the request could reach the service."""
 
     def __init__(
         self,
@@ -147,8 +152,11 @@ class APIResponseValidationError(AccountAPIError):
     """
 
     status: int
+    """The HTTP status of the answer (2xx)."""
     path: str | None
+    """The offending field, such as ``user.balance_eur``, when one is known."""
     request_id: str | None
+    """The service's ``X-Request-Id`` for the answer, if it sent one."""
 
     def __init__(
         self,
@@ -176,12 +184,19 @@ class APIStatusError(AccountAPIError):
     """
 
     status: int
+    """The HTTP status code of the answer."""
     code: str | None
+    """The body's machine-readable ``error`` field, or ``None`` when the body was not the documented JSON."""
     details: Any
+    """The body's ``details`` field, as sent (``None`` when absent)."""
     request_id: str | None
+    """The service's ``X-Request-Id`` for the answer: quote it in a support ticket."""
     headers: Mapping[str, str]
+    """The answer's headers, case-insensitive (a key echoed back shows as its hint)."""
     retry_after: float | None
+    """Seconds the service asked to wait (``Retry-After``), if it sent one."""
     body_excerpt: str | None
+    """A short, bounded piece of a body that was not the documented JSON."""
 
     def __init__(
         self,
@@ -290,6 +305,7 @@ class RateLimitError(APIStatusError):
     """429: too many concurrent requests for the key; retried after ``retry_after`` seconds."""
 
     retryable = True
+    """True: the SDK retries this status (and did, as far as the retry policy allowed)."""
 
 
 class UnavailableForLegalReasonsError(APIStatusError):
@@ -304,9 +320,11 @@ class BadGatewayError(InternalServerError):
     """502 from the service's gateway: transient, retried."""
 
     retryable = True
+    """True: the SDK retries this status (and did, as far as the retry policy allowed)."""
 
 
 class ServiceUnavailableError(InternalServerError):
     """503 from the service's gateway: transient, retried."""
 
     retryable = True
+    """True: the SDK retries this status (and did, as far as the retry policy allowed)."""

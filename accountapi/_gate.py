@@ -57,6 +57,7 @@ class KeyCoolingDown(GateTimeout):
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"the key is cooling down after a 429 for {retry_after:.3f}s more")
         self.retry_after = retry_after
+        """Seconds left of the key's cool-down."""
 
 
 @runtime_checkable
@@ -165,6 +166,7 @@ class MemoryKeyGate:
 
     @property
     def per_key(self) -> int | None:
+        """Requests in flight at once for one key (``None``: no limit)."""
         return self._limit
 
     async def in_flight(self, key: str) -> int:

@@ -808,10 +808,12 @@ class RedisKeyGate(_Health):
 
     @property
     def per_key(self) -> int:
+        """Requests in flight at once for one key, across every process sharing the gate."""
         return self._per_key
 
     @property
     def lease_ttl(self) -> float:
+        """Seconds a slot or queue place outlives a process that stopped renewing it."""
         return self._lease_ttl
 
     @property

@@ -54,10 +54,12 @@ class RetryEvent:
 
     @property
     def status(self) -> int | None:
+        """The HTTP status of the failed attempt, or ``None`` when it got no answer."""
         return self.error.status if isinstance(self.error, APIStatusError) else None
 
     @property
     def request_id(self) -> str | None:
+        """The service's ``X-Request-Id`` for the failed attempt, if it answered with one."""
         return self.error.request_id if isinstance(self.error, APIStatusError) else None
 
 

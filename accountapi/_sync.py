@@ -727,22 +727,27 @@ class SyncAccountClient:
 
     @property
     def base_url(self) -> str:
+        """The service's base URL calls go to (without ``/v1``)."""
         return self._runner.client.base_url
 
     @property
     def timeout(self) -> Timeout:
+        """The timeouts calls get unless they pass their own."""
         return self._async_client().timeout
 
     @property
     def max_retries(self) -> int:
+        """How many times a call is retried after its first attempt (unless it says otherwise)."""
         return self._async_client().max_retries
 
     @property
     def default_headers(self) -> Mapping[str, str]:
+        """The headers every call sends besides the SDK's own (a read-only copy)."""
         return self._async_client().default_headers
 
     @property
     def closed(self) -> bool:
+        """True once the client is closed."""
         return self._runner.stopped
 
     def _usable(self) -> _LoopThread:

@@ -96,7 +96,9 @@ class BalanceThresholds:
     below_eur: Decimal | None = attrs.field(
         default=None, converter=_amount, validator=_check_amount
     )
+    """A balance strictly below this (EUR, exact) is low; ``None`` turns the rule off."""
     expiring_within: timedelta | None = attrs.field(default=None, validator=_check_within)
+    """Credits expiring within this long from now are expiring; ``None`` turns the rule off."""
 
     def is_low(self, profile: Profile) -> bool:
         """Whether the profile's balance is below ``below_eur`` (False when that is None)."""
