@@ -10,9 +10,9 @@ project that names it in ``pytest_plugins``.
 
 Fixtures (all function-scoped; the first five work in sync and async tests alike):
 
-- ``accountapi_emulator``: a :class:`~accountapi.testing.ThreadedEmulator` on a
+- ``accountapi_emulator``: a [`ThreadedEmulator`][accountapi.testing.ThreadedEmulator] on a
   127.0.0.1 ephemeral port, answering from its own thread; stopped after the test.
-- ``accountapi_clock``: a :class:`~accountapi.testing.VirtualClock` (instant, recorded
+- ``accountapi_clock``: a [`VirtualClock`][accountapi.testing.VirtualClock] (instant, recorded
   retry waits and cool-downs).
 - ``accountapi_key``: a key the emulator knows, with its default profile.
 - ``accountapi_defaults``: for the test's duration, every ``AccountClient`` or
@@ -94,7 +94,7 @@ def accountapi_defaults(
     developer's shell reaches a client; sets the default clock of clients built without
     ``clock=``. All is restored after the test, also when it fails. Arguments passed
     explicitly still win. Set up before the test's other function-scoped fixtures
-    (:func:`pytest_collection_modifyitems`), whatever their order in its arguments.
+    (`pytest_collection_modifyitems()`), whatever their order in its arguments.
     """
     from accountapi._clock import override_default_clock
 

@@ -81,11 +81,11 @@ class AccountResource:
     """Operations on the account behind an API key.
 
     Every method takes the same per-call options: ``api_key`` (another key on the same
-    client), ``timeout`` (a :class:`Timeout`, a number of seconds for the whole call, or
+    client), ``timeout`` (a [`Timeout`][accountapi.Timeout], a number of seconds for the whole call, or
     ``None``), ``max_retries`` (this call's retries; ``0`` sends one request at most) and
     ``extra_headers`` (sent with this call only; the SDK's own ``Authorization``,
     ``Accept-Encoding`` and ``User-Agent`` cannot be set, see
-    :class:`~accountapi.AccountClient`'s ``default_headers``). :meth:`profile` also takes
+    [`AccountClient`][accountapi.AccountClient]'s ``default_headers``). ``profile()`` also takes
     ``coalesce`` (join an identical read not yet sent; default: the client's).
     """
 
@@ -97,7 +97,7 @@ class AccountResource:
         self._profile_url = calls.url(PROFILE_PATH)
         self._dismiss_url = calls.url(DISMISS_PATH)
         self.with_response: Final = AccountResourceWithResponse(self)
-        """The same calls, each returning an :class:`APIResponse` (status, headers,
+        """The same calls, each returning an `APIResponse` (status, headers,
         request id, attempts) around its value."""
 
     async def profile(
@@ -159,7 +159,7 @@ class AccountResource:
 
 
 class AccountResourceWithResponse:
-    """``client.account.with_response``: each call returns an :class:`APIResponse`."""
+    """``client.account.with_response``: each call returns an `APIResponse`."""
 
     __slots__ = ("_resource",)
 
@@ -174,7 +174,7 @@ class AccountResourceWithResponse:
         max_retries: int | NotGiven = NOT_GIVEN,
         extra_headers: Mapping[str, str] | None = None,
     ) -> APIResponse[Profile]:
-        """:meth:`AccountResource.profile`, with the answer's status, headers and request id."""
+        """[`AccountResource.profile()`][accountapi.AccountResource.profile], with the answer's status, headers and request id."""
         key = None if api_key is None else Credential(api_key)
         del api_key
         resource = self._resource
@@ -196,7 +196,7 @@ class AccountResourceWithResponse:
         max_retries: int | NotGiven = NOT_GIVEN,
         extra_headers: Mapping[str, str] | None = None,
     ) -> APIResponse[None]:
-        """:meth:`AccountResource.dismiss_notifications`, with the answer's status,
+        """[`AccountResource.dismiss_notifications()`][accountapi.AccountResource.dismiss_notifications], with the answer's status,
         headers and request id."""
         key = None if api_key is None else Credential(api_key)
         del api_key

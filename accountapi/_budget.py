@@ -2,7 +2,7 @@
 
 Retries help when failures are rare and hurt when the service is failing: every call
 then multiplies its load by ``1 + max_retries`` just when the service can least take it.
-A :class:`RetryBudget` (the AWS SDKs' "standard" retry quota, gRPC's retry throttling)
+A [`RetryBudget`][accountapi.RetryBudget] (the AWS SDKs' "standard" retry quota, gRPC's retry throttling)
 lets retries through while most calls succeed and stops them while most fail: a retry
 takes tokens, a call that succeeds gives one back, and a retry that finds too few tokens
 is not made: its call ends at once with the error it had, flagged
@@ -45,8 +45,8 @@ class RetryBudget:
     key's cool-down, and say nothing about the service's health (see README "Under
     overload").
 
-    One budget belongs to a client and is shared by its :meth:`~AccountClient.with_options`
-    clients, its ``balances()`` runs and a :class:`SyncAccountClient`'s calls. Pass the
+    One budget belongs to a client and is shared by its [`AccountClient.with_options()`][accountapi.AccountClient.with_options]
+    clients, its ``balances()`` runs and a [`SyncAccountClient`][accountapi.SyncAccountClient]'s calls. Pass the
     same instance to several clients to share it between them. ``level`` and
     ``refused`` can be read at any time; updates take no lock, so a budget shared by
     clients on several threads may lose a token now and then, never a call.

@@ -1,9 +1,9 @@
 """Balances across many keys: a streaming engine with bounded work, and a summary of its results.
 
-:meth:`AccountClient.balances` returns a :class:`BalanceStream`. A fixed pool of
+[`AccountClient.balances()`][accountapi.AccountClient.balances] returns a [`BalanceStream`][accountapi.BalanceStream]. A fixed pool of
 ``concurrency`` worker tasks pulls keys from the input one at a time, checks each key's
 profile through the client (per-key gate, 429 cool-down, retries, strict decoding) and
-hands a :class:`BalanceResult` to the consumer through a bounded deque, or through a
+hands a [`BalanceResult`][accountapi.BalanceResult] to the consumer through a bounded deque, or through a
 bounded reorder buffer when ``ordered=True``. Nothing is held per input key beyond the
 dedupe window's last response bodies, so a million keys stream in flat memory; closing
 the stream cancels the workers and their requests.
@@ -53,7 +53,7 @@ __all__ = [
 logger: Final = logging.getLogger("accountapi")
 
 KeySource: TypeAlias = Iterable[str] | AsyncIterable[str]
-"""What :meth:`AccountClient.balances` reads keys from: any iterable or async iterable of str."""
+"""What [`AccountClient.balances()`][accountapi.AccountClient.balances] reads keys from: any iterable or async iterable of str."""
 
 # Keys checked at once by default: what a remote service 20-80 ms away needs to keep one
 # core busy over HTTPS (python -m benchmarks.https_grid; the README's concurrency table).
@@ -76,18 +76,24 @@ class BalanceOk:
     the seconds from taking the key to the result. ``shared`` is true when this
     occurrence of a duplicated key reused the check of another occurrence instead of
     making its own request. ``error`` is always None, so code written for either kind of
-    :data:`BalanceResult` reads both.
+    [`BalanceResult`][accountapi.BalanceResult] reads both.
     """
 
     ok: ClassVar[Literal[True]] = True
     error: ClassVar[None] = None
 
     key: str
+    """The key as given (never shown in ``repr``/``str``; use ``key_hint``)."""
     index: int
+    """The key's position in the input, from 0."""
     profile: Profile
+    """The key's profile, decoded."""
     attempts: int = 0
+    """HTTP attempts this occurrence made (0 when nothing was sent or it was shared)."""
     elapsed: float = 0.0
+    """Seconds from taking the key to this result."""
     shared: bool = False
+    """True when this repeat of a key reused another occurrence's check."""
 
     @property
     def key_hint(self) -> str:
@@ -106,7 +112,7 @@ class BalanceOk:
 class BalanceFailed:
     """A key whose check ended with an error: ``ok`` is False, ``error`` is set.
 
-    The fields mean what they mean on :class:`BalanceOk`; ``attempts`` is 0 when the
+    The fields mean what they mean on [`BalanceOk`][accountapi.BalanceOk]; ``attempts`` is 0 when the
     check failed before sending anything (a malformed key) or was shared. A shared
     occurrence's ``error`` is a copy of that check's error, whose own ``attempts`` tells
     how many that check took. ``profile`` is always None.
@@ -116,11 +122,17 @@ class BalanceFailed:
     profile: ClassVar[None] = None
 
     key: str
+    """The key as given (never shown in ``repr``/``str``; use ``key_hint``)."""
     index: int
+    """The key's position in the input, from 0."""
     error: AccountAPIError
+    """The error the key's check ended with."""
     attempts: int = 0
+    """HTTP attempts this occurrence made (0 when nothing was sent or it was shared)."""
     elapsed: float = 0.0
+    """Seconds from taking the key to this result."""
     shared: bool = False
+    """True when this repeat of a key reused another occurrence's check."""
 
     @property
     def key_hint(self) -> str:
@@ -137,12 +149,12 @@ class BalanceFailed:
 
 
 BalanceResult: TypeAlias = BalanceOk | BalanceFailed
-"""The outcome for one input key: :class:`BalanceOk` or :class:`BalanceFailed`.
+"""The outcome for one input key: [`BalanceOk`][accountapi.BalanceOk] or [`BalanceFailed`][accountapi.BalanceFailed].
 
 Both have ``ok``, ``profile``, ``error``, ``key``, ``key_hint``, ``index``, ``attempts``,
 ``elapsed`` and ``shared``; ``ok`` is ``Literal[True]`` on one and ``Literal[False]`` on
 the other. ``isinstance(r, BalanceOk)`` (or ``match r: case BalanceOk(): ...``) narrows
-the type for every type checker, so ``r.profile`` is a :class:`Profile` there with no
+the type for every type checker, so ``r.profile`` is a [`Profile`][accountapi.Profile] there with no
 cast; mypy also narrows on ``if r.ok:``, pyright only on ``if r.ok == True``.
 ``isinstance(r, BalanceResult)`` holds for both kinds.
 """
@@ -152,7 +164,7 @@ cast; mypy also narrows on ``if r.ok:``, pyright only on ``if r.ok == True``.
 class BalanceSummary:
     """Counts by outcome and error class, and exact EUR totals per account, over a run of results.
 
-    Build one and :meth:`add` each result as it arrives, or ``await
+    Build one and [`add()`][accountapi.BalanceSummary.add] each result as it arrives, or ``await
     BalanceSummary.collect(results)``. ``total``, ``ok``, ``failed``, ``auth_failed`` and
     ``by_error`` count results (one per input line); ``distinct_keys`` counts the different
     keys among them and ``accounts`` the different accounts (profile ``id``) behind the ok
@@ -160,7 +172,7 @@ class BalanceSummary:
 
     The totals are money per **account**, not per key: an account reached through two
     keys, or a key listed twice, is added once, with the first ok answer seen for it.
-    They are :class:`~decimal.Decimal` sums computed without rounding.
+    They are `Decimal` sums computed without rounding.
 
     To tell repeats apart the summary keeps one account id per distinct account and one
     64-bit hash per distinct key (never the key itself): about 100 bytes per distinct key
@@ -168,7 +180,7 @@ class BalanceSummary:
     with a chance of about 1 in 3*10^7 at a million keys; ``distinct_keys`` would then be
     one short. Money never depends on the key hashes, only on exact account ids.
 
-    With ``thresholds`` (:class:`~accountapi.BalanceThresholds`), ``low`` and ``expiring``
+    With ``thresholds`` ([`BalanceThresholds`][accountapi.BalanceThresholds]), ``low`` and ``expiring``
     count the ok results (keys) that are low or expiring, and ``low_accounts`` and
     ``expiring_accounts`` the accounts, each judged once by the first ok answer seen for
     it, as the totals are. Expiry is judged against ``now`` (an aware datetime, the same
@@ -176,18 +188,31 @@ class BalanceSummary:
     """
 
     total: int = 0
+    """Results added (one per input line)."""
     ok: int = 0
+    """Results with a profile."""
     failed: int = 0
+    """Results with an error."""
     auth_failed: int = 0
+    """Failed results whose error was an authentication error (401)."""
     by_error: dict[str, int] = attrs.Factory(dict)
+    """Failed results by error class name."""
     total_balance_eur: Decimal = Decimal(0)
+    """Exact sum of ``balance_eur``, once per account."""
     total_held_eur: Decimal = Decimal(0)
+    """Exact sum of ``held_eur``, once per account."""
     thresholds: BalanceThresholds | None = None
+    """The low/expiring rules to count by, or ``None`` for none."""
     now: datetime | None = None
+    """The moment expiry is judged against (aware), or ``None`` for the wall clock at each result."""
     low: int = 0
+    """Ok results (keys) whose balance is low."""
     expiring: int = 0
+    """Ok results (keys) whose credits are expiring."""
     low_accounts: int = 0
+    """Accounts whose balance is low, each judged once."""
     expiring_accounts: int = 0
+    """Accounts whose credits are expiring, each judged once."""
     _key_hashes: set[int] = attrs.field(factory=set, init=False, repr=False, eq=False)
     _account_ids: set[str] = attrs.field(factory=set, init=False, repr=False, eq=False)
 
@@ -235,7 +260,7 @@ class BalanceSummary:
         credits_expire_at: datetime | None = None,
     ) -> None:
         """Count a result recorded by an earlier run (the command line's ``--resume``),
-        as :meth:`add` would have; its key is counted by :meth:`_add_key`."""
+        as [`add()`][accountapi.BalanceSummary.add] would have; its key is counted by `_add_key()`."""
         self.total += 1
         if error is None:
             self.ok += 1
@@ -308,7 +333,7 @@ _MAX_KEPT: Final = _WINDOW_BYTES // 16  # one huge answer would crowd out hundre
 def _weight(kept: _Kept) -> int:
     """The bytes a kept outcome costs the window, roughly (its body, or its error's text).
 
-    :meth:`_Engine._fetched` inlines the common case, a body: ``len(body) + 64``."""
+    `_Engine._fetched()` inlines the common case, a body: ``len(body) + 64``."""
     if isinstance(kept, bytes):
         return len(kept) + 64
     details = getattr(kept, "details", None)
@@ -348,13 +373,13 @@ def _wake_all(waiters: deque[asyncio.Future[None]]) -> None:
 
 
 class _Engine:
-    """The workers and the state they share; the :class:`BalanceStream` is only its face.
+    """The workers and the state they share; the [`BalanceStream`][accountapi.BalanceStream] is only its face.
 
     Results travel from workers to the consumer through a deque (unordered) or a dict by
     input index (ordered), each bounded; a side that must wait parks a future of its own
     and the other side wakes it. Workers reference the engine, never the stream, so
     dropping an unclosed stream lets it be collected and cancel the workers (see
-    :meth:`BalanceStream.__del__`).
+    `BalanceStream.__del__()`).
     """
 
     def __init__(
@@ -648,7 +673,7 @@ class _Engine:
         shared: AccountAPIError,
     ) -> BalanceFailed:
         """The result of a key whose check failed with ``error``; ``shared``, a copy
-        without traceback (see :func:`_detached`), goes to the waiting repeats and into
+        without traceback (see `_detached()`), goes to the waiting repeats and into
         the window."""
         pending = self._inflight.pop(key)
         if pending is not None:
@@ -737,10 +762,10 @@ def _unexpected(key: str, exc: Exception) -> AccountAPIError:
 
 
 class BalanceStream:
-    """An async iterator of :class:`BalanceResult`, one per input key; see :meth:`AccountClient.balances`.
+    """An async iterator of [`BalanceResult`][accountapi.BalanceResult], one per input key; see [`AccountClient.balances()`][accountapi.AccountClient.balances].
 
     Work starts on the first ``__anext__``. Use it as ``async with client.balances(keys)
-    as results:`` (or wrap it in :func:`contextlib.aclosing`) so that leaving the block
+    as results:`` (or wrap it in `contextlib.aclosing()`) so that leaving the block
     early cancels the checks still running and waits for them. Cancelling the task that
     iterates does the same. A stream dropped after a bare ``break`` cancels its checks
     when it is garbage-collected, without waiting for them.

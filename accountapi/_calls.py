@@ -1,9 +1,9 @@
 """The call path: one API call for one key, from the deadline to the decoded answer.
 
-The client owns one :class:`CallPath`; the account resource and the bulk engine make
+The client owns one `CallPath`; the account resource and the bulk engine make
 every call through it and reach nothing else of the client. One call is: take a slot in
 the key gate, send one attempt, map the status, and on a retryable failure let the
-:class:`~accountapi._retry.Retrier` decide the waits and further attempts.
+`Retrier` decide the waits and further attempts.
 
 **The deadline.** ``Timeout.total`` is fixed when the call starts, and every wait comes
 out of it: the queue for the key's slot, its cool-down, the backoff between attempts,
@@ -12,7 +12,7 @@ at the moment it is sent, so a call ends no later than its ``total`` plus the ti
 event loop takes to notice.
 
 **Secrets.** Error trackers record the locals of every frame an exception passes
-through. The key travels as a :class:`~accountapi._keys.Credential` (whose ``repr`` is
+through. The key travels as a `Credential` (whose ``repr`` is
 its hint) and its request headers live on that object, so no frame here holds either in
 a local; errors that other code raised with such frames in their traceback are re-raised
 as detached copies.
@@ -24,6 +24,7 @@ import asyncio
 import copy
 import functools
 import logging
+import time
 from asyncio import CancelledError, current_task, get_running_loop
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
@@ -46,7 +47,7 @@ from ._headers import check_user_headers, request_id_from
 from ._keys import Credential
 from ._log import log_attempt, log_joined, logger
 from ._status import error_for_status
-from ._telemetry import Telemetry, call_labels, end_span, telemetry, telemetry_failed
+from ._telemetry import Endpoint, Telemetry, telemetry
 from ._transport import RawResponse, request_headers
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def without_key(raw: RawResponse, key: Credential) -> RawResponse:
 
 def _refused(parse: Callable[[RawResponse], Any], masked: RawResponse) -> AccountAPIError:
     """The validation error for a 2xx answer that echoed the key, decoded again from
-    ``masked`` (:func:`without_key`'s copy), so its message and request id show the hint."""
+    ``masked`` (`without_key()`'s copy), so its message and request id show the hint."""
     try:
         parse(masked)
     except APIResponseValidationError as exc:
@@ -118,7 +119,7 @@ class CallOptions:
 
     Built by a resource only when the caller passes such an option, so the plain call
     carries ``None`` and pays nothing for them. ``shared`` is set only on the options of
-    a shared read's own call (see :mod:`accountapi._coalesce`).
+    a shared read's own call (see `accountapi._coalesce`).
     """
 
     __slots__ = ("coalesce", "headers", "max_retries", "shared")
@@ -142,7 +143,7 @@ class CallOptions:
         extra_headers: Mapping[str, str] | None,
         coalesce: bool | NotGiven = NOT_GIVEN,
     ) -> CallOptions:
-        """Check the per-call options (a :class:`ConfigurationError` for a bad one)."""
+        """Check the per-call options (a [`ConfigurationError`][accountapi.ConfigurationError] for a bad one)."""
         if isinstance(max_retries, NotGiven):
             retries = None
         elif isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
@@ -168,7 +169,7 @@ def check_coalesce(value: object) -> bool:
 
 class _Lifecycle:
     """The event loop and the calls in progress, shared by a client and every client
-    :meth:`~accountapi.AccountClient.with_options` derived from it (one pool, one end)."""
+    [`with_options()`][accountapi.AccountClient.with_options] derived from it (one pool, one end)."""
 
     __slots__ = ("closing", "drained", "ended", "loop", "reads", "running")
 
@@ -200,7 +201,7 @@ class Call(Generic[T]):
     """One call's state across its attempts: the key, the request, the deadline, how
     many requests were sent and the answer its value was decoded from.
 
-    :meth:`CallPath.request` returns it beside the value: ``sent`` is what a result's
+    `CallPath.request()` returns it beside the value: ``sent`` is what a result's
     ``attempts`` reports, and ``answer`` (the 2xx response) is what ``balances()`` keeps
     for repeats and the span records the status of.
     """
@@ -239,15 +240,15 @@ class CallPath:
     """What resources need of the client: URLs, the clock, and ``request``.
 
     ``request`` is the untraced call path itself, or that path inside an OpenTelemetry
-    span when ``opentelemetry-api`` is installed (see :mod:`accountapi._telemetry`).
+    span when ``opentelemetry-api`` is installed (see `accountapi._telemetry`).
 
     **One event loop, and an end.** The first call binds the client to its event loop;
-    a call from any other loop raises :class:`ClientStateError` before it touches the
+    a call from any other loop raises [`ClientStateError`][accountapi.ClientStateError] before it touches the
     key gate (whose queues belong to one loop). Every call in progress is registered
-    with its task, so :meth:`aclose` can end all of them at once, wherever each one is
+    with its task, so `aclose()` can end all of them at once, wherever each one is
     (queued for a slot, on the wire, or waiting out a ``Retry-After``): each raises
-    :class:`ClientStateError` and gives its slot back. A call path made by
-    :meth:`derive` shares all of this (and the transport, gate and telemetry) with the
+    [`ClientStateError`][accountapi.ClientStateError] and gives its slot back. A call path made by
+    `derive()` shares all of this (and the transport, gate and telemetry) with the
     one it came from.
     """
 
@@ -255,10 +256,10 @@ class CallPath:
         "_budget",
         "_clock",
         "_default_key",
+        "_endpoints",
         "_fast_acquire",
         "_gate",
         "_headers",
-        "_labels",
         "_life",
         "_retrier",
         "_retriers",
@@ -300,7 +301,7 @@ class CallPath:
         # Without opentelemetry-api the call path is the untraced one itself: not a
         # wrapper, not a branch per call.
         self._telemetry = telemetry()
-        self._labels: dict[tuple[str, URL], dict[str, Any]] = {}  # per endpoint: two
+        self._endpoints: dict[tuple[str, URL], Endpoint] = {}  # span names, attributes
         self._life = _Lifecycle() if life is None else life
         self.request: _Request = self._untraced if self._telemetry is None else self._traced
 
@@ -378,7 +379,7 @@ class CallPath:
         options: CallOptions | None,
     ) -> T:
         """A ``GET`` that joins an identical read not yet sent, or starts one others may
-        join (``coalesce=True``; see :mod:`accountapi._coalesce`).
+        join (``coalesce=True``; see `accountapi._coalesce`).
 
         The caller waits at most its own deadline and takes no slot in the key gate; an
         error is the caller's own copy of the read's.
@@ -448,19 +449,19 @@ class CallPath:
         value, _ = await self.request("GET", url, parse, key, timeouts, options)
         return value
 
+    def _endpoint(self, method: str, url: URL) -> Endpoint:
+        """The span names and labels of an endpoint (made once per endpoint)."""
+        endpoint = self._endpoints.get((method, url))
+        if endpoint is None:
+            endpoint = self._endpoints[method, url] = Endpoint(method, url)
+        return endpoint
+
     def _joined(self, url: URL, read: SharedRead[Any], key: Credential) -> None:
         """Make a joined read visible: a DEBUG line and the ``accountapi.call.joined`` counter."""
         if logger.isEnabledFor(logging.DEBUG):
             log_joined(url.path, read.waiting, key.hint)
-        labels = self._labels.get(("GET", url))
-        if labels is None:
-            labels = self._labels["GET", url] = {
-                "http.request.method": "GET",
-                "url.template": url.path,
-                "server.address": url.host or "",
-                "server.port": url.port or 0,
-            }
-        _telemetry.joined(labels)
+        if self._telemetry is not None:
+            _telemetry.joined(self._endpoint("GET", url))
 
     async def _untraced(
         self,
@@ -470,10 +471,12 @@ class CallPath:
         api_key: Credential | None,
         timeout: Timeout | float | NotGiven | None,
         options: CallOptions | None = None,
+        *,
+        traced: bool = False,
     ) -> tuple[T, Call[T]]:
         """One API call for one key: gate, attempt, map status, retry, decode.
 
-        Returns the decoded value and the :class:`Call` (requests sent, the answer).
+        Returns the decoded value and the `Call` (requests sent, the answer).
         Every error raised has ``attempts`` (requests sent) and ``key_hint`` set.
         """
         life = self._life
@@ -489,7 +492,10 @@ class CallPath:
         )
         if options is not None and options.shared is not None:
             options.shared.started(call)
-        attempt = self._logged_attempt if _debug_on(_DEBUG) else self._attempt
+        if traced:  # inside _in_span: each request sent gets a span
+            attempt = self._attempt_in_span
+        else:
+            attempt = self._logged_attempt if _debug_on(_DEBUG) else self._attempt
         task = current_task()
         if task is not None:
             life.running[task] = task.cancelling()
@@ -535,7 +541,7 @@ class CallPath:
 
     def _bind(self) -> None:
         """Bind the client to the running loop on its first call; refuse any other loop,
-        and any call once :meth:`aclose` has begun."""
+        and any call once `aclose()` has begun."""
         life = self._life
         if life.closing:
             raise ClientStateError(_CLOSED)
@@ -546,7 +552,7 @@ class CallPath:
             raise ClientStateError(_OTHER_LOOP)
 
     def _ended_by_close(self, task: asyncio.Task[Any], call: Call[Any]) -> ClientStateError | None:
-        """The error for a call that :meth:`aclose` cancelled, or None when the
+        """The error for a call that `aclose()` cancelled, or None when the
         cancellation is (also) someone else's and must go on as one."""
         life = self._life
         if task not in life.ended:
@@ -575,9 +581,9 @@ class CallPath:
             drained.set_result(None)
 
     async def aclose(self) -> None:
-        """End every call in progress with :class:`ClientStateError` and refuse new ones.
+        """End every call in progress with [`ClientStateError`][accountapi.ClientStateError] and refuse new ones.
 
-        Waits (at most :data:`_DRAIN_LIMIT` seconds) for the ended calls to unwind, so
+        Waits (at most `_DRAIN_LIMIT` seconds) for the ended calls to unwind, so
         their key slots are back and their spans ended before the pool closes.
         """
         life = self._life
@@ -601,7 +607,7 @@ class CallPath:
             life.drained = None
 
     async def _logged_attempt(self, call: Call[T], number: int) -> T:
-        """:meth:`_attempt` with one DEBUG line when it ends (the debug switch is on)."""
+        """`_attempt()` with one DEBUG line when it ends (the debug switch is on)."""
         started = self.monotonic()
         try:
             value = await self._attempt(call, number)
@@ -735,8 +741,8 @@ class CallPath:
         timeout: Timeout | float | NotGiven | None,
         options: CallOptions | None = None,
     ) -> Awaitable[tuple[T, Call[T]]]:
-        """:meth:`_untraced` itself while no OpenTelemetry SDK records (no extra frame);
-        else the call inside a span (:meth:`_in_span`)."""
+        """`_untraced()` itself while no OpenTelemetry SDK records (no extra frame);
+        else the call inside a span (`_in_span()`)."""
         tel = self._telemetry
         if tel is None or not tel.active():
             return self._untraced(method, url, parse, api_key, timeout, options)
@@ -752,60 +758,43 @@ class CallPath:
         timeout: Timeout | float | NotGiven | None,
         options: CallOptions | None,
     ) -> tuple[T, Call[T]]:
-        """One call in a CLIENT span, with its duration, attempts and status recorded.
+        """One call in a span, each request it sends in a span of its own
+        (`_attempt_in_span()`), with the durations, attempts and statuses recorded.
 
-        Telemetry never fails a call: whatever OpenTelemetry (or a processor of the
-        application's) raises is logged and the call goes on, untraced if its span could
-        not even start.
+        Telemetry never fails a call: the `Telemetry` methods called here log
+        whatever OpenTelemetry (or a processor, exporter or view of the application's)
+        raises and return.
         """
-        labels = self._labels.get((method, url))
-        if labels is None:
-            labels = self._labels[method, url] = {
-                "http.request.method": method,
-                "url.template": url.path,
-                "server.address": url.host or "",
-                "server.port": url.port or 0,
-            }
+        endpoint = self._endpoint(method, url)
         monotonic = self.monotonic
         started = monotonic()
+        scope = tel.start_call(endpoint)
         try:
-            scope = tel.tracer.start_as_current_span(
-                f"{method} {labels['url.template']}",
-                kind=tel.trace.SpanKind.CLIENT,
-                attributes=labels,
-                record_exception=False,
-                set_status_on_exception=False,
+            value, call = await self._untraced(
+                method, url, parse, api_key, timeout, options, traced=True
             )
-            span = scope.__enter__()
-        except Exception:
-            telemetry_failed("starting a span")
-            return await self._untraced(method, url, parse, api_key, timeout, options)
-        token = call_labels.set(labels)
+        except BaseException as exc:
+            tel.end_call(scope, monotonic() - started, None, exc)
+            raise
+        tel.end_call(scope, monotonic() - started, call, None)
+        return value, call
+
+    async def _attempt_in_span(self, call: Call[T], number: int) -> T:
+        """An attempt of a traced call; the request it sent (if it got that far) is
+        recorded as a ``CLIENT`` span and in ``http.client.request.duration``."""
+        attempt = self._logged_attempt if logger.isEnabledFor(logging.DEBUG) else self._attempt
+        sent = call.sent
+        started_ns = time.time_ns()
+        started = self.monotonic()
         try:
-            try:
-                value, call = await self._untraced(method, url, parse, api_key, timeout, options)
-            except BaseException as exc:
-                try:
-                    kind = tel.failed(span, exc, labels)
-                    tel.duration.record(monotonic() - started, {**labels, "error.type": kind})
-                except Exception:
-                    telemetry_failed("recording a failed call")
-                end_span(scope, exc)
-                raise
-            try:
-                status = 0 if call.answer is None else call.answer.status
-                span.set_attributes(
-                    {"http.response.status_code": status, "accountapi.attempts": call.sent}
-                )
-                tel.duration.record(
-                    monotonic() - started, {**labels, "http.response.status_code": status}
-                )
-            except Exception:
-                telemetry_failed("recording a call")
-            end_span(scope, None)
-            return value, call
-        finally:
-            call_labels.reset(token)
+            value = await attempt(call, number)
+        except BaseException as exc:
+            if call.sent != sent and self._telemetry is not None:
+                self._telemetry.request_ended(call, started_ns, self.monotonic() - started, exc)
+            raise
+        if self._telemetry is not None:
+            self._telemetry.request_ended(call, started_ns, self.monotonic() - started, None)
+        return value
 
     def __repr__(self) -> str:
         return f"CallPath(base_url={str(self._transport.base_url)!r})"

@@ -1,6 +1,6 @@
 """The ``accountapi`` command line: ``profile``, ``balances``, ``emulator`` and ``demo``.
 
-Built on click and rich, which come with the ``cli`` extra; only :mod:`accountapi.__main__`
+Built on click and rich, which come with the ``cli`` extra; only `accountapi.__main__`
 imports this module, so library users never load either. Keys are shown only as hints
 (``dpct_…abcd``), in results, errors and progress alike. Every failure to run is one line
 on stderr and exit status 2, never a traceback.
@@ -233,7 +233,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 def _terminate_on_sigterm() -> Any:
-    """Before and after the event loop, SIGTERM raises :class:`_Terminated`; returns the
+    """Before and after the event loop, SIGTERM raises `_Terminated`; returns the
     handler to restore (None when nothing was installed: not the main thread, or a
     caller's own handler is in place)."""
     if threading.current_thread() is not threading.main_thread():
@@ -248,7 +248,7 @@ def _terminate_on_sigterm() -> Any:
 def _run_async(main: Coroutine[Any, Any, _T]) -> _T:
     """``asyncio.run(main)``, with SIGTERM handled as asyncio handles Ctrl-C: the main task
     is cancelled (so a run stops taking keys and prints its summary), then
-    :class:`_Terminated` is raised instead of ``KeyboardInterrupt``."""
+    `_Terminated` is raised instead of ``KeyboardInterrupt``."""
     terminated = False
 
     async def guarded() -> _T:
@@ -552,7 +552,7 @@ async def _profile(client: AccountClient, as_json: bool) -> int:
 
 
 def profile_json(p: Profile) -> dict[str, Any]:
-    """The profile in the service's wire shape: money (see :func:`money`) and timestamps as
+    """The profile in the service's wire shape: money (see `money()`) and timestamps as
     exact strings; other strings as the service sent them (JSON escapes them)."""
     return {
         "id": p.id,
@@ -596,7 +596,7 @@ class _KeySource:
     ends the run once the keys before it are reported.
 
     Line numbers live only between a key being taken and its result being written
-    (:meth:`line_of`), so memory does not grow with the input.
+    (`line_of()`), so memory does not grow with the input.
     """
 
     def __init__(
@@ -1411,7 +1411,7 @@ async def _balances(
 
     ``out`` defaults to stdout; ``summary`` may already count an earlier run's results
     (``--resume``), so the closing summary covers the whole keys file. A row that cannot
-    be written (``out_name`` says where) stops the run with :class:`_WriteFailed`, after
+    be written (``out_name`` says where) stops the run with `_WriteFailed`, after
     the summary of the rows written.
     """
     if out is None:

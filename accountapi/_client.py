@@ -43,7 +43,7 @@ __all__ = ["AccountClient"]
 class AccountClient:
     """An asyncio client for the account API: one connection pool, any number of keys.
 
-    Use it as ``async with AccountClient() as client:`` (or call :meth:`aclose`). Build it
+    Use it as ``async with AccountClient() as client:`` (or call [`aclose()`][accountapi.AccountClient.aclose]). Build it
     anywhere, with or without a running loop; its aiohttp session is created inside the
     loop on first use. One client serves many API keys: pass ``api_key=`` per call to use
     another key on the same pool, gate and retry policy.
@@ -55,23 +55,23 @@ class AccountClient:
     - ``base_url``: falls back to ``$ACCOUNTAPI_BASE_URL``, ``$DEPICTA_API_URL``, then
       ``https://api.depicta.ai``. Plain ``http://`` only for loopback hosts unless
       ``allow_insecure_http=True``.
-    - ``timeout``: a :class:`Timeout`, a number (the whole call's deadline in seconds) or
+    - ``timeout``: a [`Timeout`][accountapi.Timeout], a number (the whole call's deadline in seconds) or
       ``None`` (no limits at all). Default: ``Timeout()``.
     - ``max_retries``: how many times a call is retried after its first attempt
       (429, 502, 503 and failed connects only; default 4); ``0`` turns retrying off.
-      The one place to set it (also per call, and in :meth:`with_options`).
-    - ``retry``: how long to wait between attempts (:class:`RetryPolicy`).
+      The one place to set it (also per call, and in [`with_options()`][accountapi.AccountClient.with_options]).
+    - ``retry``: how long to wait between attempts ([`RetryPolicy`][accountapi.RetryPolicy]).
     - ``limits``: pool size, per-key concurrency (default 10, the service's maximum) and
-      the largest response body read (:class:`Limits`).
+      the largest response body read ([`Limits`][accountapi.Limits]).
     - ``session``: an ``aiohttp.ClientSession`` to use instead of the client's own; it is
       never closed by the SDK. (The client's own session keeps no cookies; give yours
       ``cookie_jar=aiohttp.DummyCookieJar()`` if it serves many keys.) A session
-      with a login of its own (``auth=``) is a :class:`ConfigurationError`: the API
+      with a login of its own (``auth=``) is a [`ConfigurationError`][accountapi.ConfigurationError]: the API
       key is the login. ``ssl``, ``trust_env`` and ``proxy`` are then set on it instead.
     - ``ssl``: an ``ssl.SSLContext`` to verify the service with (for a private CA):
       ``ssl.create_default_context(cafile=...)``. Verification cannot be turned off: a
       context that skips the certificate or host name check is a
-      :class:`ConfigurationError`.
+      [`ConfigurationError`][accountapi.ConfigurationError].
     - ``trust_env``: take the proxy from the environment (off by default), read once
       here: ``$HTTPS_PROXY`` (``$HTTP_PROXY`` for an ``http://`` base URL), none for a
       host in ``$NO_PROXY``, the proxy's login from netrc. A netrc entry for the service
@@ -82,20 +82,20 @@ class AccountClient:
     - ``default_headers``: headers sent with every call (an ``X-Correlation-Id``, a
       tenant tag). The SDK's own ``Authorization``, ``Accept-Encoding`` and
       ``User-Agent`` cannot be set this way, nor connection headers (``Host``,
-      ``Connection``, ``Content-Length``...): naming one is a :class:`ConfigurationError`.
+      ``Connection``, ``Content-Length``...): naming one is a [`ConfigurationError`][accountapi.ConfigurationError].
       A call's ``extra_headers`` add to them and replace a value of the same name.
-    - ``on_retry``: called with a :class:`RetryEvent` before each retry's wait.
+    - ``on_retry``: called with a [`RetryEvent`][accountapi.RetryEvent] before each retry's wait.
     - ``clock``: the time source and sleep (tests pass
-      :class:`accountapi.testing.VirtualClock` to make waits instant).
-    - ``key_gate``: the per-key admission control (:class:`KeyGate`); defaults to an
-      in-process :class:`MemoryKeyGate` with ``limits.per_key`` slots. A gate you pass
+      [`accountapi.testing.VirtualClock`][accountapi.testing.VirtualClock] to make waits instant).
+    - ``key_gate``: the per-key admission control ([`KeyGate`][accountapi.gates.KeyGate]); defaults to an
+      in-process [`MemoryKeyGate`][accountapi.gates.MemoryKeyGate] with ``limits.per_key`` slots. A gate you pass
       has its own ``per_key``: a non-default ``Limits.per_key`` that differs from it is
-      a :class:`ConfigurationError`.
-    - ``retry_budget``: the :class:`RetryBudget` every retry of this client (and of its
-      :meth:`with_options` clients and ``balances()``) draws from; default a new
-      ``RetryBudget()``; ``None`` turns it off. A first attempt never draws.
+      a [`ConfigurationError`][accountapi.ConfigurationError].
+    - ``retry_budget``: the [`RetryBudget`][accountapi.RetryBudget] every retry of this
+      client (and of its ``with_options()`` clients and ``balances()``) draws from;
+      default a new ``RetryBudget()``; ``None`` turns it off. A first attempt never draws.
     - ``coalesce``: ``profile()`` calls join an identical read not yet sent instead of
-      sending their own (off by default; also per call and in :meth:`with_options`).
+      sending their own (off by default; also per call and in ``with_options()``).
     """
 
     __slots__ = (
@@ -246,7 +246,7 @@ class AccountClient:
         Cheap enough to call per request. Options not given are this client's;
         ``default_headers`` are added to this client's (a name given again takes the new
         value). The derived client is the same client underneath: closing either closes
-        both, and :meth:`aclose` on either ends the calls of both.
+        both, and [`aclose()`][accountapi.AccountClient.aclose] on either ends the calls of both.
         """
         key = self._default_key if isinstance(api_key, NotGiven) else Credential(api_key)
         del api_key
@@ -304,7 +304,7 @@ class AccountClient:
         """Close the client: end every call in progress, then its own connection pool.
 
         Calls queued for a key slot, on the wire or waiting out a retry's wait raise
-        :class:`ClientStateError` at once (their slots given back), as do calls made
+        [`ClientStateError`][accountapi.ClientStateError] at once (their slots given back), as do calls made
         afterwards. A session passed in as ``session=`` stays open. Idempotent; must run
         in the event loop the client was used in.
         """
@@ -313,18 +313,22 @@ class AccountClient:
 
     @property
     def closed(self) -> bool:
+        """True once the client is closed (by ``aclose()`` or leaving ``async with``)."""
         return self._transport.closed
 
     @property
     def base_url(self) -> str:
+        """The service's base URL calls go to (without ``/v1``)."""
         return str(self._transport.base_url)
 
     @property
     def key_gate(self) -> KeyGate:
+        """The per-key gate every call of this client (and its ``with_options()`` copies) goes through."""
         return self._gate
 
     @property
     def retry_policy(self) -> RetryPolicy:
+        """How long calls wait before trying again."""
         return self._retrier.policy
 
     @property
@@ -351,6 +355,7 @@ class AccountClient:
 
     @property
     def timeout(self) -> Timeout:
+        """The timeouts calls get unless they pass their own."""
         return self._timeout
 
     def __repr__(self) -> str:

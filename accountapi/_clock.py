@@ -1,6 +1,6 @@
-"""Time, injectable: the SDK reads clocks and sleeps only through a :class:`Clock`.
+"""Time, injectable: the SDK reads clocks and sleeps only through a [`Clock`][accountapi.gates.Clock].
 
-Tests (and :class:`accountapi.testing.VirtualClock`) replace it so retry waits, cool-downs
+Tests (and [`accountapi.testing.VirtualClock`][accountapi.testing.VirtualClock]) replace it so retry waits, cool-downs
 and deadlines can be asserted without waiting.
 """
 
@@ -33,7 +33,7 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clocks and :func:`asyncio.sleep`."""
+    """The real clocks and `asyncio.sleep()`."""
 
     __slots__ = ()
 
@@ -53,7 +53,7 @@ _default_override: Clock | None = None
 
 def default_clock() -> Clock:
     """The clock of a client built without ``clock=``: the system clock, unless a test
-    has put another in place with :func:`override_default_clock`."""
+    has put another in place with `override_default_clock()`."""
     return _default_override if _default_override is not None else SystemClock()
 
 

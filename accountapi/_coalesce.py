@@ -78,7 +78,7 @@ class SharedRead(Generic[T]):
         """Whether a new caller may join: the read is running and has sent nothing yet.
 
         A read that ended before sending anything (refused by a cooling-down key, out of
-        time) is not joinable even before :meth:`landed` has run: its error belongs to
+        time) is not joinable even before `landed()` has run: its error belongs to
         callers that came before.
         """
         call = self.call
@@ -126,7 +126,7 @@ class SharedRead(Generic[T]):
 def outcome_of(task: asyncio.Task[T]) -> T:
     """The read's value for one caller, or its error as that caller's own copy.
 
-    The value is shared (a :class:`~accountapi.Profile` is frozen); an error is copied
+    The value is shared (a [`Profile`][accountapi.Profile] is frozen); an error is copied
     deeply for each caller, so none sees another's notes, traceback or changes.
     """
     if task.cancelled():

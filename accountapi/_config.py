@@ -29,7 +29,7 @@ __all__ = [
 
 
 class NotGiven(enum.Enum):
-    """The type of :data:`NOT_GIVEN`: "use the default", as opposed to ``None`` ("no limit")."""
+    """The type of [`NOT_GIVEN`][accountapi.NOT_GIVEN]: "use the default", as opposed to ``None`` ("no limit")."""
 
     NOT_GIVEN = enum.auto()
 
@@ -72,9 +72,13 @@ class Timeout:
     """
 
     connect: float | None = attrs.field(default=5.0, validator=_non_negative_or_none)
+    """Seconds to open a TCP/TLS connection (default 5)."""
     read: float | None = attrs.field(default=15.0, validator=_non_negative_or_none)
+    """Seconds between two reads once the request is sent (default 15)."""
     attempt: float | None = attrs.field(default=15.0, validator=_non_negative_or_none)
+    """Seconds for one HTTP attempt, start to last byte (default 15)."""
     total: float | None = attrs.field(default=60.0, validator=_non_negative_or_none)
+    """Seconds for the whole call, retries and waits included (default 60)."""
 
     @classmethod
     def coerce(cls, value: Timeout | float | NotGiven | None) -> Timeout:
@@ -143,16 +147,19 @@ class RetryPolicy:
     call's ``Timeout.total``.
 
     How many retries a call makes is set in one place, ``max_retries=`` (on the client,
-    :meth:`~accountapi.AccountClient.with_options` or the call; default
-    :data:`DEFAULT_MAX_RETRIES`). ``RetryPolicy(max_retries=...)`` still works and is
-    deprecated; given together with ``max_retries=`` it is a :class:`ConfigurationError`.
+    [`with_options()`][accountapi.AccountClient.with_options] or the call; default
+    `DEFAULT_MAX_RETRIES`). ``RetryPolicy(max_retries=...)`` still works and is
+    deprecated; given together with ``max_retries=`` it is a [`ConfigurationError`][accountapi.ConfigurationError].
     """
 
     max_retries: int | None = attrs.field(default=None, validator=_retries_or_none)
     """Deprecated: pass ``max_retries=`` to the client, ``with_options()`` or the call."""
     backoff_initial: float = attrs.field(default=0.25, validator=_positive_seconds)
+    """Ceiling of the first backoff wait, in seconds (default 0.25)."""
     backoff_max: float = attrs.field(default=8.0, validator=_positive_seconds)
+    """Ceiling of any backoff wait, in seconds (default 8)."""
     max_wait: float = attrs.field(default=30.0, validator=_positive_seconds)
+    """The longest single wait a call accepts, ``Retry-After`` included (default 30 s)."""
 
 
 DEFAULT_MAX_RETRIES: Final = 4
@@ -197,8 +204,11 @@ class Limits:
     """
 
     max_connections: int | None = attrs.field(default=256, validator=_limit)
+    """Size of the shared connection pool (default 256; ``None``: unbounded)."""
     per_key: int | None = attrs.field(default=10, validator=_limit)
+    """Requests in flight at once for one key (default 10, the service's maximum; ``None``: no limit)."""
     max_response_bytes: int = attrs.field(default=1 << 20, validator=_limit)
+    """A larger response body is refused unread (default 1 MiB)."""
 
 
 DEFAULT_LIMITS: Final = Limits()

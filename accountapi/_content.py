@@ -35,7 +35,7 @@ def decode_body(body: bytes, encoding: str, cap: int) -> tuple[bytes, bool]:
     """Decode ``body`` sent with Content-Encoding ``encoding``, holding at most ``cap`` bytes.
 
     Returns the decoded bytes and whether decoding stopped at the cap (the rest is never
-    inflated). Raises :class:`UndecodableBody` for a coding other than gzip/deflate, a
+    inflated). Raises `UndecodableBody` for a coding other than gzip/deflate, a
     stack of codings, or a corrupt or incomplete stream.
     """
     coding = encoding.strip().lower()

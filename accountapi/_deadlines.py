@@ -8,9 +8,9 @@ armed for the earliest deadline, cancels the attempts that outlive theirs. Attem
 long before their deadline almost always, so the timer fires rarely and re-arms for the
 next earliest.
 
-The cancellation follows :func:`asyncio.timeout`'s rules: only a cancellation this
+The cancellation follows `asyncio.timeout()`'s rules: only a cancellation this
 registry caused, and no other cancellation of the task meanwhile, becomes a timeout;
-:meth:`AttemptDeadlines.expired` undoes the cancel request (``Task.uncancel``) so that
+`AttemptDeadlines.expired()` undoes the cancel request (``Task.uncancel``) so that
 structured concurrency around the caller still sees a correct count.
 """
 
@@ -40,7 +40,7 @@ class AttemptDeadlines:
     def enter(self, seconds: float) -> asyncio.Task[object] | None:
         """Start the current task's attempt, to be cancelled after ``seconds``.
 
-        Returns the task to pass to :meth:`expired` and :meth:`leave`, or None when not
+        Returns the task to pass to `expired()` and `leave()`, or None when not
         called from a task (the caller must then time the attempt another way).
         """
         task = asyncio.current_task()
@@ -62,7 +62,7 @@ class AttemptDeadlines:
     def expired(self, task: asyncio.Task[object]) -> bool:
         """Whether the ``CancelledError`` the attempt got is its deadline passing.
 
-        Call it from the attempt's ``except CancelledError`` (before :meth:`leave`). True
+        Call it from the attempt's ``except CancelledError`` (before `leave()`). True
         only if this registry cancelled the task and nothing else cancelled it too; the
         registry's own cancel request is then withdrawn.
         """

@@ -1,7 +1,7 @@
-"""The wire format: JSON bytes in, :class:`~accountapi.Profile` out, through one cattrs converter.
+"""The wire format: JSON bytes in, [`Profile`][accountapi.Profile] out, through one cattrs converter.
 
 Hooks are strict on purpose. Money must arrive as a plain decimal string
-(``"9.955000"``, ``"-0.000000"``) and becomes a :class:`~decimal.Decimal` with every digit
+(``"9.955000"``, ``"-0.000000"``) and becomes a `Decimal` with every digit
 kept; a JSON number, ``null``, an exponent, ``NaN``, padding or a comma is a validation
 error, never a silently rounded value. Booleans, integers and strings must have their
 JSON type. Unknown fields are ignored so the service can add fields without breaking us.
@@ -183,7 +183,7 @@ def _try_structure(data: Any) -> Profile | None:
 
 
 def decode_profile(body: bytes, *, status: int = 200, request_id: str | None = None) -> Profile:
-    """Decode a profile response body, or raise :class:`APIResponseValidationError`."""
+    """Decode a profile response body, or raise [`APIResponseValidationError`][accountapi.APIResponseValidationError]."""
     try:
         data = _first_loads(body)
     except (ValueError, RecursionError):

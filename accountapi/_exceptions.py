@@ -1,4 +1,4 @@
-"""Every exception accountapi raises, rooted at :class:`AccountAPIError`.
+"""Every exception accountapi raises, rooted at [`AccountAPIError`][accountapi.AccountAPIError].
 
 The tree, so a caller can choose how broadly to catch::
 
@@ -72,14 +72,19 @@ class AccountAPIError(Exception):
     ``retryable`` says whether the SDK treats the failure as transient (it has already
     retried it as far as the retry policy allowed). ``retry_budget_exhausted`` is true
     when a retry was due but the client's retry budget was spent, so the call ended
-    with this error at once (see :class:`~accountapi.RetryBudget`).
+    with this error at once (see [`RetryBudget`][accountapi.RetryBudget]).
     """
 
     message: str
+    """The error's message (never holds the key)."""
     attempts: int
+    """HTTP attempts the call made before giving up (0 when it failed before sending)."""
     key_hint: str | None
+    """The key the call used, as a hint (``dpct_…abcd``), or ``None``."""
     retryable: bool = False
+    """Whether the SDK treats the failure as transient (it has already retried it)."""
     retry_budget_exhausted: bool = False
+    """True when a retry was due but the client's retry budget was spent."""
 
     def __init__(self, message: str, *, attempts: int = 0, key_hint: str | None = None) -> None:
         super().__init__(message)
@@ -114,9 +119,9 @@ class MalformedAPIKeyError(ConfigurationError):
     """An API key that could never be valid: empty, or with whitespace, control or non-ASCII characters.
 
     Raised before any request, so the key never reaches a socket or a header, and nothing
-    was answered: it is not an :class:`APIStatusError` (no ``status``). ``code`` is
+    was answered: it is not an [`APIStatusError`][accountapi.APIStatusError] (no ``status``). ``code`` is
     ``"key_malformed"``. A web backend answers 401 for it as for an
-    :class:`AuthenticationError`: ``except (AuthenticationError, MalformedAPIKeyError)``.
+    [`AuthenticationError`][accountapi.AuthenticationError]: ``except (AuthenticationError, MalformedAPIKeyError)``.
     """
 
     code: str = "key_malformed"
@@ -135,6 +140,7 @@ class APIConnectionError(AccountAPIError):
     """
 
     request_sent: bool
+    """False when the failure came before the request could reach the service."""
 
     def __init__(
         self,
@@ -161,8 +167,11 @@ class APIResponseValidationError(AccountAPIError):
     """
 
     status: int
+    """The HTTP status of the answer (2xx)."""
     path: str | None
+    """The offending field, such as ``user.balance_eur``, when one is known."""
     request_id: str | None
+    """The service's ``X-Request-Id`` for the answer, if it sent one."""
 
     def __init__(
         self,
@@ -190,12 +199,19 @@ class APIStatusError(AccountAPIError):
     """
 
     status: int
+    """The HTTP status code of the answer."""
     code: str | None
+    """The body's machine-readable ``error`` field, or ``None`` when the body was not the documented JSON."""
     details: Any
+    """The body's ``details`` field, as sent (``None`` when absent)."""
     request_id: str | None
+    """The service's ``X-Request-Id`` for the answer: quote it in a support ticket."""
     headers: Mapping[str, str]
+    """The answer's headers, case-insensitive (a key echoed back shows as its hint)."""
     retry_after: float | None
+    """Seconds the service asked to wait (``Retry-After``), if it sent one."""
     body_excerpt: str | None
+    """A short, bounded piece of a body that was not the documented JSON."""
 
     def __init__(
         self,
@@ -279,6 +295,7 @@ class RateLimitError(APIStatusError):
     """429: too many concurrent requests for the key; retried after ``retry_after`` seconds."""
 
     retryable = True
+    """True: the SDK retries this status (and did, as far as the retry policy allowed)."""
 
 
 class UnavailableForLegalReasonsError(APIStatusError):
@@ -293,9 +310,11 @@ class BadGatewayError(InternalServerError):
     """502 from the service's gateway: transient, retried."""
 
     retryable = True
+    """True: the SDK retries this status (and did, as far as the retry policy allowed)."""
 
 
 class ServiceUnavailableError(InternalServerError):
     """503 from the service's gateway: transient, retried."""
 
     retryable = True
+    """True: the SDK retries this status (and did, as far as the retry policy allowed)."""

@@ -5,7 +5,7 @@ gate keeps every request for a key within that limit, queueing the rest in arriv
 and after a 429 it holds back every queued or new request for that key until the
 ``Retry-After`` has passed: one cool-down per key, not one retry storm per caller.
 
-:class:`KeyGate` is the interface; :class:`MemoryKeyGate` is the in-process default.
+[`KeyGate`][accountapi.gates.KeyGate] is the interface; [`MemoryKeyGate`][accountapi.gates.MemoryKeyGate] is the in-process default.
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ parking the key for a day.
 class GateTimeout(AccountAPIError, TimeoutError):
     """No slot (or no end of the cool-down) within the time the call had left.
 
-    A custom :class:`KeyGate` raises it (or :class:`KeyCoolingDown`) from ``acquire``;
-    the client turns it into :class:`~accountapi.APITimeoutError`, so a caller of the
-    client never sees it. Like every public exception it is an
-    :class:`~accountapi.AccountAPIError`; it is also a :class:`TimeoutError`, as before.
+    A custom [`KeyGate`][accountapi.gates.KeyGate] raises it (or
+    [`KeyCoolingDown`][accountapi.gates.KeyCoolingDown]) from ``acquire``; the client turns
+    it into [`APITimeoutError`][accountapi.APITimeoutError], so a caller of the client
+    never sees it. Like every public exception it is an
+    [`AccountAPIError`][accountapi.AccountAPIError]; it is also a ``TimeoutError``, as before.
     """
 
 
@@ -52,7 +53,7 @@ class KeyCoolingDown(GateTimeout):
     """The key is cooling down after a 429 for longer than the call may wait.
 
     Raised by ``acquire`` at once, without waiting; ``retry_after`` is the time left (in
-    seconds). The client turns it into :class:`~accountapi.RateLimitError` with that
+    seconds). The client turns it into [`RateLimitError`][accountapi.RateLimitError] with that
     ``retry_after`` and nothing sent.
     """
 
@@ -61,6 +62,7 @@ class KeyCoolingDown(GateTimeout):
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"the key is cooling down after a 429 for {retry_after:.3f}s more")
         self.retry_after = retry_after
+        """Seconds left of the key's cool-down."""
 
 
 # Tracebacks, reprs and pickles name the gate signals by their public path
@@ -78,22 +80,22 @@ class KeyGate(Protocol):
     ) -> None:
         """Wait for a free slot for ``key`` and for its cool-down to pass.
 
-        Raises :class:`KeyCoolingDown` at once when the key's cool-down outlasts
+        Raises [`KeyCoolingDown`][accountapi.gates.KeyCoolingDown] at once when the key's cool-down outlasts
         ``timeout`` or ``max_cool_down`` seconds (the most this call may wait for one),
-        and :class:`GateTimeout` when no slot frees up within ``timeout`` seconds.
+        and [`GateTimeout`][accountapi.gates.GateTimeout] when no slot frees up within ``timeout`` seconds.
         """
         ...
 
     def release(self, key: str) -> None:
-        """Give back the slot taken by :meth:`acquire`; called once per acquire, even on
+        """Give back the slot taken by [`acquire()`][accountapi.gates.KeyGate.acquire]; called once per acquire, even on
         cancellation, so it must neither wait nor raise (a shared gate sends it in the
         background)."""
         ...
 
     async def cool_down(self, key: str, seconds: float) -> None:
         """Hold every request for ``key`` back for ``seconds`` (a 429's Retry-After),
-        at most :data:`MAX_COOL_DOWN`. The client calls it while still holding the slot
-        of the request that drew the 429, before :meth:`release`."""
+        at most [`MAX_COOL_DOWN`][accountapi.gates.MAX_COOL_DOWN]. The client calls it while still holding the slot
+        of the request that drew the 429, before [`release()`][accountapi.gates.KeyGate.release]."""
         ...
 
     async def in_flight(self, key: str) -> int:
@@ -104,7 +106,7 @@ class KeyGate(Protocol):
 def fast_acquire(gate: KeyGate) -> Callable[[str], bool] | None:
     """The gate's synchronous way to take a free slot, if it has one the client may use.
 
-    Only a :class:`MemoryKeyGate` whose ``acquire`` is not overridden: its
+    Only a [`MemoryKeyGate`][accountapi.gates.MemoryKeyGate] whose ``acquire`` is not overridden: its
     ``_try_acquire`` then takes exactly the slots ``acquire`` would take without waiting,
     and a call that gets ``False`` goes on to ``acquire`` and queues. An uncontended call
     then costs no coroutine of the gate's.
@@ -175,6 +177,7 @@ class MemoryKeyGate:
 
     @property
     def per_key(self) -> int | None:
+        """Requests in flight at once for one key (``None``: no limit)."""
         return self._limit
 
     async def in_flight(self, key: str) -> int:
@@ -192,7 +195,7 @@ class MemoryKeyGate:
         """Take a slot for ``key`` if one is free right now, without waiting; True if taken.
 
         False when the key is at its limit, has callers queued, or is cooling down: then
-        :meth:`acquire` waits in line (see :func:`fast_acquire`).
+        [`acquire()`][accountapi.gates.MemoryKeyGate.acquire] waits in line (see `fast_acquire()`).
         """
         states = self._states
         entry = states.get(key)
@@ -274,7 +277,7 @@ class MemoryKeyGate:
         timeout: float | None,
         max_cool_down: float | None,
     ) -> None:
-        """Raise :class:`KeyCoolingDown` if the key's cool-down outlasts what the call may wait."""
+        """Raise [`KeyCoolingDown`][accountapi.gates.KeyCoolingDown] if the key's cool-down outlasts what the call may wait."""
         if state.cool_until == 0.0:
             return
         left = state.cool_until - now
@@ -336,7 +339,7 @@ class MemoryKeyGate:
         self._cool_down_nowait(key, seconds)
 
     def _cool_down_nowait(self, key: str, seconds: float) -> None:
-        """Start or extend the key's cool-down (at most :data:`MAX_COOL_DOWN`); synchronous."""
+        """Start or extend the key's cool-down (at most [`MAX_COOL_DOWN`][accountapi.gates.MAX_COOL_DOWN]); synchronous."""
         now = self._clock.monotonic()
         self._sweep(now)
         state = self._state(key)

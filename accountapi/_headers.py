@@ -122,7 +122,7 @@ _VALUE: Final = re.compile(r"[\t\x20-\x7e]{0,8192}")
 
 def check_user_headers(headers: object, argument: str) -> tuple[tuple[str, str], ...]:
     """The headers a user asked to send, checked: names are tokens, values one line of
-    visible ASCII, none of :data:`RESERVED_HEADERS`. Anything else is a :class:`ConfigurationError`
+    visible ASCII, none of `RESERVED_HEADERS`. Anything else is a [`ConfigurationError`][accountapi.ConfigurationError]
     naming ``argument`` and the header (never its value, which may be a secret)."""
     if not isinstance(headers, Mapping):
         raise ConfigurationError(

@@ -1,6 +1,6 @@
 """API keys: where they come from, what makes one malformed, and how to name one safely.
 
-A key is never printed; :func:`key_hint` gives the short form (``dpct_…P6q7``) that errors,
+A key is never printed; [`key_hint()`][accountapi.key_hint] gives the short form (``dpct_…P6q7``) that errors,
 logs, results and the CLI use instead.
 """
 
@@ -32,7 +32,7 @@ URL_ENV_VARS: Final = ("ACCOUNTAPI_BASE_URL", "DEPICTA_API_URL")
 # so a key can never split or smuggle a header.
 _KEY: Final = re.compile(r"[!-~]{1,512}")
 match_key: Final = _KEY.fullmatch
-"""A match when a str could be an API key, else None: :func:`check_key` without the error."""
+"""A match when a str could be an API key, else None: `check_key()` without the error."""
 
 
 def key_hint(key: str) -> str:
@@ -50,9 +50,9 @@ class Credential:
     Error trackers and ``traceback.TracebackException(capture_locals=True)`` record every
     local variable of every frame an exception passed through, by its ``repr``. Inside
     the SDK a key therefore lives in this type from the moment it is received: the raw
-    value is read (:meth:`reveal`) only where the ``Authorization`` header is built and
+    value is read (`reveal()`) only where the ``Authorization`` header is built and
     where a key gate needs it, never kept in a frame local. Building one never raises;
-    :meth:`check` says whether the value could be a key.
+    `check()` says whether the value could be a key.
     """
 
     __slots__ = ("_headers", "_raw", "_value")
@@ -77,7 +77,7 @@ class Credential:
         return self.check()._value
 
     def check(self) -> Credential:
-        """Return self if the value could be an API key, else raise :class:`MalformedAPIKeyError`.
+        """Return self if the value could be an API key, else raise [`MalformedAPIKeyError`][accountapi.MalformedAPIKeyError].
 
         No frame of this method holds the value in a local, so the error's traceback
         shows none.
@@ -115,7 +115,7 @@ def malformed_key_error(credential: Credential) -> MalformedAPIKeyError:
 
 def check_key(key: object) -> str:
     """Return ``key`` (as a plain str) if it could be a valid API key, else raise
-    :class:`MalformedAPIKeyError`. A ``str`` subclass is accepted."""
+    [`MalformedAPIKeyError`][accountapi.MalformedAPIKeyError]. A ``str`` subclass is accepted."""
     credential = Credential(key)
     del key
     return credential.reveal()
@@ -125,7 +125,7 @@ def resolve_api_key(
     explicit: Credential | None, environ: Mapping[str, str] = os.environ
 ) -> Credential | None:
     """The key to use when a call names none: the argument, then $ACCOUNTAPI_API_KEY, then
-    $DEPICTA_API_KEY. Not checked here (see :meth:`Credential.check`)."""
+    $DEPICTA_API_KEY. Not checked here (see `Credential.check()`)."""
     if explicit is not None:
         return explicit
     for name in KEY_ENV_VARS:

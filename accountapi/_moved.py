@@ -1,7 +1,7 @@
 """Names that left the top level of ``accountapi`` for a namespace of their own.
 
 ``accountapi.__getattr__`` serves them under their old name with a
-:class:`DeprecationWarning` until 1.0; they are not in ``accountapi.__all__`` or ``dir()``.
+`DeprecationWarning` until 1.0; they are not in ``accountapi.__all__`` or ``dir()``.
 """
 
 from __future__ import annotations

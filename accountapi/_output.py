@@ -2,7 +2,7 @@
 
 ``--output PATH`` is written under a temporary name in PATH's folder (``.NAME.XXXX.tmp``,
 which node_exporter's textfile collector, reading ``*.prom``, ignores) and renamed over
-PATH with :func:`os.replace` when the run ends, so a reader sees the previous file or the
+PATH with `os.replace()` when the run ends, so a reader sees the previous file or the
 new one, never half of one. A run that stops early (an error, Ctrl-C, SIGTERM) removes
 its temporary file and leaves PATH as it was; only SIGKILL can leave one behind.
 
@@ -44,7 +44,7 @@ def _identity(path: Path | int) -> tuple[str | None, tuple[int, int] | None]:
 
 
 def same_file_as(outputs: Mapping[str, Path], inputs: Mapping[str, Path | int]) -> None:
-    """Raise :class:`OutputError` when an output names an input or another output.
+    """Raise `OutputError` when an output names an input or another output.
 
     ``outputs`` and ``inputs`` map an option's name (``--output``) to its path; an input
     may be a descriptor (stdin for ``-``)."""
@@ -70,7 +70,7 @@ def _mode(target: str) -> int:
 
 
 class AtomicFile:
-    """A text file that replaces ``path`` only when :meth:`commit` is called.
+    """A text file that replaces ``path`` only when `commit()` is called.
 
     A symlink at ``path`` is followed: the file it points to is replaced, the link kept.
     """

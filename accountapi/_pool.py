@@ -7,7 +7,7 @@ only by its place on the connection. If a server (or a broken proxy) sends bytes
 the connection sits idle in the pool, aiohttp buffers them and hands them to the next
 request made on it, which may carry another key: B would receive A's balance.
 
-:class:`GuardedConnector` checks each connection as the pool hands it out. aiohttp's
+`GuardedConnector` checks each connection as the pool hands it out. aiohttp's
 protocol reports ``should_close`` once it holds any data no request has claimed (a
 parsed answer in its buffer or raw bytes in its tail); such a connection is closed and
 another one taken. The check runs after the pool's await and before aiohttp installs the
@@ -19,7 +19,7 @@ answers requests it has not received yet can cause that.
 
 Its connections also remember whether the request they carry has received any byte of
 an answer. When one is closed or reset before the first byte, the failure is raised as
-:class:`NoAnswer`, so the transport can retry an idempotent read, which is safe only
+`NoAnswer`, so the transport can retry an idempotent read, which is safe only
 then: after a byte, the service has certainly acted and started to answer. The session
 using this connector must not resend requests on its own (see ``Transport.session``),
 so that every request sent is one the SDK counts.

@@ -2,7 +2,7 @@
 
 One gauge family per field, written whole when the run ends (a family's samples must be
 together, and results arrive in any order). Money is printed exactly from its
-:class:`~decimal.Decimal`, never through a float. The text is also valid OpenMetrics
+`Decimal`, never through a float. The text is also valid OpenMetrics
 (gauges, no ``_total`` names) once a reader that wants it appends ``# EOF``.
 
 **One sample per account.** Several keys of one account report the same money, so the
@@ -68,7 +68,7 @@ def _labels(**labels: str) -> str:
 
 
 class PrometheusWriter:
-    """Collects the results of a run; :meth:`finish` writes them as one exposition."""
+    """Collects the results of a run; `finish()` writes them as one exposition."""
 
     def __init__(self, out: IO[str], money: Money) -> None:
         self._out = out

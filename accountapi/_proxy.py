@@ -3,7 +3,7 @@
 A proxy is an ``http://`` URL, optionally with ``user:password@`` for the proxy's own
 Basic authentication. Requests to an ``https://`` service are tunnelled through it with
 ``CONNECT``, so the proxy sees host names, never keys. Credentials are kept only inside
-:class:`ProxyURL` and handed to aiohttp alone; everything shown (``repr``, errors, logs)
+`ProxyURL` and handed to aiohttp alone; everything shown (``repr``, errors, logs)
 is ``scheme://host:port``.
 """
 
@@ -83,7 +83,7 @@ def _shown(value: str | URL) -> str:
 
 
 def check_proxy_url(value: object, *, source: str = "proxy") -> ProxyURL:
-    """``value`` as a :class:`ProxyURL`, or :class:`ConfigurationError` naming ``source``.
+    """``value`` as a `ProxyURL`, or [`ConfigurationError`][accountapi.ConfigurationError] naming ``source``.
 
     Accepts a ``str`` or ``yarl.URL`` of the form ``http://[user:password@]host[:port]``;
     other schemes (``https://``, ``socks5://``) are refused, as aiohttp cannot use them.

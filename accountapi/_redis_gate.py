@@ -1,14 +1,14 @@
 """The per-key gate shared through Redis: one limit and one cool-down per key across processes.
 
-:class:`~accountapi.gates.MemoryKeyGate` keeps the service's 10-per-key limit inside one
+[`MemoryKeyGate`][accountapi.gates.MemoryKeyGate] keeps the service's 10-per-key limit inside one
 process; eight workers using the same key would still send 80 requests at once.
-:class:`RedisKeyGate` keeps the count in Redis instead, so every process (and machine)
+[`RedisKeyGate`][accountapi.gates.RedisKeyGate] keeps the count in Redis instead, so every process (and machine)
 using the same Redis and namespace shares it.
 
 Two parts, one per class here (the Lua scripts and their runner are in
-:mod:`accountapi._redis_scripts`):
+`accountapi._redis_scripts`):
 
-- :class:`_SharedGate`, the lease/ticket protocol, which only speaks to Redis and lets
+- `_SharedGate`, the lease/ticket protocol, which only speaks to Redis and lets
   a Redis error reach its caller:
 
   - Slots are *leases*: members of a sorted set scored by their expiry in Redis server
@@ -31,11 +31,11 @@ Two parts, one per class here (the Lua scripts and their runner are in
     with the other releases of that tick, and carried by the next acquire of the same
     key when there is one: calls that follow one another cost one round trip each.
 
-- :class:`RedisKeyGate`, the public gate, which decides in one place what happens while
+- [`RedisKeyGate`][accountapi.gates.RedisKeyGate], the public gate, which decides in one place what happens while
   Redis does not answer (for ``socket_timeout``, or at all): with
   ``on_redis_error="local"`` each process limits its keys on its own through a
-  :class:`~accountapi.gates.MemoryKeyGate` (one WARNING per outage); with ``"raise"`` the calls
-  that need Redis fail with :class:`~accountapi.APIConnectionError`. Either way the
+  [`MemoryKeyGate`][accountapi.gates.MemoryKeyGate] (one WARNING per outage); with ``"raise"`` the calls
+  that need Redis fail with [`APIConnectionError`][accountapi.APIConnectionError]. Either way the
   shared part keeps renewing, and the first answer from Redis ends the outage.
 """
 
@@ -120,7 +120,7 @@ class _Health:
 
 class _SharedGate:
     """The lease/ticket protocol in Redis. Redis errors reach the caller of
-    :meth:`acquire`, :meth:`cool_down` and :meth:`count`; background failures are told
+    `acquire()`, `cool_down()` and `count()`; background failures are told
     to ``health``. Ids that a failed command may have left in Redis (a lease granted as
     the reply timed out, a release that never arrived) are dropped when Redis answers
     again, rather than block slots until they expire."""
@@ -221,7 +221,7 @@ class _SharedGate:
 
     def adopt(self, key: str, count: int) -> None:
         """Hold ``count`` more slots of ``key`` as leases: running calls that an outage's
-        local gate admitted. They reach Redis with :meth:`write_adopted`."""
+        local gate admitted. They reach Redis with `write_adopted()`."""
         h = self.hash(key)
         state = self._state(h, key)
         fresh = [self._new_id() for _ in range(count)]
@@ -243,7 +243,7 @@ class _SharedGate:
         self._adopted.clear()  # written, or released meanwhile
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run ``coro`` as one of this gate's tasks (ended by :meth:`close`)."""
+        """Run ``coro`` as one of this gate's tasks (ended by `close()`)."""
         self._spawn(coro)
 
     def held_counts(self) -> dict[str, int]:
@@ -600,12 +600,12 @@ class _SharedGate:
 
 
 class RedisKeyGate(_Health):
-    """A :class:`~accountapi.gates.KeyGate` whose per-key limit and 429 cool-down live in Redis.
+    """A [`KeyGate`][accountapi.gates.KeyGate] whose per-key limit and 429 cool-down live in Redis.
 
     Pass it to every worker's client: ``AccountClient(key_gate=RedisKeyGate(url))``.
     All processes that use the same Redis database and ``namespace`` share one limit of
     ``per_key`` requests in flight per API key and one cool-down per key. Use one gate per
-    event loop, and :meth:`aclose` it when done (it frees the slots it still holds).
+    event loop, and [`aclose()`][accountapi.gates.RedisKeyGate.aclose] it when done (it frees the slots it still holds).
 
     - ``url``: the Redis to use (``redis://``, ``rediss://`` or ``unix://``), ignored when
       ``client`` is given.
@@ -616,15 +616,15 @@ class RedisKeyGate(_Health):
       within one namespace.
     - ``on_redis_error``: ``"local"`` (default) falls back to an in-process limit while
       Redis is unreachable, logging one WARNING per outage; ``"raise"`` makes each call
-      that needs Redis during an outage fail with :class:`~accountapi.APIConnectionError`
+      that needs Redis during an outage fail with [`APIConnectionError`][accountapi.APIConnectionError]
       (``request_sent=False``) instead.
     - ``socket_timeout``: how long one Redis command may take before Redis counts as
       unavailable, so a slow Redis cannot stall calls (default 0.25 s).
     - ``retry_interval``: during an outage, how long calls skip Redis before it is tried again.
     - ``client``: a ``redis.asyncio.Redis`` to use instead of creating one (for example
-      ``Sentinel(...).master_for(name)``); it is not closed by :meth:`aclose`, and its
+      ``Sentinel(...).master_for(name)``); it is not closed by [`aclose()`][accountapi.gates.RedisKeyGate.aclose], and its
       own timeouts and retries apply. A Redis Cluster client is refused
-      (:class:`~accountapi.ConfigurationError`): the gate needs one primary.
+      ([`ConfigurationError`][accountapi.ConfigurationError]): the gate needs one primary.
     """
 
     __slots__ = (
@@ -750,8 +750,8 @@ class RedisKeyGate(_Health):
     ) -> None:
         """Wait for a slot for ``key`` in Redis and for its shared cool-down to pass.
 
-        Raises :class:`~accountapi.gates.GateTimeout` when that cannot happen within
-        ``timeout`` seconds, and :class:`~accountapi.gates.KeyCoolingDown` at once if a
+        Raises [`GateTimeout`][accountapi.gates.GateTimeout] when that cannot happen within
+        ``timeout`` seconds, and [`KeyCoolingDown`][accountapi.gates.KeyCoolingDown] at once if a
         cool-down outlasts ``timeout`` or ``max_cool_down``. A cancelled acquire leaves
         neither a lease nor a place in the queue behind.
         """
@@ -808,10 +808,12 @@ class RedisKeyGate(_Health):
 
     @property
     def per_key(self) -> int:
+        """Requests in flight at once for one key, across every process sharing the gate."""
         return self._per_key
 
     @property
     def lease_ttl(self) -> float:
+        """Seconds a slot or queue place outlives a process that stopped renewing it."""
         return self._lease_ttl
 
     @property
@@ -823,7 +825,7 @@ class RedisKeyGate(_Health):
         """Live leases for ``key`` across every process, after this gate's pending writes land.
 
         While Redis does not answer: this process's own count in ``"local"`` mode, an
-        :class:`~accountapi.APIConnectionError` in ``"raise"`` mode; never a Redis error.
+        [`APIConnectionError`][accountapi.APIConnectionError] in ``"raise"`` mode; never a Redis error.
         """
         await self._shared.settle()
         cause: BaseException | None = None

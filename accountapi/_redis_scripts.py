@@ -1,12 +1,12 @@
 """The Lua scripts of the Redis key gate, and the one place that runs them.
 
-Every per-key structure lives under one ``{hash tag}`` (:func:`redis_keys`), so each
+Every per-key structure lives under one ``{hash tag}`` (`redis_keys()`), so each
 script touches one Redis Cluster slot; the gate still supports one primary only (see
-:class:`~accountapi.gates.RedisKeyGate`). API keys never reach Redis: :func:`key_hash` names
+[`RedisKeyGate`][accountapi.gates.RedisKeyGate]). API keys never reach Redis: `key_hash()` names
 each by a truncated SHA-256 of namespace and key.
 
-The scripts implement the lease/ticket protocol that :mod:`accountapi._redis_gate`
-drives; what each takes and returns is written above it. :class:`ScriptRunner` runs them
+The scripts implement the lease/ticket protocol that `accountapi._redis_gate`
+drives; what each takes and returns is written above it. `ScriptRunner` runs them
 with ``EVALSHA`` (loading a script on the first ``NOSCRIPT``), one at a time or several
 in one round trip, at most ``max_commands`` at once per gate.
 """

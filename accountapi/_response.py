@@ -23,7 +23,7 @@ class APIResponse(Generic[T]):
     """
 
     parsed: T
-    """The value the plain method returns (a :class:`~accountapi.Profile`, or ``None``)."""
+    """The value the plain method returns (a [`Profile`][accountapi.Profile], or ``None``)."""
     status: int
     """The HTTP status of the answer (2xx)."""
     headers: Mapping[str, str] = attrs.field(repr=False, hash=False)

@@ -9,7 +9,7 @@ no line missing and none twice.
 
 A run killed while writing leaves at most one torn row, without its newline, at the
 end: it is cut off here (and its line checked again). Rows are folded into the run's
-:class:`~accountapi.BalanceSummary` as they are read, so the summary and the exit status
+[`BalanceSummary`][accountapi.BalanceSummary] as they are read, so the summary and the exit status
 cover the whole keys file, not only the part checked this time. Memory: one bit per line.
 """
 
@@ -76,7 +76,7 @@ def read_previous(
     path: Path, fmt: str, columns: Sequence[str], summary: BalanceSummary
 ) -> Previous:
     """Read ``path`` (missing: nothing done yet), cut a torn last row, fold rows into
-    ``summary``; :class:`ResumeError` when it is not this command's ``fmt`` output."""
+    ``summary``; `ResumeError` when it is not this command's ``fmt`` output."""
     previous = Previous()
     try:
         f = open(path, "r+b")  # noqa: SIM115 - closed below

@@ -1,17 +1,17 @@
 """Retries, driven by tenacity, that cost nothing when the first attempt succeeds.
 
 The client runs the first attempt bare. Only when it fails with a retryable error does
-the call hand over to :meth:`Retrier.retry`: a ``tenacity.AsyncRetrying`` loop that
+the call hand over to `Retrier.retry()`: a ``tenacity.AsyncRetrying`` loop that
 replays that failure as its own attempt 1 and then decides every wait, sleep and
 further attempt. Measured here, entering
 ``AsyncRetrying`` for every call cost about a third of raw aiohttp's throughput; this way
 the success path pays one ``try`` block.
 
-What is retried: :attr:`AccountAPIError.retryable` errors (429, 502, 503, and connections
+What is retried: [`AccountAPIError.retryable`][accountapi.AccountAPIError.retryable] errors (429, 502, 503, and connections
 that never reached the service). How long it waits: the service's ``Retry-After`` when
 given, never less; otherwise full-jitter exponential backoff. When it stops: after
 ``max_retries``, or at once when the next wait is over ``max_wait`` or would end past the
-call's deadline, or when the client's :class:`~accountapi._budget.RetryBudget` has too
+call's deadline, or when the client's `RetryBudget` has too
 few tokens for the retry; the caller then gets the last real error with ``attempts`` set
 (and ``retry_budget_exhausted`` in the last case).
 """
@@ -58,10 +58,12 @@ class RetryEvent:
 
     @property
     def status(self) -> int | None:
+        """The HTTP status of the failed attempt, or ``None`` when it got no answer."""
         return self.error.status if isinstance(self.error, APIStatusError) else None
 
     @property
     def request_id(self) -> str | None:
+        """The service's ``X-Request-Id`` for the failed attempt, if it answered with one."""
         return self.error.request_id if isinstance(self.error, APIStatusError) else None
 
 
@@ -75,7 +77,7 @@ def backoff_wait(policy: RetryPolicy, retry_number: int, rand: Callable[[], floa
 
 
 class Retrier:
-    """Runs an attempt function under a :class:`RetryPolicy` with an injectable clock."""
+    """Runs an attempt function under a [`RetryPolicy`][accountapi.RetryPolicy] with an injectable clock."""
 
     __slots__ = ("_clock", "_on_retry", "_rand", "budget", "max_retries", "policy")
 
@@ -97,7 +99,7 @@ class Retrier:
         self._rand = rand
 
     def should_retry(self, first: AccountAPIError) -> bool:
-        """Whether a failed first attempt goes on to :meth:`retry`."""
+        """Whether a failed first attempt goes on to `retry()`."""
         return first.retryable and self.max_retries > 0
 
     def with_max_retries(self, max_retries: int) -> Retrier:

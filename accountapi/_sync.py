@@ -1,7 +1,7 @@
 """A blocking face on the async client, for Django views, Celery tasks, scripts, notebooks.
 
-One implementation: :class:`SyncAccountClient` owns an :class:`AccountClient` that lives
-on a private event loop in a daemon thread started on first use (a :class:`_LoopThread`),
+One implementation: [`SyncAccountClient`][accountapi.SyncAccountClient] owns an [`AccountClient`][accountapi.AccountClient] that lives
+on a private event loop in a daemon thread started on first use (a `_LoopThread`),
 and hands each call to that loop. Every thread that calls it shares the one client, so
 the one connection pool and the one per-key gate: the 10-per-key limit holds across
 threads. Nothing of the calling logic is copied here.
@@ -9,18 +9,18 @@ threads. Nothing of the calling logic is copied here.
 What a real process does to such a thread, and who ends each wait:
 
 - **Fork.** A child inherits the loop object but not its thread. The first use in a
-  child makes a new loop thread and a new :class:`AccountClient` (pool, gate); the
+  child makes a new loop thread and a new [`AccountClient`][accountapi.AccountClient] (pool, gate); the
   parent's loop, sockets and client are never touched in the child (kept, unused, so
   no finaliser of theirs runs there either).
 - **Every wait is bounded.** A caller waits for its call at most the call's own
-  deadline plus :data:`GRACE` seconds, and the loop thread fails every waiting caller
+  deadline plus `GRACE` seconds, and the loop thread fails every waiting caller
   when it ends for any reason; no wait depends on a thread that may be gone.
-- **Close from any thread** ends every call in progress with :class:`ClientStateError`
-  (:meth:`AccountClient.aclose`), cancels whatever else runs on the loop, and stops it.
+- **Close from any thread** ends every call in progress with [`ClientStateError`][accountapi.ClientStateError]
+  ([`AccountClient.aclose()`][accountapi.AccountClient.aclose]), cancels whatever else runs on the loop, and stops it.
 - **Exit and dropped clients.** A ``weakref.finalize`` closes the client when it is
   collected and at interpreter exit (before daemon threads are frozen), so a forgotten
   client leaks no thread, socket or warning, and exit never waits on a frozen loop.
-- **Key iterables** given to :meth:`SyncAccountClient.balances` are read in the
+- **Key iterables** given to [`SyncAccountClient.balances()`][accountapi.SyncAccountClient.balances] are read in the
   caller's thread, a batch at a time, never on the shared loop thread.
 """
 
@@ -75,7 +75,7 @@ GRACE: Final = 1.0
 
 The loop enforces the deadline itself; this is the bound for a loop that can no longer
 answer (a callback blocking it, an interpreter shutting down), after which the caller
-gets :class:`APITimeoutError` instead of waiting for ever."""
+gets [`APITimeoutError`][accountapi.APITimeoutError] instead of waiting for ever."""
 
 # How long closing waits for the loop thread to wind down (end calls, close the pool).
 _CLOSE_LIMIT: Final = 5.0
@@ -89,9 +89,9 @@ _inherited: list[object] = []
 class _LoopThread:
     """An event loop in a daemon thread, started on first use in the process that uses it.
 
-    Owns the waits of the threads that call into it: :meth:`run` waits at most the
+    Owns the waits of the threads that call into it: `run()` waits at most the
     bound it is given, and when the loop ends (closed, or its thread gone) every caller
-    still waiting is failed with :class:`ClientStateError`.
+    still waiting is failed with [`ClientStateError`][accountapi.ClientStateError].
     """
 
     __slots__ = (
@@ -189,7 +189,7 @@ class _LoopThread:
         return self.wait(self.submit(make), bound)
 
     def wait(self, future: concurrent.futures.Future[T], bound: float | None) -> T:
-        """The result of a call :meth:`submit` started, waited for at most ``bound`` s."""
+        """The result of a call `submit()` started, waited for at most ``bound`` s."""
         try:
             return future.result(bound)
         except concurrent.futures.TimeoutError:
@@ -356,7 +356,7 @@ def _in_notebook_cell() -> bool:
 
 
 def _check_caller() -> None:
-    """Raise :class:`ClientStateError` in a thread that runs an event loop (an async
+    """Raise [`ClientStateError`][accountapi.ClientStateError] in a thread that runs an event loop (an async
     server's: the call would stall it), except a notebook cell's."""
     if asyncio._get_running_loop() is None:  # the documented fast form of the check
         return
@@ -369,14 +369,14 @@ def _check_caller() -> None:
 
 
 def _bound(client: AccountClient, timeout: Timeout | float | NotGiven | None) -> float | None:
-    """How long a caller waits for a call: its deadline plus :data:`GRACE` (None: none)."""
+    """How long a caller waits for a call: its deadline plus `GRACE` (None: none)."""
     timeouts = client.timeout if isinstance(timeout, NotGiven) else Timeout.coerce(timeout)
     return None if timeouts.total is None else timeouts.total + GRACE
 
 
 class SyncAccountResource:
-    """``client.account`` of a :class:`SyncAccountClient`: the same calls and per-call
-    options as :class:`AccountResource`, blocking."""
+    """``client.account`` of a [`SyncAccountClient`][accountapi.SyncAccountClient]: the same calls and per-call
+    options as [`AccountResource`][accountapi.AccountResource], blocking."""
 
     __slots__ = ("_client", "_raw")
 
@@ -386,7 +386,7 @@ class SyncAccountResource:
 
     @property
     def with_response(self) -> SyncAccountResourceWithResponse:
-        """The same calls, each returning an :class:`APIResponse` around its value."""
+        """The same calls, each returning an `APIResponse` around its value."""
         return SyncAccountResourceWithResponse(self._client)
 
     def _call(
@@ -415,7 +415,7 @@ class SyncAccountResource:
         extra_headers: Mapping[str, str] | None = None,
         coalesce: bool | NotGiven = NOT_GIVEN,
     ) -> Profile:
-        """Fetch the account profile (see :meth:`AccountResource.profile`)."""
+        """Fetch the account profile (see [`AccountResource.profile()`][accountapi.AccountResource.profile])."""
         return cast(
             Profile,
             self._call("profile", api_key, timeout, max_retries, extra_headers, coalesce),
@@ -429,7 +429,7 @@ class SyncAccountResource:
         max_retries: int | NotGiven = NOT_GIVEN,
         extra_headers: Mapping[str, str] | None = None,
     ) -> None:
-        """Clear the unseen-credit notice (see :meth:`AccountResource.dismiss_notifications`)."""
+        """Clear the unseen-credit notice (see [`AccountResource.dismiss_notifications()`][accountapi.AccountResource.dismiss_notifications])."""
         self._call("dismiss_notifications", api_key, timeout, max_retries, extra_headers)
 
     def __repr__(self) -> str:
@@ -437,7 +437,7 @@ class SyncAccountResource:
 
 
 class SyncAccountResourceWithResponse:
-    """``client.account.with_response`` of a :class:`SyncAccountClient`."""
+    """``client.account.with_response`` of a [`SyncAccountClient`][accountapi.SyncAccountClient]."""
 
     __slots__ = ("_resource",)
 
@@ -452,7 +452,7 @@ class SyncAccountResourceWithResponse:
         max_retries: int | NotGiven = NOT_GIVEN,
         extra_headers: Mapping[str, str] | None = None,
     ) -> APIResponse[Profile]:
-        """:meth:`SyncAccountResource.profile`, with the answer's status, headers and request id."""
+        """[`SyncAccountResource.profile()`][accountapi.SyncAccountResource.profile], with the answer's status, headers and request id."""
         return cast(
             "APIResponse[Profile]",
             self._resource._call("profile", api_key, timeout, max_retries, extra_headers),
@@ -466,7 +466,7 @@ class SyncAccountResourceWithResponse:
         max_retries: int | NotGiven = NOT_GIVEN,
         extra_headers: Mapping[str, str] | None = None,
     ) -> APIResponse[None]:
-        """:meth:`SyncAccountResource.dismiss_notifications`, with the answer's status,
+        """[`SyncAccountResource.dismiss_notifications()`][accountapi.SyncAccountResource.dismiss_notifications], with the answer's status,
         headers and request id."""
         return cast(
             "APIResponse[None]",
@@ -481,7 +481,7 @@ class SyncAccountResourceWithResponse:
 
 class _AccountCall:
     """One account call, made on the loop thread: the key travels as a
-    :class:`Credential` (its ``repr`` is the hint) and the coroutine is created only
+    `Credential` (its ``repr`` is the hint) and the coroutine is created only
     when the loop runs it."""
 
     __slots__ = (
@@ -640,15 +640,15 @@ class _Feed:
 
 class SyncAccountClient:
     """The blocking client: the same constructor, calls, results and errors as
-    :class:`AccountClient`, for code that is not async.
+    [`AccountClient`][accountapi.AccountClient], for code that is not async.
 
     ``with SyncAccountClient() as client: client.account.profile()``. Safe to share
     across threads (one pool and one per-key limit for all of them) and across a fork
-    (the child makes its own loop thread and pool on first use). :meth:`close` from any
-    thread ends every call in progress with :class:`ClientStateError`; a client never
+    (the child makes its own loop thread and pool on first use). [`close()`][accountapi.SyncAccountClient.close] from any
+    thread ends every call in progress with [`ClientStateError`][accountapi.ClientStateError]; a client never
     closed is closed when collected and at interpreter exit. Calling it from a thread
-    that runs an event loop raises :class:`ClientStateError` (await
-    :class:`AccountClient` there), except in a Jupyter notebook cell. ``session=`` is not
+    that runs an event loop raises [`ClientStateError`][accountapi.ClientStateError] (await
+    [`AccountClient`][accountapi.AccountClient] there), except in a Jupyter notebook cell. ``session=`` is not
     accepted (an aiohttp session belongs to the loop that made it).
     """
 
@@ -730,7 +730,7 @@ class SyncAccountClient:
         coalesce: bool | NotGiven = NOT_GIVEN,
     ) -> SyncAccountClient:
         """This client with other defaults on the same loop thread, pool and key gate
-        (see :meth:`AccountClient.with_options`); closing either closes both."""
+        (see [`AccountClient.with_options()`][accountapi.AccountClient.with_options]); closing either closes both."""
         options: dict[str, Any] = {
             "timeout": timeout,
             "max_retries": max_retries,
@@ -755,7 +755,7 @@ class SyncAccountClient:
 
     def _async_client(self) -> AccountClient:
         """The async client this one's calls run on: the loop's, or for a derived client
-        its parent's with this one's options, exactly as :meth:`AccountClient.with_options`
+        its parent's with this one's options, exactly as [`AccountClient.with_options()`][accountapi.AccountClient.with_options]
         chains (made again after a fork, when the loop's client is a new one)."""
         parent = self._parent
         if parent is None:
@@ -781,14 +781,17 @@ class SyncAccountClient:
 
     @property
     def base_url(self) -> str:
+        """The service's base URL calls go to (without ``/v1``)."""
         return self._runner.client.base_url
 
     @property
     def timeout(self) -> Timeout:
+        """The timeouts calls get unless they pass their own."""
         return self._async_client().timeout
 
     @property
     def max_retries(self) -> int:
+        """How many times a call is retried after its first attempt (unless it says otherwise)."""
         return self._async_client().max_retries
 
     @property
@@ -802,10 +805,12 @@ class SyncAccountClient:
 
     @property
     def default_headers(self) -> Mapping[str, str]:
+        """The headers every call sends besides the SDK's own (a read-only copy)."""
         return self._async_client().default_headers
 
     @property
     def closed(self) -> bool:
+        """True once the client is closed."""
         return self._runner.stopped
 
     def _usable(self) -> _LoopThread:
@@ -823,7 +828,7 @@ class SyncAccountClient:
         timeout: Timeout | float | NotGiven | None = NOT_GIVEN,
         dedupe_window: int = DEFAULT_DEDUPE_WINDOW,
     ) -> Iterator[BalanceResult]:
-        """One :class:`BalanceResult` per key, as :meth:`AccountClient.balances` gives them.
+        """One [`BalanceResult`][accountapi.BalanceResult] per key, as [`AccountClient.balances()`][accountapi.AccountClient.balances] gives them.
 
         ``keys`` may be any iterable of str, read lazily in the calling thread (a batch
         of ``concurrency`` keys at a time), or an async iterable (read on the loop).
@@ -882,7 +887,7 @@ class SyncAccountClient:
         """Close the client and stop its loop thread; idempotent, from any thread.
 
         Calls in progress in other threads (queued, on the wire, waiting to retry) end at
-        once with :class:`ClientStateError`; later calls raise it too.
+        once with [`ClientStateError`][accountapi.ClientStateError]; later calls raise it too.
         """
         if self._runner.stopped:
             return

@@ -1,8 +1,8 @@
 """Which keys are running out: a balance below an amount, credits that expire soon.
 
-Pure rules over a :class:`~accountapi.Profile`, with no I/O and no clock of their own:
+Pure rules over a [`Profile`][accountapi.Profile], with no I/O and no clock of their own:
 the moment expiry is judged against is always passed in, so a test (or a report for
-"next Monday") chooses it. Money is compared as :class:`~decimal.Decimal`, exactly.
+"next Monday") chooses it. Money is compared as `Decimal`, exactly.
 """
 
 from __future__ import annotations
@@ -87,16 +87,18 @@ class BalanceThresholds:
     or **expiring** (its ``credits_expire_at`` no later than ``expiring_within`` from
     now, already expired included; no expiry date: never). ``None`` turns a rule off.
 
-    ``below_eur`` is a :class:`~decimal.Decimal` (an int or a plain string such as
+    ``below_eur`` is a `Decimal` (an int or a plain string such as
     ``"5.50"`` is converted exactly; a float is refused) and must be >= 0; a balance equal
-    to it is not low. Give it to :class:`~accountapi.BalanceSummary` to count low and
+    to it is not low. Give it to [`BalanceSummary`][accountapi.BalanceSummary] to count low and
     expiring keys and accounts over a run.
     """
 
     below_eur: Decimal | None = attrs.field(
         default=None, converter=_amount, validator=_check_amount
     )
+    """A balance strictly below this (EUR, exact) is low; ``None`` turns the rule off."""
     expiring_within: timedelta | None = attrs.field(default=None, validator=_check_within)
+    """Credits expiring within this long from now are expiring; ``None`` turns the rule off."""
 
     def is_low(self, profile: Profile) -> bool:
         """Whether the profile's balance is below ``below_eur`` (False when that is None)."""

@@ -1,8 +1,8 @@
 """The one I/O edge: the only module that talks to aiohttp's client.
 
 It sends one request, reads at most a bounded body, and returns a plain
-:class:`RawResponse`. Every aiohttp or socket failure leaves here as an SDK error
-(:class:`~accountapi.APIConnectionError` or :class:`~accountapi.APITimeoutError`), so
+`RawResponse`. Every aiohttp or socket failure leaves here as an SDK error
+([`APIConnectionError`][accountapi.APIConnectionError] or [`APITimeoutError`][accountapi.APITimeoutError]), so
 nothing above this module ever sees an aiohttp exception, and no SDK error ever carries
 an object whose ``repr`` holds the request headers.
 """
@@ -46,7 +46,7 @@ def request_headers(key: str) -> CIMultiDict[str]:
 
     Built once per key, as the ``CIMultiDict`` aiohttp converts any other mapping into on
     every request; aiohttp copies it, so one instance can serve many requests. Kept on the
-    key's :class:`~accountapi._keys.Credential`, never in a variable of its own.
+    key's `Credential`, never in a variable of its own.
     """
     return CIMultiDict(
         (
@@ -107,7 +107,7 @@ def _client_timeout(
 ) -> aiohttp.ClientTimeout:
     """aiohttp's timeouts for one attempt limited to ``attempt`` seconds.
 
-    The attempt limit itself is enforced by :class:`AttemptDeadlines` (one timer for all
+    The attempt limit itself is enforced by `AttemptDeadlines` (one timer for all
     attempts), so aiohttp gets no ``total`` unless ``total=True`` (no task to cancel).
     """
     # "connect" maps to sock_connect so that waiting for a free pooled connection (a
@@ -187,7 +187,7 @@ class Transport:
 
     A session passed in is used as-is and never closed here. Otherwise the session is
     created on first use inside the running loop, so a transport can be built with no loop
-    running; using it from a second event loop raises :class:`ClientStateError`.
+    running; using it from a second event loop raises [`ClientStateError`][accountapi.ClientStateError].
     """
 
     __slots__ = (
@@ -248,7 +248,7 @@ class Transport:
     def session(self) -> aiohttp.ClientSession:
         """The session for the running loop, created on first use.
 
-        Raises :class:`ClientStateError` once closed, or from a loop other than the one
+        Raises [`ClientStateError`][accountapi.ClientStateError] once closed, or from a loop other than the one
         the client's own session was created in.
         """
         if self._closed:

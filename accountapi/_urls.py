@@ -41,7 +41,7 @@ def is_host(host: str) -> bool:
 
 
 def check_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
-    """Return the normalised base URL (no trailing slash) or raise :class:`ConfigurationError`.
+    """Return the normalised base URL (no trailing slash) or raise [`ConfigurationError`][accountapi.ConfigurationError].
 
     ``http://`` is refused for any host but loopback unless ``allow_insecure_http`` is
     set, since the API key would cross the network in clear text.

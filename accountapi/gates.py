@@ -2,19 +2,19 @@
 
 Everything needed to choose a gate or write one:
 
-- :class:`MemoryKeyGate`: the in-process default (``AccountClient`` builds one with
+- [`MemoryKeyGate`][accountapi.gates.MemoryKeyGate]: the in-process default (``AccountClient`` builds one with
   ``Limits.per_key`` when no ``key_gate=`` is given).
-- :class:`RedisKeyGate`: the limit and cool-downs shared across processes through Redis
+- [`RedisKeyGate`][accountapi.gates.RedisKeyGate]: the limit and cool-downs shared across processes through Redis
   (the ``redis`` extra), passed as ``AccountClient(key_gate=RedisKeyGate(...))``.
-- :class:`KeyGate`: the protocol a gate of your own implements; its ``acquire`` raises
-  :class:`GateTimeout` or :class:`KeyCoolingDown`, which the client turns into
-  :class:`~accountapi.APITimeoutError` and :class:`~accountapi.RateLimitError`.
-- :data:`MAX_COOL_DOWN`: the longest a gate holds a key back after one 429.
-- :class:`Clock`: the time source the SDK and its gates read (``clock=``);
-  :class:`accountapi.testing.VirtualClock` implements it for tests.
+- [`KeyGate`][accountapi.gates.KeyGate]: the protocol a gate of your own implements; its ``acquire`` raises
+  [`GateTimeout`][accountapi.gates.GateTimeout] or [`KeyCoolingDown`][accountapi.gates.KeyCoolingDown], which the client turns into
+  [`APITimeoutError`][accountapi.APITimeoutError] and [`RateLimitError`][accountapi.RateLimitError].
+- [`MAX_COOL_DOWN`][accountapi.gates.MAX_COOL_DOWN]: the longest a gate holds a key back after one 429.
+- [`Clock`][accountapi.gates.Clock]: the time source the SDK and its gates read (``clock=``);
+  [`accountapi.testing.VirtualClock`][accountapi.testing.VirtualClock] implements it for tests.
 
 These names lived at the top level of ``accountapi`` before 0.2; importing them from
-there still works, with a :class:`DeprecationWarning`.
+there still works, with a `DeprecationWarning`.
 """
 
 from ._clock import Clock

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from .decode import DecodeRow
@@ -177,6 +179,32 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def _wrap(label: str, width: int = 30) -> str:
+    """A bar's label on at most two lines, split at a space near the middle."""
+    if len(label) <= width or " " not in label:
+        return label
+    middle = len(label) // 2
+    spaces = [i for i, ch in enumerate(label) if ch == " "]
+    cut = min(spaces, key=lambda i: abs(i - middle))
+    return label[:cut] + "\n" + label[cut + 1 :]
+
+
+def chart_from_results(results: Path, path: Path) -> str:
+    """Draw the chart again from a results file (``results/latest.json``), without
+    running the benchmarks: for a change to the chart itself."""
+    document = json.loads(results.read_text())
+
+    def rows(key: str) -> list[Any]:
+        return [
+            SimpleNamespace(
+                **{k: SimpleNamespace(**v) if isinstance(v, dict) else v for k, v in row.items()}
+            )
+            for row in document.get(key, [])
+        ]
+
+    return write_chart(path, rows("throughput"), rows("decode"))
+
+
 def write_chart(
     path: Path, throughput: Sequence[ThroughputRow], decode: Sequence[DecodeRow]
 ) -> str:
@@ -188,7 +216,12 @@ def write_chart(
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (pip install 'accountapi[bench]'): no chart written"
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [3, 2]})
+    # Stacked, not side by side, with type large enough to read where the docs show the
+    # chart at the width of their text column (about 800 px).
+    plt.rcParams.update({"font.size": 13})
+    fig, (left, right) = plt.subplots(
+        2, 1, figsize=(11, 14), gridspec_kw={"height_ratios": [3, 1.5]}
+    )
     concurrencies = sorted({r.concurrency for r in throughput})
     labels = list(dict.fromkeys(r.label for r in throughput))
     height = 0.8 / max(len(concurrencies), 1)
@@ -206,30 +239,43 @@ def write_chart(
                 for lab, m in zip(labels, med, strict=True)
             ],
         ]
-        left.barh(ys, med, height=height, xerr=err, capsize=2, label=f"concurrency {conc}")
+        left.barh(ys, med, height=height, xerr=err, capsize=3, label=f"{conc} concurrent")
     if not throughput:
         left.set_axis_off()
     left.set_yticks([n + height * (len(concurrencies) - 1) / 2 for n in range(len(labels))])
-    left.set_yticklabels(labels, fontsize=8)
+    left.set_yticklabels([_wrap(label) for label in labels])
     left.invert_yaxis()
+    left.grid(axis="x", alpha=0.3)
     left.set_xlabel("requests/s, median over rounds (whiskers: min-max)")
-    left.set_title("Throughput against the loopback responder")
+    left.set_title("Throughput against the loopback responder", fontweight="bold")
     if throughput:
-        left.legend(fontsize=8, loc="lower right")
+        left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=len(concurrencies))
     if decode:
-        names = [r.label for r in decode]
+        names = [_wrap(r.label) for r in decode]
         right.barh(range(len(decode)), [r.us.median for r in decode], color="tab:green")
         right.set_yticks(range(len(decode)))
-        right.set_yticklabels(names, fontsize=8)
+        right.set_yticklabels(names)
         right.invert_yaxis()
-        right.axvline(10.0, color="tab:red", linestyle="--", linewidth=1, label="target 10 µs")
+        right.grid(axis="x", alpha=0.3)
+        right.axvline(10.0, color="tab:red", linestyle="--", linewidth=1.5, label="target 10 µs")
         right.set_xlabel("µs per profile (median)")
-        right.set_title("Decoding one profile body")
-        right.legend(fontsize=8, loc="lower right")
+        right.set_title("Decoding one profile body", fontweight="bold")
+        right.legend(loc="lower right")
     else:
         right.set_axis_off()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return f"chart written to {path}"
+
+
+if __name__ == "__main__":  # python -m benchmarks.report [results.json] [chart.png]
+    _results = Path(__file__).resolve().parent / "results"
+    _args = sys.argv[1:]
+    print(
+        chart_from_results(
+            Path(_args[0]) if _args else _results / "latest.json",
+            Path(_args[1]) if len(_args) > 1 else _results / "throughput.png",
+        )
+    )

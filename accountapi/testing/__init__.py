@@ -1,10 +1,10 @@
 """Test tools for accountapi and for apps built on it.
 
-- :class:`Emulator`: the account API on a loopback port, with scripted :class:`Fault` s
+- [`Emulator`][accountapi.testing.Emulator]: the account API on a loopback port, with scripted [`Fault`][accountapi.testing.Fault] s
   and request accounting (``python -m accountapi.testing`` runs it standalone).
-- :class:`ThreadedEmulator`: the same emulator on a thread of its own, so it answers
+- [`ThreadedEmulator`][accountapi.testing.ThreadedEmulator]: the same emulator on a thread of its own, so it answers
   while a sync test (or a web framework's test client) blocks.
-- :class:`VirtualClock`: pass as ``AccountClient(clock=...)`` to make retry waits and
+- [`VirtualClock`][accountapi.testing.VirtualClock]: pass as ``AccountClient(clock=...)`` to make retry waits and
   cool-downs instant while recording each wait asked for.
 
 The emulator imports nothing else from ``accountapi``, so tests built on it do not

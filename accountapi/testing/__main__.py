@@ -1,6 +1,6 @@
 """`python -m accountapi.testing`: run the emulator as a process, for manual use and benchmarks.
 
-The argument parser of :mod:`accountapi.testing._serve`, which `accountapi emulator`
+The argument parser of `accountapi.testing._serve`, which `accountapi emulator`
 also runs (with click, when the `cli` extra is installed): the same options, defaults and
 behaviour. It writes the keys into `--keys-file` (or stdout with `-`), announces its URL
 on stderr, and serves until SIGINT or SIGTERM.

@@ -27,7 +27,9 @@ class VirtualClock:
 
     def __init__(self) -> None:
         self.offset = 0.0
+        """Seconds added to every task's time (``clock.offset += 60`` travels forward)."""
         self.sleeps: list[float] = []
+        """Each wait the SDK asked for, in seconds, in order."""
         self._lock = threading.Lock()  # sleeps from clients on different threads
         # Seconds this task (and what it started since) has slept; a new task starts
         # with its creator's, as a context variable does.

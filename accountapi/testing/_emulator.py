@@ -109,14 +109,23 @@ class RequestRecord:
     """
 
     method: str
+    """The request's HTTP method."""
     path: str
+    """The request's path."""
     key_hint: str | None
+    """The key it carried, as a hint, or ``None`` without one."""
     authorized: bool
+    """Whether the key was known to the emulator."""
     status: int | None
+    """The status sent, or ``None`` when the connection was dropped first."""
     t_start: float
+    """When the request arrived (the emulator's monotonic clock, seconds)."""
     headers: Mapping[str, str] = attrs.field(hash=False)
+    """The request's headers, without ``Authorization``."""
     fault: str | None
+    """The name of the fault applied, or ``None``."""
     request_id: str
+    """The ``X-Request-Id`` the emulator answered with."""
     client_port: int | None = None
     """The client's source port: which of its connections carried the request."""
 

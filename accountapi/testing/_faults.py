@@ -84,17 +84,29 @@ class Fault:
     """
 
     name: str
+    """The factory that built it (``"status"``, ``"rate_limited"``, ...)."""
     code: int | None = None
+    """The HTTP status to answer with, for faults that answer."""
     error: str | None = None
+    """The body's ``error`` field, where the fault sets one."""
     message: str | None = None
+    """The body's ``message`` field, where the fault sets one."""
     details: Any = attrs.field(default=None, hash=False)
+    """The body's ``details`` field, where the fault sets one."""
     headers: tuple[tuple[str, str], ...] = ()
+    """Extra response headers."""
     data: bytes | None = None
+    """A raw body sent as is, instead of JSON."""
     content_type: str | None = None
+    """The ``Content-Type`` of a raw body."""
     seconds: float | None = None
+    """A delay or stall, in seconds, for faults that wait."""
     n_bytes: int | None = None
+    """How many bytes to send before cutting, for truncating faults."""
     location: str | None = None
+    """The ``Location`` of a redirect."""
     chunked: bool = False
+    """Whether the body is sent with chunked transfer encoding."""
 
     @classmethod
     def status(

@@ -1,5 +1,5 @@
 """The emulator as a process: what `accountapi emulator` and `python -m accountapi.testing`
-both run, with one set of defaults (:class:`ServeOptions`).
+both run, with one set of defaults (`ServeOptions`).
 
 It starts the emulator, registers the keys (optionally the demo's mix of failing keys,
 so an operator can rehearse a run), writes them to a file readable by the owner only
@@ -107,7 +107,7 @@ def write_keys(path: str, keys: list[str], stdout: TextIO | None = None) -> None
 
 
 async def serve(options: ServeOptions, *, prog: str = "accountapi emulator") -> None:
-    """Serve until SIGINT or SIGTERM; :class:`ServeError` when it cannot start."""
+    """Serve until SIGINT or SIGTERM; `ServeError` when it cannot start."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -1,11 +1,11 @@
 """The emulator on a thread of its own, for tests that block: sync tests, web test clients.
 
-An :class:`Emulator` on the test's own event loop answers only while that loop runs, so a
+An [`Emulator`][accountapi.testing.Emulator] on the test's own event loop answers only while that loop runs, so a
 plain test body that blocks (FastAPI's ``TestClient``, Flask's test client,
 ``SyncAccountClient``) would wait on a server that cannot answer. Here the emulator runs
 on a private loop in a daemon thread; every method the test calls is handed to that loop
 and waited for, with a bound, so the emulator's state is only ever touched by its own
-thread, as :class:`Emulator` requires.
+thread, as [`Emulator`][accountapi.testing.Emulator] requires.
 """
 
 from __future__ import annotations
@@ -89,17 +89,17 @@ def _settle(future: concurrent.futures.Future[T], outcome: Callable[[], T]) -> N
 
 
 class ThreadedEmulator:
-    """An :class:`Emulator` served on its own thread and event loop, safe to use from any thread.
+    """An [`Emulator`][accountapi.testing.Emulator] served on its own thread and event loop, safe to use from any thread.
 
-    Use as ``with ThreadedEmulator() as emu:`` (or :meth:`start` and :meth:`stop`); the
-    keyword arguments are :class:`Emulator`'s. It answers while the calling thread blocks,
+    Use as ``with ThreadedEmulator() as emu:`` (or [`start()`][accountapi.testing.ThreadedEmulator.start] and [`stop()`][accountapi.testing.ThreadedEmulator.stop]); the
+    keyword arguments are [`Emulator`][accountapi.testing.Emulator]'s. It answers while the calling thread blocks,
     so it serves sync and async tests alike; the ``accountapi_emulator`` fixture is one.
 
     Each method runs on the emulator's loop and is waited for at most ``call_timeout``
-    seconds (``TimeoutError`` after that); :meth:`profile` and :attr:`records` return
-    copies, so change a profile with :meth:`call`. A call made after :meth:`stop`, or
-    still waiting when it stops, raises ``RuntimeError`` at once. :meth:`start` waits at
-    most ``call_timeout`` seconds too; :meth:`stop` waits at most ``stop_timeout`` seconds
+    seconds (``TimeoutError`` after that); [`profile()`][accountapi.testing.ThreadedEmulator.profile] and [`records`][accountapi.testing.ThreadedEmulator.records] return
+    copies, so change a profile with [`call()`][accountapi.testing.ThreadedEmulator.call]. A call made after [`stop()`][accountapi.testing.ThreadedEmulator.stop], or
+    still waiting when it stops, raises ``RuntimeError`` at once. [`start()`][accountapi.testing.ThreadedEmulator.start] waits at
+    most ``call_timeout`` seconds too; [`stop()`][accountapi.testing.ThreadedEmulator.stop] waits at most ``stop_timeout`` seconds
     for the thread to end and raises if it did not.
     """
 
@@ -175,7 +175,7 @@ class ThreadedEmulator:
     def stop(self) -> None:
         """Stop serving, close every connection, and join the thread; idempotent.
 
-        Called on the emulator's own thread (inside :meth:`call`), it stops without
+        Called on the emulator's own thread (inside [`call()`][accountapi.testing.ThreadedEmulator.call]), it stops without
         waiting: the thread ends once that call returns.
         """
         serving, self._serving = self._serving, None
@@ -254,31 +254,31 @@ class ThreadedEmulator:
         fault: Fault | None = None,
         latency: float | None = None,
     ) -> str:
-        """Register a key and return it (see :meth:`Emulator.add_key`)."""
+        """Register a key and return it (see [`Emulator.add_key()`][accountapi.testing.Emulator.add_key])."""
         return self.call(lambda e: e.add_key(profile, key=key, fault=fault, latency=latency))
 
     def script(self, key: str | None, faults: Iterable[Fault]) -> None:
-        """Queue one-shot faults for a key's next requests (see :meth:`Emulator.script`)."""
+        """Queue one-shot faults for a key's next requests (see [`Emulator.script()`][accountapi.testing.Emulator.script])."""
         queued = list(faults)  # an iterator is read here, not on the other thread
         self.call(lambda e: e.script(key, queued))
 
     def set_fault_mix(self, mix: Iterable[tuple[float, Fault]], *, seed: int | None = None) -> None:
-        """A random fault per request (see :meth:`Emulator.set_fault_mix`)."""
+        """A random fault per request (see [`Emulator.set_fault_mix()`][accountapi.testing.Emulator.set_fault_mix])."""
         pairs = list(mix)
         self.call(lambda e: e.set_fault_mix(pairs, seed=seed))
 
     def set_latency(self, seconds: float) -> None:
-        """The service time of every request (see :meth:`Emulator.set_latency`)."""
+        """The service time of every request (see [`Emulator.set_latency()`][accountapi.testing.Emulator.set_latency])."""
         self.call(lambda e: e.set_latency(seconds))
 
     def profile(self, key: str) -> dict[str, Any]:
-        """A copy of the key's current wire profile; change it with :meth:`call`."""
+        """A copy of the key's current wire profile; change it with [`call()`][accountapi.testing.ThreadedEmulator.call]."""
         return self.call(lambda e: copy.deepcopy(e.profile(key)))
 
     def attempts(
         self, key: str, path: str | None = PROFILE_PATH, *, include_unauthorized: bool = False
     ) -> int:
-        """Requests seen with this key on ``path`` (see :meth:`Emulator.attempts`)."""
+        """Requests seen with this key on ``path`` (see [`Emulator.attempts()`][accountapi.testing.Emulator.attempts])."""
         return self.call(lambda e: e.attempts(key, path, include_unauthorized=include_unauthorized))
 
     async def wait_for_attempts(
@@ -301,7 +301,7 @@ class ThreadedEmulator:
 
     @property
     def records(self) -> list[RequestRecord]:
-        """Every finished request since the last :meth:`reset_stats`, in arrival order."""
+        """Every finished request since the last [`reset_stats()`][accountapi.testing.ThreadedEmulator.reset_stats], in arrival order."""
         return self.call(lambda e: e.records)
 
     def max_in_flight(self, key: str) -> int:
