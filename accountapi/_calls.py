@@ -700,6 +700,7 @@ class CallPath:
         failure: AccountAPIError | None = None
         try:
             while True:
+                asked = call.deadline
                 try:
                     await self._gate.acquire(
                         call.key._value, remaining, max_cool_down=self._retrier.policy.max_wait
@@ -709,8 +710,12 @@ class CallPath:
                     raise
                 except GateTimeout:
                     # A shared read queued here runs until its latest caller's deadline,
-                    # which a caller joining it during the wait may have moved.
+                    # which a caller joining it during the wait may have moved: it queues
+                    # again for what is left. Only then: a gate that refuses at once (a
+                    # custom one, "queue full") must not be asked again and again.
                     deadline = call.deadline
+                    if deadline == asked:
+                        raise
                     remaining = None if deadline is None else deadline - self.monotonic()
                     if remaining is not None and remaining <= 0:
                         raise
