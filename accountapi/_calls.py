@@ -38,13 +38,14 @@ from ._exceptions import (
     ConfigurationError,
     RateLimitError,
 )
-from ._gate import GateTimeout, KeyCoolingDown, KeyGate, fast_acquire
 from ._headers import check_user_headers
 from ._keys import Credential
 from ._log import log_attempt, logger
 from ._status import error_for_status
 from ._telemetry import Telemetry, call_labels, end_span, telemetry, telemetry_failed
 from ._transport import RawResponse, request_headers
+from .gates._memory import fast_acquire
+from .gates._protocol import GateTimeout, KeyCoolingDown, KeyGate
 
 if TYPE_CHECKING:
     from yarl import URL
