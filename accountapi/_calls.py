@@ -39,11 +39,11 @@ from ._exceptions import (
     RateLimitError,
 )
 from ._headers import check_user_headers
+from ._http._transport import RawResponse, request_headers
 from ._keys import Credential
 from ._log import log_attempt, logger
 from ._status import error_for_status
 from ._telemetry import Telemetry, call_labels, end_span, telemetry, telemetry_failed
-from ._transport import RawResponse, request_headers
 from .gates._memory import fast_acquire
 from .gates._protocol import GateTimeout, KeyCoolingDown, KeyGate
 
@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from yarl import URL
 
     from ._clock import Clock
+    from ._http._transport import Transport
     from ._retry import Retrier
-    from ._transport import Transport
 
 __all__ = ["CallOptions", "CallPath"]
 

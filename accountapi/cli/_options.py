@@ -13,8 +13,8 @@ from accountapi._bulk import DEFAULT_CONCURRENCY
 from accountapi._client import AccountClient
 from accountapi._config import NOT_GIVEN, Limits
 from accountapi._exceptions import AccountAPIError, APIConnectionError, ConfigurationError
+from accountapi._http._proxy import check_proxy_url, env_proxy, proxy_bypassed
 from accountapi._keys import resolve_base_url
-from accountapi._proxy import check_proxy_url, env_proxy, proxy_bypassed
 
 from ._process import _fail
 from ._writers import _BALANCES_FORMATS, _FORMATS

@@ -1,5 +1,19 @@
-"""The connection pool's two rules of our own: a connection that spoke out of turn is
-dropped, and a request is known to have had no answer at all when that is so.
+"""Every use of aiohttp's private API, in one file.
+
+The hooks (the tests in tests/test_edges.py and tests/test_pool.py fail if aiohttp
+stops honouring one):
+
+- ``TCPConnector._factory`` (and the connector's ``_loop``): :class:`GuardedConnector`
+  builds its connections with :class:`_Protocol` instead of ``ResponseHandler``.
+- ``ResponseHandler`` subclassed, reading its ``_parser``: :class:`_Protocol` knows whether
+  the current request got any byte of an answer.
+- ``TCPConnector.connect(req, traces, timeout)`` overridden: :class:`GuardedConnector`
+  checks each connection as the pool hands it out.
+- ``ClientSession._retry_connection``: :func:`never_resend` switches off aiohttp's silent
+  resend of a request on a dropped pooled connection.
+
+What they build: the connection pool's two rules of our own: a connection that spoke out
+of turn is dropped, and a request is known to have had no answer at all when that is so.
 
 One client session serves many keys, so a pooled keep-alive connection carries key A's
 request and then key B's. HTTP/1.1 has no request ids: an answer belongs to a request
@@ -37,7 +51,7 @@ if TYPE_CHECKING:
     from aiohttp.client_reqrep import ClientRequest
     from aiohttp.connector import Connection
 
-__all__ = ["GuardedConnector", "NoAnswer", "TunnelFailed", "UnsolicitedData"]
+__all__ = ["GuardedConnector", "NoAnswer", "TunnelFailed", "UnsolicitedData", "never_resend"]
 
 # A fresh connection that already holds bytes (a server talking before it is asked) is
 # as unusable as a pooled one; after this many in a row the request fails instead of
@@ -101,8 +115,7 @@ class GuardedConnector(aiohttp.TCPConnector):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.discarded = 0
-        # One of the two private aiohttp hooks the SDK uses (the other is the session's
-        # _retry_connection, see Transport.session): the protocol factory.
+        # The protocol factory (see the hooks above).
         # The read-retry tests in tests/test_edges.py fail if aiohttp stops using it.
         self._factory = functools.partial(_Protocol, loop=self._loop)  # type: ignore[assignment]
 
@@ -151,3 +164,9 @@ _connect = aiohttp.TCPConnector.connect
 # Failures in connect() that already say the request never left, or carry a status.
 _DROPPED = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ServerTimeoutError)
 _NOT_SENT_ALREADY = (aiohttp.ClientConnectorError, aiohttp.ClientHttpProxyError, UnsolicitedData)
+
+
+def never_resend(session: aiohttp.ClientSession) -> None:
+    """Stop ``session`` from resending a request by itself when a pooled connection drops:
+    every request sent must be one the SDK counts (``.attempts``, the retry policy)."""
+    session._retry_connection = False
