@@ -15,7 +15,7 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status (see ``accountapi --help``)."""
     try:
-        from ._cli import run
+        from .cli import run
     except ImportError as exc:
         if (exc.name or "").partition(".")[0] not in ("click", "rich"):
             raise

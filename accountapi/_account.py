@@ -10,10 +10,10 @@ from ._config import NOT_GIVEN, NotGiven, Timeout
 from ._decode import decode_profile
 from ._exceptions import APIResponseValidationError
 from ._headers import request_id_from
+from ._http._transport import RawResponse
 from ._keys import Credential
 from ._models import Profile
 from ._response import APIResponse
-from ._transport import RawResponse
 
 if TYPE_CHECKING:
     from ._calls import Call, CallPath

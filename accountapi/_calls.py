@@ -42,20 +42,21 @@ from ._exceptions import (
     ConfigurationError,
     RateLimitError,
 )
-from ._gate import GateTimeout, KeyCoolingDown, KeyGate, fast_acquire
 from ._headers import check_user_headers, request_id_from
+from ._http._transport import RawResponse, request_headers
 from ._keys import Credential
 from ._log import log_attempt, log_joined, logger
 from ._status import error_for_status
 from ._telemetry import Endpoint, Telemetry, telemetry
-from ._transport import RawResponse, request_headers
+from .gates._memory import fast_acquire
+from .gates._protocol import GateTimeout, KeyCoolingDown, KeyGate
 
 if TYPE_CHECKING:
     from yarl import URL
 
     from ._clock import Clock
+    from ._http._transport import Transport
     from ._retry import Retrier
-    from ._transport import Transport
 
 __all__ = ["CallOptions", "CallPath"]
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from ._exceptions import AccountAPIError
-    from ._transport import RawResponse
+    from ._http._transport import RawResponse
 
 __all__ = ["LOG_ENV_VAR", "log_attempt", "log_joined", "logger", "setup_from_env"]
 

@@ -55,13 +55,13 @@ from ._client import AccountClient
 from ._clock import Clock
 from ._config import NOT_GIVEN, Limits, NotGiven, RetryPolicy, Timeout
 from ._exceptions import APITimeoutError, ClientStateError, ConfigurationError
-from ._gate import KeyGate
 from ._headers import check_user_headers
+from ._http._proxy import check_proxy_url
 from ._keys import Credential
 from ._models import Profile
-from ._proxy import check_proxy_url
 from ._response import APIResponse
 from ._retry import RetryEvent
+from .gates import KeyGate
 
 if TYPE_CHECKING:
     from yarl import URL

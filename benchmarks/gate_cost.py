@@ -2,7 +2,7 @@
 
 Starts its own ``redis-server`` (loopback, free port, no persistence) and the minimal
 ``benchmarks.responder``, then measures for :class:`~accountapi.gates.MemoryKeyGate` and
-:class:`~accountapi._redis_gate.RedisKeyGate`:
+:class:`~accountapi.gates.RedisKeyGate`:
 
 - the gate alone: acquire + release pairs one after another (µs per pair, and Redis
   round trips per pair, read from ``INFO commandstats``);

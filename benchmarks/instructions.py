@@ -158,7 +158,7 @@ def _ablate(variant: str) -> None:
 
         setattr(account, "decode_profile", json_only)  # noqa: B010
     elif variant == "sdk-distinct-noguard":
-        import accountapi._transport as transport
+        import accountapi._http._transport as transport
 
         setattr(transport, "GuardedConnector", aiohttp.TCPConnector)  # noqa: B010
     elif variant == "sdk-distinct-direct":

@@ -17,7 +17,7 @@ import logging
 import sys
 
 from accountapi import AccountClient
-from accountapi._redis_gate import RedisKeyGate
+from accountapi.gates import RedisKeyGate
 
 
 class _Count(logging.Handler):

@@ -25,7 +25,7 @@ from click.testing import CliRunner, Result
 
 from accountapi import key_hint
 from accountapi.__main__ import main
-from accountapi._cli import cli
+from accountapi.cli import cli
 from accountapi.testing import Emulator, Fault
 
 FULL_KEY = re.compile(r"dpct_[A-Za-z0-9_-]{12,}")
@@ -124,7 +124,7 @@ def test_without_click_or_rich_main_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """With the cli extra missing, main() prints one install hint on stderr and returns 2."""
-    monkeypatch.delitem(sys.modules, "accountapi._cli")
+    monkeypatch.delitem(sys.modules, "accountapi.cli")
     monkeypatch.setitem(sys.modules, "rich.console", None)
     assert main(["--help"]) == 2
     out, err = capsys.readouterr()

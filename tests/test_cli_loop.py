@@ -9,8 +9,8 @@ import pytest
 import uvloop
 from click.testing import CliRunner
 
-import accountapi._cli
-from accountapi._cli import cli, loop_factory
+import accountapi.cli._balances_command
+from accountapi.cli import cli, loop_factory
 from accountapi.testing import Emulator
 
 
@@ -28,13 +28,13 @@ async def test_balances_runs_on_the_loop_it_chose(
     keys = tmp_path / "keys.txt"
     keys.write_text("\n".join(emulator.add_key() for _ in range(5)) + "\n")
     seen: list[str] = []
-    real = accountapi._cli._balances
+    real = accountapi.cli._balances_command._balances
 
     async def noting(*args: object, **kwargs: object) -> object:
         seen.append(type(asyncio.get_running_loop()).__module__.split(".")[0])
         return await real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(accountapi._cli, "_balances", noting)
+    monkeypatch.setattr(accountapi.cli._balances_command, "_balances", noting)
     args = ["balances", str(keys), "--base-url", emulator.url, "--format", "jsonl"]
 
     def run() -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_cli_edges import TIMEOUT, Done, assert_clean, keys_file
 
-from accountapi._cli import EXIT_WRITE_FAILED
+from accountapi.cli import EXIT_WRITE_FAILED
 from accountapi.testing import Emulator
 
 ROW_BYTES_LIMIT = 2048  # RLIMIT_FSIZE for the child: a few rows, then EFBIG
@@ -148,6 +148,6 @@ async def test_other_output_on_a_full_disk_is_one_line(emulator: Emulator, args:
 
 
 def test_exit_74_is_in_the_help() -> None:
-    from accountapi._cli import EXIT_STATUS_HELP
+    from accountapi.cli import EXIT_STATUS_HELP
 
     assert "74  results or --summary-json could not be written" in EXIT_STATUS_HELP

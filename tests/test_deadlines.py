@@ -14,7 +14,7 @@ import time
 import pytest
 
 from accountapi import AccountClient, APITimeoutError, Timeout
-from accountapi._deadlines import AttemptDeadlines
+from accountapi._http._deadlines import AttemptDeadlines
 from accountapi.testing import Emulator, Fault
 
 

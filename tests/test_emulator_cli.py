@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import accountapi._cli
+import accountapi.cli._emulator_commands
 import accountapi.testing.__main__ as testing_main
-from accountapi._cli import cli
+from accountapi.cli import cli
 from accountapi.testing import Emulator
 from accountapi.testing._serve import DEFAULTS, ServeOptions
 
@@ -30,7 +30,7 @@ def test_both_command_lines_serve_with_the_same_defaults(monkeypatch: pytest.Mon
     async def record(options: ServeOptions, **_: Any) -> None:
         seen.append(options)
 
-    monkeypatch.setattr(accountapi._cli, "serve_emulator", record)
+    monkeypatch.setattr(accountapi.cli._emulator_commands, "serve_emulator", record)
     monkeypatch.setattr(testing_main, "serve", record)
     assert CliRunner().invoke(cli, ["emulator"], catch_exceptions=False).exit_code == 0
     assert testing_main.main([]) == 0

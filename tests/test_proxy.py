@@ -519,8 +519,8 @@ def test_no_warning_is_raised_when_building_a_proxied_client() -> None:
 def test_translate_masks_the_proxy_password_whatever_aiohttp_says() -> None:
     """Belt and braces: an aiohttp message quoting the proxy URL (or its Basic token) is
     masked before it becomes the SDK's error."""
-    from accountapi._proxy import check_proxy_url
-    from accountapi._transport import translate
+    from accountapi._http._proxy import check_proxy_url
+    from accountapi._http._transport import translate
 
     proxy = check_proxy_url(f"http://alice:{LOGIN[1]}@127.0.0.1:3128")
     for quoted in (str(proxy.url), basic(*LOGIN)):

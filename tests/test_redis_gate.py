@@ -34,8 +34,7 @@ from accountapi import (
     ClientStateError,
     ConfigurationError,
 )
-from accountapi._gate import GateTimeout
-from accountapi._redis_gate import RedisKeyGate
+from accountapi.gates import GateTimeout, RedisKeyGate
 from accountapi.testing import Emulator, Fault
 
 WORKER = Path(__file__).with_name("redis_worker.py")

@@ -19,20 +19,27 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ._config import Limits, Timeout
-from ._content import ACCEPT_ENCODING, UndecodableBody, decode_body, is_identity
-from ._deadlines import AttemptDeadlines
-from ._exceptions import (
+from accountapi._config import Limits, Timeout
+from accountapi._exceptions import (
     AccountAPIError,
     APIConnectionError,
     APITimeoutError,
     ClientStateError,
     ConfigurationError,
 )
-from ._keys import Credential
-from ._pool import GuardedConnector, NoAnswer, TunnelFailed, UnsolicitedData
+from accountapi._keys import Credential
+from accountapi._version import __version__
+
+from ._aiohttp_private import (
+    GuardedConnector,
+    NoAnswer,
+    TunnelFailed,
+    UnsolicitedData,
+    never_resend,
+)
+from ._content import ACCEPT_ENCODING, UndecodableBody, decode_body, is_identity
+from ._deadlines import AttemptDeadlines
 from ._proxy import ProxyURL, env_proxy
-from ._version import __version__
 
 __all__ = ["USER_AGENT", "RawResponse", "Transport", "request_headers"]
 
@@ -268,7 +275,7 @@ class Transport:
                 "this AccountClient is bound to another event loop; "
                 "create one client per event loop (e.g. per asyncio.run call)"
             )
-        # Never reuses a connection that received bytes while idle (see _pool).
+        # Never reuses a connection that received bytes while idle (see _aiohttp_private).
         connector = GuardedConnector(
             limit=self._limits.max_connections or 0,
             limit_per_host=0,
@@ -291,7 +298,7 @@ class Transport:
         # aiohttp resends an idempotent request once, silently, when a pooled connection
         # drops; the SDK makes that decision itself (counted in .attempts, under the retry
         # policy and deadline), so it is switched off on the session the SDK owns.
-        session._retry_connection = False
+        never_resend(session)
         self._session = session
         self._loop = loop
         return session

@@ -18,8 +18,8 @@ from typing import Final
 
 from yarl import URL
 
-from ._exceptions import ConfigurationError
-from ._urls import is_host
+from accountapi._exceptions import ConfigurationError
+from accountapi._urls import is_host
 
 __all__ = ["ProxyURL", "check_proxy_url", "env_proxy", "proxy_bypassed"]
 

@@ -26,8 +26,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any, Final
 
-from ._bulk import BalanceSummary
-from ._keys import key_hint
+from accountapi._bulk import BalanceSummary
+from accountapi._keys import key_hint
 
 __all__ = ["Previous", "ResumeError", "read_previous"]
 

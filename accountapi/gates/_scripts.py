@@ -5,7 +5,7 @@ script touches one Redis Cluster slot; the gate still supports one primary only 
 [`RedisKeyGate`][accountapi.gates.RedisKeyGate]). API keys never reach Redis: `key_hash()` names
 each by a truncated SHA-256 of namespace and key.
 
-The scripts implement the lease/ticket protocol that `accountapi._redis_gate`
+The scripts implement the lease/ticket protocol that `accountapi.gates._lease`
 drives; what each takes and returns is written above it. `ScriptRunner` runs them
 with ``EVALSHA`` (loading a script on the first ``NOSCRIPT``), one at a time or several
 in one round trip, at most ``max_commands`` at once per gate.

@@ -1,11 +1,5 @@
-"""The per-key gate: at most N requests in flight per API key, and a shared 429 cool-down.
-
-The service allows 10 concurrent requests per key and answers the eleventh with 429. The
-gate keeps every request for a key within that limit, queueing the rest in arrival order,
-and after a 429 it holds back every queued or new request for that key until the
-``Retry-After`` has passed: one cool-down per key, not one retry storm per caller.
-
-[`KeyGate`][accountapi.gates.KeyGate] is the interface; [`MemoryKeyGate`][accountapi.gates.MemoryKeyGate] is the in-process default.
+"""The in-process key gate, the default: [`MemoryKeyGate`][accountapi.gates.MemoryKeyGate], and the fast path the client
+takes through it (`fast_acquire()`).
 """
 
 from __future__ import annotations
@@ -14,93 +8,14 @@ import asyncio
 import heapq
 from collections import deque
 from collections.abc import Callable
-from typing import Final, Protocol, runtime_checkable
+from typing import Final
 
-from ._clock import Clock, SystemClock
-from ._exceptions import AccountAPIError, ConfigurationError
+from accountapi._clock import Clock, SystemClock
+from accountapi._exceptions import ConfigurationError
 
-__all__ = [
-    "MAX_COOL_DOWN",
-    "GateTimeout",
-    "KeyCoolingDown",
-    "KeyGate",
-    "MemoryKeyGate",
-    "fast_acquire",
-]
+from ._protocol import MAX_COOL_DOWN, GateTimeout, KeyCoolingDown, KeyGate
 
-MAX_COOL_DOWN: Final = 60.0
-"""The longest a gate holds a key back after one 429, in seconds, whatever its Retry-After.
-
-A cool-down protects the service from calls it asked us not to make yet; it is not a
-promise to stay away. A longer Retry-After (a broken gateway's ``86400``) then costs one
-request per key a minute (which, if still limited, starts a new cool-down) instead of
-parking the key for a day.
-"""
-
-
-class GateTimeout(AccountAPIError, TimeoutError):
-    """No slot (or no end of the cool-down) within the time the call had left.
-
-    A custom [`KeyGate`][accountapi.gates.KeyGate] raises it (or
-    [`KeyCoolingDown`][accountapi.gates.KeyCoolingDown]) from ``acquire``; the client turns
-    it into [`APITimeoutError`][accountapi.APITimeoutError], so a caller of the client
-    never sees it. Like every public exception it is an
-    [`AccountAPIError`][accountapi.AccountAPIError]; it is also a ``TimeoutError``, as before.
-    """
-
-
-class KeyCoolingDown(GateTimeout):
-    """The key is cooling down after a 429 for longer than the call may wait.
-
-    Raised by ``acquire`` at once, without waiting; ``retry_after`` is the time left (in
-    seconds). The client turns it into [`RateLimitError`][accountapi.RateLimitError] with that
-    ``retry_after`` and nothing sent.
-    """
-
-    retry_after: float
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"the key is cooling down after a 429 for {retry_after:.3f}s more")
-        self.retry_after = retry_after
-        """Seconds left of the key's cool-down."""
-
-
-# Tracebacks, reprs and pickles name the gate signals by their public path
-# (``accountapi.gates.GateTimeout``), as ``accountapi`` does for its own exceptions; set
-# here, not in accountapi/gates.py, so it holds before (or without) that module's import.
-GateTimeout.__module__ = KeyCoolingDown.__module__ = "accountapi.gates"
-
-
-@runtime_checkable
-class KeyGate(Protocol):
-    """Admission control per API key, shared by every call that uses the same key."""
-
-    async def acquire(
-        self, key: str, timeout: float | None, *, max_cool_down: float | None = None
-    ) -> None:
-        """Wait for a free slot for ``key`` and for its cool-down to pass.
-
-        Raises [`KeyCoolingDown`][accountapi.gates.KeyCoolingDown] at once when the key's cool-down outlasts
-        ``timeout`` or ``max_cool_down`` seconds (the most this call may wait for one),
-        and [`GateTimeout`][accountapi.gates.GateTimeout] when no slot frees up within ``timeout`` seconds.
-        """
-        ...
-
-    def release(self, key: str) -> None:
-        """Give back the slot taken by [`acquire()`][accountapi.gates.KeyGate.acquire]; called once per acquire, even on
-        cancellation, so it must neither wait nor raise (a shared gate sends it in the
-        background)."""
-        ...
-
-    async def cool_down(self, key: str, seconds: float) -> None:
-        """Hold every request for ``key`` back for ``seconds`` (a 429's Retry-After),
-        at most [`MAX_COOL_DOWN`][accountapi.gates.MAX_COOL_DOWN]. The client calls it while still holding the slot
-        of the request that drew the 429, before [`release()`][accountapi.gates.KeyGate.release]."""
-        ...
-
-    async def in_flight(self, key: str) -> int:
-        """Requests for ``key`` holding a slot right now (across processes, for a shared gate)."""
-        ...
+__all__ = ["MemoryKeyGate", "fast_acquire"]
 
 
 def fast_acquire(gate: KeyGate) -> Callable[[str], bool] | None:
@@ -177,7 +92,6 @@ class MemoryKeyGate:
 
     @property
     def per_key(self) -> int | None:
-        """Requests in flight at once for one key (``None``: no limit)."""
         return self._limit
 
     async def in_flight(self, key: str) -> int:
@@ -195,7 +109,7 @@ class MemoryKeyGate:
         """Take a slot for ``key`` if one is free right now, without waiting; True if taken.
 
         False when the key is at its limit, has callers queued, or is cooling down: then
-        [`acquire()`][accountapi.gates.MemoryKeyGate.acquire] waits in line (see `fast_acquire()`).
+        `acquire()` waits in line (see `fast_acquire()`).
         """
         states = self._states
         entry = states.get(key)

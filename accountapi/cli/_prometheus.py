@@ -23,8 +23,8 @@ from typing import IO, Final
 
 import attrs
 
-from ._bulk import BalanceResult, BalanceSummary
-from ._models import Profile
+from accountapi._bulk import BalanceResult, BalanceSummary
+from accountapi._models import Profile
 
 __all__ = ["PrometheusWriter"]
 

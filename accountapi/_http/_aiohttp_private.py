@@ -1,5 +1,20 @@
-"""The connection pool's two rules of our own: a connection that spoke out of turn is
-dropped, and a request is known to have had no answer at all when that is so.
+"""Every use of aiohttp's private API, in one file.
+
+The hooks, each checked when this module is imported (`check_hooks()`: an aiohttp
+without one is an ImportError naming it, never a silent switch-off); the tests in
+tests/test_edges.py and tests/test_pool.py fail if aiohttp stops honouring one:
+
+- ``TCPConnector._factory`` (and the connector's ``_loop``): `GuardedConnector`
+  builds its connections with `_Protocol` instead of ``ResponseHandler``.
+- ``ResponseHandler`` subclassed, reading its ``_parser``: `_Protocol` knows whether
+  the current request got any byte of an answer.
+- ``TCPConnector.connect(req, traces, timeout)`` overridden: `GuardedConnector`
+  checks each connection as the pool hands it out.
+- ``ClientSession._retry_connection``: `never_resend()` switches off aiohttp's silent
+  resend of a request on a dropped pooled connection.
+
+What they build: the connection pool's two rules of our own: a connection that spoke out
+of turn is dropped, and a request is known to have had no answer at all when that is so.
 
 One client session serves many keys, so a pooled keep-alive connection carries key A's
 request and then key B's. HTTP/1.1 has no request ids: an answer belongs to a request
@@ -28,6 +43,7 @@ so that every request sent is one the SDK counts.
 from __future__ import annotations
 
 import functools
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -37,7 +53,14 @@ if TYPE_CHECKING:
     from aiohttp.client_reqrep import ClientRequest
     from aiohttp.connector import Connection
 
-__all__ = ["GuardedConnector", "NoAnswer", "TunnelFailed", "UnsolicitedData"]
+__all__ = [
+    "GuardedConnector",
+    "NoAnswer",
+    "TunnelFailed",
+    "UnsolicitedData",
+    "check_hooks",
+    "never_resend",
+]
 
 # A fresh connection that already holds bytes (a server talking before it is asked) is
 # as unusable as a pooled one; after this many in a row the request fails instead of
@@ -101,8 +124,7 @@ class GuardedConnector(aiohttp.TCPConnector):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.discarded = 0
-        # One of the two private aiohttp hooks the SDK uses (the other is the session's
-        # _retry_connection, see Transport.session): the protocol factory.
+        # The protocol factory (see the hooks above).
         # The read-retry tests in tests/test_edges.py fail if aiohttp stops using it.
         self._factory = functools.partial(_Protocol, loop=self._loop)  # type: ignore[assignment]
 
@@ -151,3 +173,61 @@ _connect = aiohttp.TCPConnector.connect
 # Failures in connect() that already say the request never left, or carry a status.
 _DROPPED = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ServerTimeoutError)
 _NOT_SENT_ALREADY = (aiohttp.ClientConnectorError, aiohttp.ClientHttpProxyError, UnsolicitedData)
+
+
+def never_resend(session: aiohttp.ClientSession) -> None:
+    """Stop ``session`` from resending a request by itself when a pooled connection drops:
+    every request sent must be one the SDK counts (``.attempts``, the retry policy)."""
+    session._retry_connection = False
+
+
+def _assigns(cls: type, name: str) -> bool:
+    """Whether an ``__init__`` along ``cls``'s MRO stores ``self.<name>``."""
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        code = getattr(init, "__code__", None)
+        if code is not None and name in code.co_names:
+            return True
+    return False
+
+
+def _parameters(function: object) -> tuple[str, ...]:
+    code = getattr(function, "__code__", None)
+    return () if code is None else code.co_varnames[: code.co_argcount]
+
+
+def check_hooks(aiohttp_module: ModuleType | Any) -> None:
+    """Raise ImportError naming the first private hook of this file that ``aiohttp_module``
+    (aiohttp, or a stand-in in a test) lacks, and its version. No hook has a safe
+    fallback: without one, a connection could carry unsolicited bytes to another key's
+    request, or a request could be sent twice and counted once."""
+    connector = getattr(aiohttp_module, "TCPConnector", None)
+    session = getattr(aiohttp_module, "ClientSession", None)
+    proto = getattr(getattr(aiohttp_module, "client_proto", None), "ResponseHandler", None)
+    missing = [
+        hook
+        for hook, present in (
+            ("TCPConnector._factory", connector is not None and _assigns(connector, "_factory")),
+            ("TCPConnector._loop", connector is not None and _assigns(connector, "_loop")),
+            (
+                "TCPConnector.connect(req, traces, timeout)",
+                _parameters(getattr(connector, "connect", None))
+                == ("self", "req", "traces", "timeout"),
+            ),
+            (
+                "ClientSession._retry_connection",
+                "_retry_connection" in getattr(session, "ATTRS", ()),
+            ),
+            ("client_proto.ResponseHandler._parser", hasattr(proto, "_parser")),
+        )
+        if not present
+    ]
+    if missing:
+        version = getattr(aiohttp_module, "__version__", "(unknown version)")
+        raise ImportError(
+            f"accountapi relies on aiohttp's private {missing[0]}, which aiohttp {version} "
+            "does not have; install an aiohttp version accountapi supports (pyproject.toml)"
+        )
+
+
+check_hooks(aiohttp)

@@ -17,9 +17,11 @@ These names lived at the top level of ``accountapi`` before 0.2; importing them 
 there still works, with a `DeprecationWarning`.
 """
 
-from ._clock import Clock
-from ._gate import MAX_COOL_DOWN, GateTimeout, KeyCoolingDown, KeyGate, MemoryKeyGate
-from ._redis_gate import RedisKeyGate
+from accountapi._clock import Clock
+
+from ._memory import MemoryKeyGate
+from ._protocol import MAX_COOL_DOWN, GateTimeout, KeyCoolingDown, KeyGate
+from ._redis import RedisKeyGate
 
 __all__ = [
     "MAX_COOL_DOWN",

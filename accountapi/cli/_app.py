@@ -1,0 +1,40 @@
+"""The ``accountapi`` group: its commands, and `run()`, what ``accountapi.__main__`` calls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import click
+
+from ._balances_command import balances
+from ._emulator_commands import demo, emulator
+from ._process import EXIT_STATUS_HELP, _Group
+from ._profile_command import profile
+
+__all__ = ["cli", "run"]
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    code: int = cli.main(args=argv, prog_name="accountapi", standalone_mode=False)
+    return code
+
+
+@click.group(
+    "accountapi",
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_STATUS_HELP,
+)
+@click.version_option(package_name="accountapi", message="accountapi %(version)s")
+def cli() -> None:
+    """Balances and profiles of Depicta API keys, one key or hundreds of thousands.
+
+    Try `accountapi demo` first: it needs no account. Keys are only ever shown as hints
+    such as dpct_…abcd.
+    """
+
+
+for _command in (profile, balances, emulator, demo):
+    cli.add_command(_command)
+del _command

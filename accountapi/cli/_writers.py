@@ -1,0 +1,359 @@
+"""What a ``balances`` run writes: its rows (table, CSV, JSON lines, Prometheus), the live
+progress bar, and the closing summary (on stderr, and as JSON).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable
+from typing import IO, Any, Final, Protocol
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from accountapi._bulk import BalanceResult, BalanceSummary
+from accountapi._exceptions import APIResponseValidationError, APIStatusError
+from accountapi._thresholds import BalanceThresholds
+
+from ._process import _stderr, exit_status
+from ._prometheus import PrometheusWriter
+from ._text import money, safe_text
+
+# -- rows ----------------------------------------------------------------------------------
+
+_FORMATS: Final = ("table", "csv", "jsonl")
+_BALANCES_FORMATS: Final = (*_FORMATS, "prometheus")
+_COLUMNS: Final = (
+    "line",
+    "key_hint",
+    "ok",
+    "balance_eur",
+    "held_eur",
+    "error",
+    "status",
+    "code",
+    "message",
+    "request_id",
+    "attempts",
+    "elapsed_s",
+    "account_id",
+    "credits_expire_at",
+    "low",
+    "expiring",
+)
+_Flags = tuple[bool | None, bool | None]
+_NOT_JUDGED: Final[_Flags] = (None, None)
+
+
+def _judge(summary: BalanceSummary | None) -> Callable[[BalanceResult], _Flags]:
+    """``(low, expiring)`` of a result under the run's thresholds: None where a rule is
+    off or the key failed (a failed key is neither)."""
+
+    def judge(result: BalanceResult) -> _Flags:
+        p = result.profile
+        if summary is None or p is None or not result.ok:
+            return _NOT_JUDGED
+        return summary.flags(p.balance_eur, p.credits_expire_at)
+
+    return judge
+
+
+def result_record(result: BalanceResult, line: int, flags: _Flags = _NOT_JUDGED) -> dict[str, Any]:
+    """One result as flat fields (the csv/jsonl columns); money as exact plain strings;
+    ``low`` and ``expiring`` as ``flags`` says (None: that threshold was not given).
+
+    Strings from the service (``code``, ``message``, ``request_id``) are its data, as
+    sent (the message on one line); each writer makes them safe for its format.
+    """
+    error = result.error
+    p = result.profile
+    status = code = request_id = None
+    if isinstance(error, APIStatusError):
+        status, code, request_id = error.status, error.code, error.request_id
+    elif isinstance(error, APIResponseValidationError):
+        status, request_id = error.status, error.request_id
+    return {
+        "line": line,
+        "key_hint": result.key_hint,
+        "ok": result.ok,
+        "balance_eur": None if p is None else money(p.balance_eur),
+        "held_eur": None if p is None else money(p.held_eur),
+        "error": None if error is None else type(error).__name__,
+        "status": status,
+        "code": code,
+        "message": None if error is None else " ".join(error.message.split()),
+        "request_id": request_id,
+        "attempts": result.attempts,
+        "elapsed_s": round(result.elapsed, 4),
+        "account_id": None if p is None else p.id,
+        "credits_expire_at": None
+        if p is None or p.credits_expire_at is None
+        else p.credits_expire_at.isoformat(),
+        "low": flags[0],
+        "expiring": flags[1],
+    }
+
+
+class _Writer(Protocol):
+    def write(self, result: BalanceResult, line: int) -> None: ...
+
+    def finish(self, summary: BalanceSummary, elapsed: float) -> None:
+        """The run ended (not interrupted): write what waits for the end (prometheus)."""
+
+
+class _RowWriter:
+    """A writer that writes each row as it comes: nothing is left for the end."""
+
+    def finish(self, summary: BalanceSummary, elapsed: float) -> None:
+        pass
+
+
+def _alert_cell(flags: _Flags) -> str:
+    return ",".join(name for name, on in zip(("low", "expiring"), flags, strict=True) if on) or "-"
+
+
+class _TableWriter(_RowWriter):
+    """Fixed-width columns written row by row, so a million rows never sit in memory.
+
+    With thresholds (``judge`` given) an ALERT column says ``low``, ``expiring`` or both."""
+
+    def __init__(
+        self, out: IO[str], last_line: int, judge: Callable[[BalanceResult], _Flags] | None = None
+    ) -> None:
+        self._out = out
+        self._judge = judge
+        width = max(6 if last_line == 0 else 4, len(str(last_line)))  # 0: not known yet
+        alert = "" if judge is None else "{:<12}  "
+        self._row = f"{{:>{width}}}  {{:<14}}  {{:<24}}  {{:>14}}  {{:>12}}  {alert}{{:>5}}  {{}}"
+        self._started = False
+
+    def write(self, result: BalanceResult, line: int) -> None:
+        if not self._started:  # the header waits for the first row: no header on failure
+            self._started = True
+            alert = () if self._judge is None else ("ALERT",)
+            self._line(
+                "LINE", "KEY", "RESULT", "BALANCE EUR", "HELD EUR", *alert, "TRIES", "DETAIL"
+            )
+        p = result.profile
+        error = result.error
+        alert = () if self._judge is None else (_alert_cell(self._judge(result)),)
+        self._line(
+            line,
+            result.key_hint,
+            "ok" if error is None else type(error).__name__,
+            "-" if p is None else money(p.balance_eur),
+            "-" if p is None else money(p.held_eur),
+            *alert,
+            result.attempts,
+            "" if error is None else safe_text(str(error)),
+        )
+
+    def _line(self, *cells: object) -> None:
+        self._out.write(self._row.format(*cells).rstrip() + "\n")
+
+
+class _CsvWriter(_RowWriter):
+    """CSV records; text from the service has its control characters escaped (``\\x1b``)."""
+
+    def __init__(
+        self,
+        out: IO[str],
+        judge: Callable[[BalanceResult], _Flags],
+        *,
+        header_written: bool = False,
+    ) -> None:
+        self._csv = csv.DictWriter(out, fieldnames=_COLUMNS, lineterminator="\n")
+        self._judge = judge
+        self._started = header_written
+
+    def write(self, result: BalanceResult, line: int) -> None:
+        if not self._started:
+            self._started = True
+            self._csv.writeheader()
+        record = result_record(result, line, self._judge(result))
+        for name in ("ok", "low", "expiring"):
+            if record[name] is not None:
+                record[name] = "true" if record[name] else "false"
+        for name in ("code", "message", "request_id"):
+            if record[name] is not None:
+                record[name] = safe_text(record[name])
+        self._csv.writerow(record)
+
+
+class _JsonlWriter(_RowWriter):
+    """JSON lines; ``json.dumps`` escapes every control character (``\\u001b``).
+
+    Everything else non-ASCII is escaped too (a lone surrogate from an undecodable header
+    could not be written as UTF-8), except the hint's ellipsis, kept readable.
+    """
+
+    def __init__(self, out: IO[str], judge: Callable[[BalanceResult], _Flags]) -> None:
+        self._out = out
+        self._judge = judge
+
+    def write(self, result: BalanceResult, line: int) -> None:
+        record = result_record(result, line, self._judge(result))
+        text = json.dumps(record).replace("\\u2026", "\u2026")
+        self._out.write(text + "\n")
+
+
+def _writer(
+    fmt: str,
+    out: IO[str],
+    last_line: int,
+    summary: BalanceSummary,
+    *,
+    header_written: bool = False,
+) -> _Writer:
+    judge = _judge(summary)
+    if fmt == "csv":
+        return _CsvWriter(out, judge, header_written=header_written)
+    if fmt == "jsonl":
+        return _JsonlWriter(out, judge)
+    if fmt == "prometheus":
+        return PrometheusWriter(out, money)
+    return _TableWriter(out, last_line, None if summary.thresholds is None else judge)
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        text = "- keys/s" if speed is None else f"{speed:,.0f} keys/s"
+        return Text(text, style="progress.data.speed")
+
+
+def _progress(enabled: bool | None) -> Progress | None:
+    """A live bar on stderr, by default only when stderr is a terminal."""
+    stderr = sys.stderr
+    if enabled is None:
+        enabled = stderr.isatty()
+    if not enabled:
+        return None
+    console = Console(file=stderr, force_terminal=True)
+    return Progress(
+        TextColumn("checking"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TextColumn("[red]{task.fields[errors]} errors"),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def summary_record(
+    summary: BalanceSummary, total: int, elapsed: float, interrupted: bool
+) -> dict[str, object]:
+    """The summary as JSON-ready data; money as exact strings, like every other output."""
+    return {
+        "checked": summary.total,
+        "of": total,
+        "interrupted": interrupted,
+        "ok": summary.ok,
+        "failed": summary.failed,
+        "auth_failed": summary.auth_failed,
+        "by_error": dict(sorted(summary.by_error.items())),
+        "distinct_keys": summary.distinct_keys,
+        "accounts": summary.accounts,
+        "total_balance_eur": money(summary.total_balance_eur),
+        "total_held_eur": money(summary.total_held_eur),
+        **_threshold_record(summary),
+        "elapsed_s": round(elapsed, 3),
+        "exit_status": exit_status(summary),
+    }
+
+
+def _threshold_record(summary: BalanceSummary) -> dict[str, object]:
+    """The thresholds of the run and what they found (null/0 when not given)."""
+    rules = summary.thresholds or BalanceThresholds()
+    within = rules.expiring_within
+    return {
+        "below_eur": None if rules.below_eur is None else money(rules.below_eur),
+        "expiring_within_days": None if within is None else within.days,
+        "low": summary.low,
+        "low_accounts": summary.low_accounts,
+        "expiring": summary.expiring,
+        "expiring_accounts": summary.expiring_accounts,
+    }
+
+
+def _write_summary_json(sink: IO[str], record: dict[str, object]) -> OSError | None:
+    """Write the summary record; the error when it could not be (the summary on stderr
+    stands, and the run exits 74 once it has ended)."""
+    try:
+        json.dump(record, sink, indent=2)
+        sink.write("\n")
+        sink.flush()
+    except OSError as exc:
+        return exc
+    return None
+
+
+def _print_summary(
+    summary: BalanceSummary,
+    total: int,
+    elapsed: float,
+    interrupted: bool = False,
+    skipped: int = 0,
+    resumed: int = 0,
+) -> None:
+    checked_now = summary.total - resumed
+    rate = checked_now / elapsed if elapsed > 0 else 0.0
+    head = (
+        f"checked {summary.total} of {total} keys"
+        if interrupted
+        else f"checked {summary.total} keys"
+    )
+    lines = [
+        f"{head} in {elapsed:.1f}s ({rate:,.0f} keys/s): {summary.ok} ok, {summary.failed} failed",
+    ]
+    if summary.by_error:
+        parts = sorted(summary.by_error.items(), key=lambda item: (-item[1], item[0]))
+        lines.append("  failed: " + ", ".join(f"{name} {count}" for name, count in parts))
+    if skipped:
+        lines.append(f"  skipped {skipped} line(s) that are not keys (--skip-invalid)")
+    if resumed:
+        lines.append(
+            f"  resumed: {resumed} line(s) answered by an earlier run, {checked_now} checked now"
+        )
+    lines.append(
+        f"  {summary.total} keys, {summary.distinct_keys} distinct, "
+        f"of {summary.accounts} distinct accounts"
+    )
+    lines += _threshold_lines(summary)
+    lines.append(
+        f"  total over {summary.accounts} accounts (each counted once): "
+        f"balance {money(summary.total_balance_eur)} EUR, held {money(summary.total_held_eur)} EUR"
+    )
+    _stderr().print("\n".join(lines), markup=False)
+
+
+def _threshold_lines(summary: BalanceSummary) -> list[str]:
+    rules = summary.thresholds
+    if rules is None:
+        return []
+    lines = []
+    if rules.below_eur is not None:
+        lines.append(
+            f"  low (balance below {money(rules.below_eur)} EUR): {summary.low} keys, "
+            f"{summary.low_accounts} accounts"
+        )
+    if rules.expiring_within is not None:
+        lines.append(
+            f"  expiring (credits expire within {rules.expiring_within.days} days): "
+            f"{summary.expiring} keys, {summary.expiring_accounts} accounts"
+        )
+    return lines
