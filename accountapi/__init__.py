@@ -19,6 +19,7 @@ from ._bulk import (
 )
 from ._client import AccountClient
 from ._config import NOT_GIVEN, Limits, NotGiven, RetryPolicy, Timeout
+from ._events import RetryEvent
 from ._exceptions import (
     AccountAPIError,
     APIConnectionError,
@@ -46,7 +47,6 @@ from ._exceptions import (
 from ._keys import key_hint
 from ._models import Profile
 from ._response import APIResponse
-from ._retry import RetryEvent
 from ._sync import SyncAccountClient, SyncAccountResource
 from ._thresholds import BalanceThresholds
 from ._version import __version__

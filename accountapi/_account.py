@@ -16,7 +16,8 @@ from ._models import Profile
 from ._response import APIResponse
 
 if TYPE_CHECKING:
-    from ._calls import Call, CallPath
+    from ._calls import CallPath
+    from ._callstate import Call
 
 __all__ = [
     "DISMISS_PATH",

@@ -39,7 +39,8 @@ from ._models import Profile
 from ._thresholds import BalanceThresholds, flags
 
 if TYPE_CHECKING:
-    from ._calls import Call, CallPath
+    from ._calls import CallPath
+    from ._callstate import Call
 
 __all__ = [
     "BalanceFailed",

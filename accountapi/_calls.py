@@ -27,11 +27,12 @@ import logging
 import time
 from asyncio import CancelledError, current_task, get_running_loop
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from multidict import CIMultiDict
 
 from . import _telemetry
+from ._callstate import Call
 from ._coalesce import ReadIdentity, SharedRead, outcome_of
 from ._config import NOT_GIVEN, NotGiven, Timeout
 from ._exceptions import (
@@ -196,45 +197,6 @@ class _Request(Protocol):
         timeout: Timeout | float | NotGiven | None,
         options: CallOptions | None = None,
     ) -> Awaitable[tuple[T, Call[T]]]: ...
-
-
-class Call(Generic[T]):
-    """One call's state across its attempts: the key, the request, the deadline, how
-    many requests were sent and the answer its value was decoded from.
-
-    `CallPath.request()` returns it beside the value: ``sent`` is what a result's
-    ``attempts`` reports, and ``answer`` (the 2xx response) is what ``balances()`` keeps
-    for repeats and the span records the status of.
-    """
-
-    __slots__ = (
-        "answer",
-        "deadline",
-        "key",
-        "method",
-        "parse",
-        "sent",
-        "timeouts",
-        "url",
-    )
-
-    def __init__(
-        self,
-        key: Credential,
-        method: str,
-        url: URL,
-        parse: Callable[[RawResponse], T],
-        timeouts: Timeout,
-        deadline: float | None,
-    ) -> None:
-        self.key = key
-        self.method = method
-        self.url = url
-        self.parse = parse
-        self.timeouts = timeouts
-        self.deadline = deadline  # monotonic; None without Timeout.total
-        self.sent = 0  # requests handed to the transport, across attempts
-        self.answer: RawResponse | None = None  # the 2xx answer, once there is one
 
 
 class CallPath:

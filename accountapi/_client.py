@@ -27,13 +27,14 @@ from ._config import (
     Timeout,
     resolve_max_retries,
 )
+from ._events import RetryEvent
 from ._exceptions import ClientStateError, ConfigurationError
 from ._headers import check_user_headers
 from ._http._proxy import check_proxy_url
 from ._http._transport import Transport
 from ._keys import Credential, resolve_api_key, resolve_base_url
 from ._log import setup_from_env
-from ._retry import Retrier, RetryEvent
+from ._retry import Retrier
 from ._urls import check_base_url
 from .gates import KeyGate, MemoryKeyGate
 

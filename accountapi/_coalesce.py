@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from ._exceptions import AccountAPIError, ClientStateError
 
 if TYPE_CHECKING:
-    from ._calls import Call
+    from ._callstate import Call
 
 __all__ = ["ReadIdentity", "SharedRead", "outcome_of"]
 

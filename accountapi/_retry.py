@@ -24,13 +24,13 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
-import attrs
 from tenacity import AsyncRetrying, RetryCallState
 
 from . import _telemetry
 from ._budget import RetryBudget
 from ._clock import Clock
 from ._config import RetryPolicy
+from ._events import RetryEvent
 from ._exceptions import AccountAPIError, APIStatusError
 
 __all__ = ["Retrier", "RetryEvent", "backoff_wait"]
@@ -41,30 +41,6 @@ logger: Final = logging.getLogger("accountapi")
 # Sleeping a hair longer than asked keeps us from arriving before a Retry-After deadline
 # through float rounding or timer granularity.
 _MARGIN: Final = 0.001
-
-
-@attrs.frozen(slots=True, kw_only=True)
-class RetryEvent:
-    """What a retry hook is told before each wait: the failed attempt and the wait ahead."""
-
-    attempt: int
-    """The attempt that just failed (1 for the first)."""
-    wait: float
-    """Seconds the SDK will sleep before the next attempt."""
-    error: AccountAPIError
-    """The failure being retried."""
-    key_hint: str | None
-    """The key, as a hint (``dpct_…abcd``), never in full."""
-
-    @property
-    def status(self) -> int | None:
-        """The HTTP status of the failed attempt, or ``None`` when it got no answer."""
-        return self.error.status if isinstance(self.error, APIStatusError) else None
-
-    @property
-    def request_id(self) -> str | None:
-        """The service's ``X-Request-Id`` for the failed attempt, if it answered with one."""
-        return self.error.request_id if isinstance(self.error, APIStatusError) else None
 
 
 def backoff_wait(policy: RetryPolicy, retry_number: int, rand: Callable[[], float]) -> float:

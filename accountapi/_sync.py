@@ -54,13 +54,13 @@ from ._bulk import DEFAULT_CONCURRENCY, DEFAULT_DEDUPE_WINDOW, BalanceResult, Ke
 from ._client import AccountClient
 from ._clock import Clock
 from ._config import NOT_GIVEN, Limits, NotGiven, RetryPolicy, Timeout
+from ._events import RetryEvent
 from ._exceptions import APITimeoutError, ClientStateError, ConfigurationError
 from ._headers import check_user_headers
 from ._http._proxy import check_proxy_url
 from ._keys import Credential
 from ._models import Profile
 from ._response import APIResponse
-from ._retry import RetryEvent
 from .gates import KeyGate
 
 if TYPE_CHECKING:

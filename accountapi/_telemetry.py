@@ -60,8 +60,8 @@ if TYPE_CHECKING:
 
     from yarl import URL
 
-    from ._calls import Call
-    from ._retry import RetryEvent
+    from ._callstate import Call
+    from ._events import RetryEvent
 
 __all__ = [
     "CallScope",

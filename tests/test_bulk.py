@@ -34,7 +34,7 @@ from accountapi import (
     Profile,
     key_hint,
 )
-from accountapi._calls import Call
+from accountapi._callstate import Call
 from accountapi.gates import MemoryKeyGate
 from accountapi.testing import Emulator, Fault, VirtualClock
 
