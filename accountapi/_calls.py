@@ -27,7 +27,7 @@ import logging
 import time
 from asyncio import CancelledError, current_task, get_running_loop
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from multidict import CIMultiDict
 
@@ -84,7 +84,7 @@ def without_key(raw: RawResponse, key: Credential) -> RawResponse:
     key's hint: a server that echoes the key it was sent ("invalid key dpct_…") must
     not put it into an exception's message, details, headers or body excerpt, and from
     there into logs, traces and CLI output. Runs only for error statuses."""
-    secret = key._value
+    secret = key.value
     encoded = secret.encode("utf-8", "surrogateescape")
     body = raw.body
     leaked = encoded in body
@@ -187,18 +187,6 @@ class _Lifecycle:
         self.reads: dict[ReadIdentity, SharedRead[Any]] = {}
 
 
-class _Request(Protocol):
-    def __call__(
-        self,
-        method: str,
-        url: URL,
-        parse: Callable[[RawResponse], T],
-        api_key: Credential | None,
-        timeout: Timeout | float | NotGiven | None,
-        options: CallOptions | None = None,
-    ) -> Awaitable[tuple[T, Call[T]]]: ...
-
-
 class CallPath:
     """What resources need of the client: URLs, the clock, and ``request``.
 
@@ -231,7 +219,6 @@ class CallPath:
         "_transport",
         "coalesce",
         "monotonic",
-        "request",
     )
 
     def __init__(
@@ -266,7 +253,6 @@ class CallPath:
         self._telemetry = telemetry()
         self._endpoints: dict[tuple[str, URL], Endpoint] = {}  # span names, attributes
         self._life = _Lifecycle() if life is None else life
-        self.request: _Request = self._untraced if self._telemetry is None else self._traced
 
     def derive(
         self,
@@ -310,18 +296,17 @@ class CallPath:
         """``key`` with its request headers built (once per key, kept on the key, never
         in a local: their ``repr`` shows the key); for a call with ``extra_headers``, a
         copy of the key carrying them, so the key's own headers stay as they were."""
-        if key._headers is None:
-            built = request_headers(key._value)
+        if key.headers is None:
+            built = request_headers(key.value)
             for name, value in self._headers:
                 built.add(name, value)
-            key._headers = built
+            key.headers = built
         if options is None or not options.headers:
             return key
-        copy_ = Credential(key._value, valid=True)
-        copy_._headers = CIMultiDict(key._headers)
+        merged = CIMultiDict(key.headers)
         for name, value in options.headers:
-            copy_._headers[name] = value  # the call's value replaces the client's
-        return copy_
+            merged[name] = value  # the call's value replaces the client's
+        return key.with_headers(merged)
 
     def _retrier_for(self, options: CallOptions | None) -> Retrier:
         if options is None or options.max_retries is None:
@@ -358,7 +343,7 @@ class CallPath:
         identity = ReadIdentity(
             key.hint,
             (
-                key._value,
+                key.value,
                 url,
                 self._headers,
                 () if options is None else options.headers,
@@ -446,7 +431,7 @@ class CallPath:
         if get_running_loop() is not life.loop or life.closing:
             self._bind()
         key = api_key.check() if api_key is not None else self._default_credential()
-        if key._headers is None or options is not None:
+        if key.headers is None or options is not None:
             key = self._with_headers(key, options)
         timeouts = self._timeout if timeout is NOT_GIVEN else Timeout.coerce(timeout)
         total = timeouts.total
@@ -606,7 +591,7 @@ class CallPath:
             )
         # The in-process gate admits synchronously when the key has a free slot.
         try_acquire = self._fast_acquire
-        queued = try_acquire is None or not try_acquire(key._value)
+        queued = try_acquire is None or not try_acquire(key.value)
         if queued:
             await self._wait_for_slot(call, remaining)
         gate = self._gate
@@ -653,10 +638,10 @@ class CallPath:
                 # starts before the slot is released, so no other caller (in any
                 # process, with a shared gate) slips in between. Without a usable
                 # Retry-After each call backs off on its own jittered schedule.
-                await gate.cool_down(key._value, error.retry_after)
+                await gate.cool_down(key.value, error.retry_after)
             raise error
         finally:
-            gate.release(key._value)
+            gate.release(key.value)
 
     async def _wait_for_slot(self, call: Call[Any], remaining: float | None) -> None:
         """Queue in the key gate; its refusals become SDK errors. Holds no slot on error."""
@@ -666,7 +651,7 @@ class CallPath:
                 asked = call.deadline
                 try:
                     await self._gate.acquire(
-                        call.key._value, remaining, max_cool_down=self._retrier.policy.max_wait
+                        call.key.value, remaining, max_cool_down=self._retrier.policy.max_wait
                     )
                     break
                 except KeyCoolingDown:
@@ -700,7 +685,7 @@ class CallPath:
         if failure is not None:
             raise failure
 
-    def _traced(
+    def request(
         self,
         method: str,
         url: URL,
@@ -709,8 +694,9 @@ class CallPath:
         timeout: Timeout | float | NotGiven | None,
         options: CallOptions | None = None,
     ) -> Awaitable[tuple[T, Call[T]]]:
-        """`_untraced()` itself while no OpenTelemetry SDK records (no extra frame);
-        else the call inside a span (`_in_span()`)."""
+        """One API call: `_untraced()` itself while no OpenTelemetry SDK records (its
+        coroutine, returned: no extra frame per call), else the call inside a span
+        (`_in_span()`). Resources and the bulk engine make every call through here."""
         tel = self._telemetry
         if tel is None or not tel.active():
             return self._untraced(method, url, parse, api_key, timeout, options)

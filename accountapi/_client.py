@@ -254,7 +254,7 @@ class AccountClient:
         if key is not None:
             key.check()
             # Its own copy: a key's request headers are built with its client's defaults.
-            key = Credential(key._raw)
+            key = key.fresh()
         headers = self._calls.headers
         if default_headers is not None:
             extra = check_user_headers(default_headers, "default_headers")

@@ -1,7 +1,21 @@
-"""Time, injectable: the SDK reads clocks and sleeps only through a [`Clock`][accountapi.gates.Clock].
+"""Time, injectable: the waits a test wants to skip go through a [`Clock`][accountapi.gates.Clock].
 
-Tests (and [`accountapi.testing.VirtualClock`][accountapi.testing.VirtualClock]) replace it so retry waits, cool-downs
-and deadlines can be asserted without waiting.
+A client's ``clock=`` ([`accountapi.testing.VirtualClock`][accountapi.testing.VirtualClock]
+in tests) decides, exactly:
+
+- **virtual** (`Clock.sleep()`, `Clock.monotonic()`): the wait before each retry
+  (backoff or ``Retry-After``); the in-process gate's 429 cool-down
+  ([`MemoryKeyGate`][accountapi.gates.MemoryKeyGate]); the whole call's deadline
+  (``Timeout.total`` is counted on `Clock.monotonic()`, so virtual waits spend it);
+  ``Retry-After`` HTTP-dates (read against `Clock.time()`).
+- **real** (the event loop's timers): one attempt's time limits (``Timeout.attempt``,
+  ``connect``, ``read``: the network is real); a queue's wait for one of the key's slots
+  (``loop.call_at``: slots are freed by real requests finishing); the wait of a caller
+  joined to a shared read; the sync client's bound on a call (``GRACE``); and every
+  wait of [`RedisKeyGate`][accountapi.gates.RedisKeyGate] (lease renewals, polling,
+  cool-downs read from Redis, whose own clock is the one that counts).
+
+tests/test_clock.py shows each side with a `VirtualClock` over real sockets.
 """
 
 from __future__ import annotations

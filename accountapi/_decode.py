@@ -24,41 +24,10 @@ import attrs
 import cattrs
 
 from ._exceptions import APIResponseValidationError
+from ._json import HAVE_ORJSON, first_loads, json_loads
 from ._models import Profile
 
-__all__ = ["decode_profile", "json_loads", "make_converter"]
-
-try:  # orjson is an optional extra (accountapi[fast]): same results, parsed faster.
-    import orjson
-
-    _HAVE_ORJSON = True
-except ImportError:  # pragma: no cover - exercised when the extra is absent
-    _HAVE_ORJSON = False
-
-
-# A run of 19 digits: an integer orjson may not keep exact (beyond 64 bits it returns a
-# float where the standard parser returns the int).
-_long_integer: Final = re.compile(rb"[0-9]{19}").search
-
-
-def _loads_with_fallback(data: bytes) -> Any:
-    """orjson, but the standard parser for a body with a long integer and for what orjson
-    refuses and the standard one allows (``NaN``, ``1e400``, lone surrogates), so the
-    result never depends on which parser is installed. For error bodies (``details`` is
-    shown to the caller as parsed); the profile path checks its result instead."""
-    if _long_integer(data) is not None:
-        return json.loads(data)
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data)
-
-
-json_loads: Callable[[bytes], Any] = _loads_with_fallback if _HAVE_ORJSON else json.loads
-# The parser tried first on the success path, called directly (no wrapper frame). A body
-# it reads differently from the standard parser (an integer beyond 64 bits made a float)
-# fails the strict decode and is read again by the standard parser (decode_profile).
-_first_loads: Callable[[bytes], Any] = orjson.loads if _HAVE_ORJSON else json.loads
+__all__ = ["decode_profile", "make_converter"]
 
 _MONEY = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _money_shape: Final = _MONEY.fullmatch  # bound once: this runs for every amount decoded
@@ -185,7 +154,7 @@ def _try_structure(data: Any) -> Profile | None:
 def decode_profile(body: bytes, *, status: int = 200, request_id: str | None = None) -> Profile:
     """Decode a profile response body, or raise [`APIResponseValidationError`][accountapi.APIResponseValidationError]."""
     try:
-        data = _first_loads(body)
+        data = first_loads(body)
     except (ValueError, RecursionError):
         data = _NOT_JSON
     if data is _NOT_JSON:
@@ -200,7 +169,7 @@ def decode_profile(body: bytes, *, status: int = 200, request_id: str | None = N
     profile = _try_structure(data)
     if profile is not None:
         return profile
-    if _HAVE_ORJSON:
+    if HAVE_ORJSON:
         # What orjson read may differ from the standard parser (an integer beyond 64
         # bits became a float); the decoder's answer must not depend on the parser.
         try:

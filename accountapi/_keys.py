@@ -50,21 +50,25 @@ class Credential:
     Error trackers and ``traceback.TracebackException(capture_locals=True)`` record every
     local variable of every frame an exception passed through, by its ``repr``. Inside
     the SDK a key therefore lives in this type from the moment it is received: the raw
-    value is read (`reveal()`) only where the ``Authorization`` header is built and
-    where a key gate needs it, never kept in a frame local. Building one never raises;
-    `check()` says whether the value could be a key.
+    value is read only where the ``Authorization`` header is built and where a key gate
+    needs it (``value`` once checked, or `reveal()`), never kept in a frame local.
+    Building one never raises; `check()` says whether the value could be a key.
+
+    ``value`` and ``headers`` are plain attributes (read on every request: a property
+    would cost a call each time); other modules read them, only this one and the call
+    path write them.
     """
 
-    __slots__ = ("_headers", "_raw", "_value")
+    __slots__ = ("_raw", "headers", "value")
 
     def __init__(self, value: object, *, valid: bool = False) -> None:
         if type(value) is not str and isinstance(value, str):
             value = str.__str__(value)  # a str subclass: keep the characters, not the class
         self._raw = value
         # The key once checked ("" until then): what the header and the gate are built from.
-        self._value = value if valid and type(value) is str else ""
-        # The request headers for this key, built by the transport on first use.
-        self._headers: Mapping[str, str] | None = None
+        self.value: str = value if valid and type(value) is str else ""
+        # The request headers for this key, built by the call path on first use.
+        self.headers: Mapping[str, str] | None = None
 
     @property
     def hint(self) -> str:
@@ -74,7 +78,7 @@ class Credential:
 
     def reveal(self) -> str:
         """The key itself, for the ``Authorization`` header and the key gate only."""
-        return self.check()._value
+        return self.check().value
 
     def check(self) -> Credential:
         """Return self if the value could be an API key, else raise [`MalformedAPIKeyError`][accountapi.MalformedAPIKeyError].
@@ -82,12 +86,24 @@ class Credential:
         No frame of this method holds the value in a local, so the error's traceback
         shows none.
         """
-        if self._value:
+        if self.value:
             return self
         if type(self._raw) is str and match_key(self._raw) is not None:
-            self._value = self._raw
+            self.value = self._raw
             return self
         raise malformed_key_error(self)
+
+    def fresh(self) -> Credential:
+        """A new, unchecked credential for the same value, with no headers built (for a
+        client of its own: its headers carry that client's defaults)."""
+        return Credential(self._raw)
+
+    def with_headers(self, headers: Mapping[str, str]) -> Credential:
+        """This key, checked, carrying other request headers (one call's ``extra_headers``);
+        this credential's own headers stay as they are."""
+        copy = Credential(self.value, valid=True)
+        copy.headers = headers
+        return copy
 
     def __repr__(self) -> str:
         return f"<API key {self.hint}>"

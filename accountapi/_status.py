@@ -12,7 +12,6 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ._decode import json_loads
 from ._exceptions import (
     APIStatusError,
     AuthenticationError,
@@ -31,6 +30,7 @@ from ._exceptions import (
     UnprocessableEntityError,
 )
 from ._headers import parse_retry_after, request_id_from
+from ._json import json_loads
 
 __all__ = ["STATUS_ERRORS", "error_for_status", "excerpt"]
 

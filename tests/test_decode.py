@@ -195,9 +195,10 @@ import json, sys
 if sys.argv[1] == "standard":
     sys.modules["orjson"] = None  # as when the fast extra is not installed
 from accountapi import APIResponseValidationError
-from accountapi._decode import _HAVE_ORJSON, decode_profile
+from accountapi._decode import decode_profile
+from accountapi._json import HAVE_ORJSON
 
-assert _HAVE_ORJSON is (sys.argv[1] == "orjson")
+assert HAVE_ORJSON is (sys.argv[1] == "orjson")
 outcomes = []
 for body in json.loads(sys.stdin.read()):
     try:

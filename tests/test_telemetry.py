@@ -50,7 +50,6 @@ from accountapi import (
     SyncAccountClient,
     _telemetry,
 )
-from accountapi._calls import CallPath
 from accountapi.testing import Emulator, Fault, VirtualClock
 
 CANARY = "dpct_CANARYcanary0123456789SECRET"
@@ -596,21 +595,20 @@ async def test_a_meter_that_raises_never_fails_a_call(
 
 
 def test_without_opentelemetry_the_call_path_is_the_untraced_one() -> None:
-    """With opentelemetry-api not importable the client binds the untraced path itself (no
-    wrapper per call) and calls work."""
+    """With opentelemetry-api not importable the client has no telemetry (each call goes
+    straight to the untraced path: one None check) and calls work."""
     probe = """
 import asyncio, json, sys
 sys.modules["opentelemetry"] = None  # as if not installed
 from accountapi import AccountClient
 from accountapi import _telemetry
-from accountapi._calls import CallPath
 from accountapi.testing import Emulator
 
 async def main():
     async with Emulator() as emu:
         key = emu.add_key()
         async with AccountClient(key, base_url=emu.url) as client:
-            untraced = client._calls.request.__func__ is CallPath._untraced
+            untraced = client._calls._telemetry is None
             profile = await client.account.profile()
     print(json.dumps([untraced, str(profile.balance_eur)]))
 
@@ -624,9 +622,10 @@ asyncio.run(main())
     assert balance
 
 
-async def test_with_opentelemetry_the_traced_path_is_bound(emu: Emulator) -> None:
+async def test_with_opentelemetry_the_client_has_telemetry(emu: Emulator) -> None:
     async with AccountClient(emu.add_key(), base_url=emu.url) as client:
-        assert client._calls.request.__func__ is CallPath._traced  # type: ignore[attr-defined]
+        assert client._calls._telemetry is _telemetry.telemetry()
+        assert client._calls._telemetry is not None
 
 
 def test_with_only_the_api_installed_nothing_is_recorded_until_an_sdk_is_set() -> None:

@@ -319,8 +319,8 @@ class Transport:
         aiohttp's exceptions and frames hold the request headers.
         """
         failure: AccountAPIError
-        if key._headers is None:  # once per key; kept on the key, never in a local
-            key._headers = request_headers(key._value)  # (the call path builds it first)
+        if key.headers is None:  # once per key; kept on the key, never in a local
+            key.headers = request_headers(key.value)  # (the call path builds it first)
         limit = timeouts.attempt
         if remaining is not None and (limit is None or remaining < limit):
             limit = remaining
@@ -338,12 +338,12 @@ class Transport:
             if timeout is self._timeout and self._owns_session:
                 # Our own session already has this timeout, never raises for status and
                 # never decompresses; leaving those arguments out saves aiohttp work.
-                context = session.request(method, url, headers=key._headers, allow_redirects=False)
+                context = session.request(method, url, headers=key.headers, allow_redirects=False)
             else:
                 context = session.request(
                     method,
                     url,
-                    headers=key._headers,
+                    headers=key.headers,
                     allow_redirects=False,
                     timeout=timeout,
                     raise_for_status=False,
