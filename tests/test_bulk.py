@@ -34,6 +34,7 @@ from accountapi import (
     Profile,
     key_hint,
 )
+from accountapi._calls import CallPath
 from accountapi._callstate import Call
 from accountapi.gates import MemoryKeyGate
 from accountapi.testing import Emulator, Fault, VirtualClock
@@ -246,23 +247,11 @@ async def test_ordered_yields_in_input_order_with_a_bounded_buffer(
 
 
 async def test_input_is_read_lazily_and_in_flight_work_is_bounded(
-    emulator: Emulator, client: AccountClient, monkeypatch: pytest.MonkeyPatch
+    emulator: Emulator, client: AccountClient
 ) -> None:
-    """At most `concurrency` calls run at once, and keys are pulled only as workers free up."""
+    """At most `concurrency` calls run at once (counted at the server, across keys), and
+    keys are pulled only as workers free up."""
     keys = [emulator.add_key(latency=0.01) for _ in range(200)]
-    active = peak = 0
-    real: ProfileCall = client._calls.request
-
-    async def counting(*args: Any, **kwargs: Any) -> tuple[Profile, Call[Profile]]:
-        nonlocal active, peak
-        active += 1
-        peak = max(peak, active)
-        try:
-            return await real(*args, **kwargs)
-        finally:
-            active -= 1
-
-    monkeypatch.setattr(client._calls, "request", counting)
     pulled = 0
 
     async def source() -> AsyncIterator[str]:
@@ -279,7 +268,7 @@ async def test_input_is_read_lazily_and_in_flight_work_is_bounded(
         rest = [r async for r in stream]
     assert first.ok
     assert len(rest) == 199
-    assert peak == concurrency
+    assert emulator.max_in_flight() == concurrency
 
 
 # -- duplicates ---------------------------------------------------------------------------
@@ -380,14 +369,14 @@ async def test_a_bug_in_one_call_is_that_keys_result_and_logged_without_the_key(
     """A non-SDK exception from one key's call becomes an AccountAPIError result; the rest still run."""
     keys = [emulator.add_key() for _ in range(5)]
     doomed = keys[2]
-    real: ProfileCall = client._calls.request
+    real = CallPath.request
 
-    async def buggy(*args: Any, **kwargs: Any) -> tuple[Profile, Call[Profile]]:
+    async def buggy(self: CallPath, *args: Any, **kwargs: Any) -> tuple[Profile, Call[Profile]]:
         if args[3].reveal() == doomed:  # (method, url, parse, key, timeout)
             raise RuntimeError(f"bug with {doomed}")
-        return await real(*args, **kwargs)
+        return await real(self, *args, **kwargs)
 
-    monkeypatch.setattr(client._calls, "request", buggy)
+    monkeypatch.setattr(CallPath, "request", buggy)
     with caplog.at_level(logging.ERROR, logger="accountapi"):
         results = sorted(await collect(client.balances(keys)), key=lambda r: r.index)
     assert [r.ok for r in results] == [True, True, False, True, True]

@@ -217,6 +217,8 @@ class Emulator:
         # (token, path, authorized) -> count; holds unknown tokens too, never exposed.
         self._attempts: Counter[tuple[str, str, bool]] = Counter()
         self._limit_rejections = 0
+        self._in_flight = 0  # requests of any key being handled now, and the most at once
+        self._max_in_flight = 0
 
         self._arrival_waiters: list[asyncio.Future[None]] = []
 
@@ -391,8 +393,11 @@ class Emulator:
         """Every finished request since the last `reset_stats()`, in arrival order."""
         return sorted(self._records, key=lambda record: record.t_start)
 
-    def max_in_flight(self, key: str) -> int:
-        """The most requests of this key the emulator was handling at one time."""
+    def max_in_flight(self, key: str | None = None) -> int:
+        """The most requests of this key (``None``: of all keys together) the emulator was
+        handling at one time."""
+        if key is None:
+            return self._max_in_flight
         return self._state(key).max_in_flight
 
     @property
@@ -405,6 +410,7 @@ class Emulator:
         self._records.clear()
         self._attempts.clear()
         self._limit_rejections = 0
+        self._max_in_flight = self._in_flight
         for state in self._keys.values():
             state.max_in_flight = state.in_flight
 
@@ -491,6 +497,8 @@ class Emulator:
 
         state.in_flight += 1
         state.max_in_flight = max(state.max_in_flight, state.in_flight)
+        self._in_flight += 1
+        self._max_in_flight = max(self._max_in_flight, self._in_flight)
         try:
             fault = self._next_fault(state)
             exchange.fault = None if fault is None else fault.name
@@ -502,6 +510,7 @@ class Emulator:
             return await self._apply(fault, request, state, request_id, exchange)
         finally:
             state.in_flight -= 1
+            self._in_flight -= 1
 
     def _next_fault(self, state: _KeyState) -> Fault | None:
         """The global one-shot queue first, then the key's own queue, then its sticky fault."""
