@@ -9,7 +9,7 @@ import logging
 import random
 import resource
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -38,8 +38,6 @@ from accountapi._calls import CallPath
 from accountapi._callstate import Call
 from accountapi.gates import MemoryKeyGate
 from accountapi.testing import Emulator, Fault, VirtualClock
-
-ProfileCall = Callable[..., Awaitable[tuple[Profile, Call[Profile]]]]
 
 
 async def collect(stream: BalanceStream) -> list[BalanceResult]:
