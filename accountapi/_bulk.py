@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, ClassVar, Final, Literal, TypeAlias
 import attrs
 
 from ._account import PROFILE_PATH, parse_profile
+from ._config import DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY  # re-exported for _client, _sync
 from ._config import NOT_GIVEN, NotGiven, Timeout
 from ._decode import decode_profile
 from ._exceptions import (
@@ -56,9 +57,6 @@ logger: Final = logging.getLogger("accountapi")
 KeySource: TypeAlias = Iterable[str] | AsyncIterable[str]
 """What [`AccountClient.balances()`][accountapi.AccountClient.balances] reads keys from: any iterable or async iterable of str."""
 
-# Keys checked at once by default: what a remote service 20-80 ms away needs to keep one
-# core busy over HTTPS (python -m benchmarks.https_grid; the README's concurrency table).
-DEFAULT_CONCURRENCY: Final = 256
 DEFAULT_DEDUPE_WINDOW: Final = 10_000
 # Results an ordered stream may hold while it waits for an earlier, slower key.
 _REORDER_FACTOR: Final = 4

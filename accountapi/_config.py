@@ -18,6 +18,7 @@ import attrs
 from ._exceptions import ConfigurationError
 
 __all__ = [
+    "DEFAULT_CONCURRENCY",
     "DEFAULT_MAX_RETRIES",
     "NOT_GIVEN",
     "Limits",
@@ -212,3 +213,8 @@ class Limits:
 
 
 DEFAULT_LIMITS: Final = Limits()
+
+# Keys checked at once by default: what a remote service 20-80 ms away needs to keep one
+# core busy over HTTPS (python -m benchmarks.https_grid; the README's concurrency table).
+# Here rather than in the bulk module so the command line's --help can show it cheaply.
+DEFAULT_CONCURRENCY: Final = 256

@@ -318,3 +318,12 @@ class ServiceUnavailableError(InternalServerError):
 
     retryable = True
     """True: the SDK retries this status (and did, as far as the retry policy allowed)."""
+
+
+# Tracebacks and reprs name an exception by its public path (``accountapi.RateLimitError``,
+# not ``accountapi._exceptions.RateLimitError``), and pickles find it there. Set here,
+# where the classes are defined, because ``accountapi`` imports its names lazily: an error
+# raised before anyone touched ``accountapi.RateLimitError`` must say so too.
+for _name in __all__:
+    globals()[_name].__module__ = "accountapi"
+del _name

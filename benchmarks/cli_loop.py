@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
-from accountapi._bulk import DEFAULT_CONCURRENCY
+from accountapi._config import DEFAULT_CONCURRENCY
 
 _RATE: Final = re.compile(r"\(([\d,]+) keys/s\)")
 _LIBRARY: Final = """

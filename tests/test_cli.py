@@ -120,6 +120,26 @@ def test_python_dash_m_help_runs_the_real_entry_point() -> None:
         assert "some keys failed authentication (401)" in proc.stdout
 
 
+def test_help_loads_neither_the_client_nor_the_emulator() -> None:
+    """Every command's --help runs without importing aiohttp, the client, the bulk and sync
+    modules or the emulator: the commands import them when they run."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from accountapi.__main__ import main\n"
+        "for args in ([], ['profile'], ['balances'], ['emulator'], ['demo']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        assert main([*args, '--help']) == 0, args\n"
+        "heavy = ('aiohttp', 'accountapi._client', 'accountapi._bulk', 'accountapi._sync',\n"
+        "         'accountapi.testing._emulator', 'accountapi.testing._serve')\n"
+        "print(sorted(m for m in sys.modules if m.partition('.')[0] in heavy or m in heavy))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 def test_without_click_or_rich_main_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -251,3 +251,78 @@ def test_gate_signals_say_where_they_live_before_accountapi_gates_is_imported() 
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["accountapi.gates", "GateTimeout"]
+
+
+def _run(code: str) -> str:
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_importing_accountapi_alone_imports_no_aiohttp() -> None:
+    """`import accountapi` (and accountapi.testing) imports names on first use, so it loads
+    neither aiohttp nor the client until a name is touched."""
+    assert _run("import accountapi, sys; print('aiohttp' in sys.modules)") == "False"
+    assert _run("import accountapi.testing, sys; print('aiohttp' in sys.modules)") == "False"
+    assert (
+        _run("import accountapi, sys; accountapi.RateLimitError; print('aiohttp' in sys.modules)")
+        == "False"
+    )
+    assert (
+        _run("import accountapi, sys; accountapi.AccountClient; print('aiohttp' in sys.modules)")
+        == "True"
+    )
+
+
+def test_star_import_and_dir_offer_every_public_name() -> None:
+    """`from accountapi import *` binds every name of __all__, and dir() lists them all
+    before any was used (the lazy names included)."""
+    code = (
+        "import accountapi; names = dir(accountapi); ns = {}; "
+        "exec('from accountapi import *', ns); "
+        "print(sorted(set(accountapi.__all__) - set(names)), sorted(set(accountapi.__all__) - set(ns)))"
+    )
+    assert _run(code) == "[] []"
+    for name in accountapi.__all__:
+        assert name in dir(accountapi), name
+    for name in accountapi.testing.__all__:
+        assert name in dir(accountapi.testing), name
+
+
+def test_exceptions_say_they_come_from_accountapi_before_the_name_is_used() -> None:
+    """The public path is set where the exceptions are defined: an error raised by a private
+    module names (and pickles to) accountapi.X though accountapi.X was never looked up."""
+    code = (
+        "import pickle, traceback, accountapi; from accountapi._exceptions import RateLimitError; "
+        "e = pickle.loads(pickle.dumps(RateLimitError('x', status=429))); "
+        "print(type(e).__module__, type(e).__qualname__, 'RateLimitError' in vars(accountapi))"
+    )
+    assert _run(code).split() == ["accountapi", "RateLimitError", "True"]
+
+
+def test_an_unknown_testing_name_is_an_attribute_error() -> None:
+    """accountapi.testing resolves its names lazily but still refuses a name it lacks."""
+    with pytest.raises(AttributeError, match="has no attribute 'NoSuchName'"):
+        _ = accountapi.testing.NoSuchName  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("module", [accountapi, accountapi.testing])
+def test_lazy_names_and_the_names_type_checkers_see_agree(module: object) -> None:
+    """Each package's imports under TYPE_CHECKING name the same module for each name as the
+    table its __getattr__ imports from at run time, for every name of __all__."""
+    import ast
+
+    path = Path(inspect.getfile(module))  # type: ignore[arg-type]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    checked: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for stmt in node.body:
+                if isinstance(stmt, ast.ImportFrom) and stmt.module != "gates":
+                    for alias in stmt.names:
+                        checked[alias.name] = "." * stmt.level + (stmt.module or "")
+    homes = vars(module)["_HOMES"]
+    assert checked == homes
+    assert set(homes) | {"__version__"} >= set(vars(module)["__all__"])
+    assert set(homes) <= set(vars(module)["__all__"])

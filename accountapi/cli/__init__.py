@@ -9,6 +9,10 @@ One module per job: ``_process`` (exit statuses, signals, a closed stdout, the e
 loop), ``_keyfile`` (reading keys files and pipes), ``_writers`` (rows, progress, the
 summary), ``_options`` (what the commands share), a module per command, and the files a
 run writes or reads back (``_output``, ``_resume``, ``_prometheus``).
+
+At module level these import only click, rich and the SDK's light leaves (errors, keys,
+defaults); the client, the many-keys engine and the emulator (so aiohttp) are imported
+inside the commands, so ``--help`` loads none of them (``python -m benchmarks.cli_startup``).
 """
 
 # The cli extra's libraries first, by name: without them importing this package fails

@@ -12,15 +12,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
 import click
 from rich.progress import TaskID
 
-from accountapi._bulk import BalanceResult, BalanceSummary
-from accountapi._client import AccountClient
 from accountapi._exceptions import APIResponseValidationError, APIStatusError
-from accountapi._thresholds import BalanceThresholds, parse_amount
 
 from ._keyfile import _KeySource
 from ._options import (
@@ -51,6 +48,10 @@ from ._writers import (
     summary_record,
 )
 
+if TYPE_CHECKING:
+    from accountapi._bulk import BalanceResult, BalanceSummary
+    from accountapi._client import AccountClient
+
 # The longest --expiring-within: a century, far past any credit's life and well inside
 # the calendar (a window of millions of days overflows Python's dates).
 _MAX_EXPIRY_DAYS: Final = 36_500
@@ -59,6 +60,8 @@ _MAX_EXPIRY_DAYS: Final = 36_500
 def _parse_below(ctx: click.Context, param: click.Parameter, value: str | None) -> Decimal | None:
     if value is None:
         return None
+    from accountapi._thresholds import parse_amount
+
     try:
         return parse_amount(value)
     except ValueError as exc:
@@ -266,6 +269,9 @@ def _check_paths(
 
 def _new_summary(below: Decimal | None, expiring_within: int | None) -> BalanceSummary:
     """The run's summary; with thresholds, expiry judged against one moment, the start."""
+    from accountapi._bulk import BalanceSummary
+    from accountapi._thresholds import BalanceThresholds
+
     if below is None and expiring_within is None:
         return BalanceSummary()
     rules = BalanceThresholds(
@@ -310,6 +316,8 @@ async def _balances(
     if out is None:
         out = sys.stdout
     if summary is None:
+        from accountapi._bulk import BalanceSummary
+
         summary = BalanceSummary()
     writer = _writer(fmt, out, source.last_line, summary, header_written=header_written)
     bar = _progress(progress)

@@ -1,5 +1,8 @@
 """``accountapi emulator`` and ``accountapi demo``: the emulator of `accountapi.testing`,
 as a process and as a rehearsal of ``balances``.
+
+The options' defaults come from ``accountapi.testing._serve_options``; the emulator (and
+aiohttp with it) is imported only when a command runs, never for ``--help``.
 """
 
 from __future__ import annotations
@@ -10,11 +13,7 @@ from typing import TYPE_CHECKING, Final
 
 import click
 
-from accountapi._bulk import BalanceResult
-from accountapi._client import AccountClient
-from accountapi._config import Limits
-from accountapi.testing._serve import DEFAULTS, ServeError, ServeOptions, plant_mix
-from accountapi.testing._serve import serve as serve_emulator
+from accountapi.testing._serve_options import DEFAULTS, ServeOptions
 
 from ._balances_command import _balances
 from ._keyfile import _KeySource
@@ -22,6 +21,7 @@ from ._options import _concurrency_option, _format_option, _progress_option
 from ._process import EXIT_FAILED, EXIT_OK, _fail, _run_async, _stderr, loop_factory
 
 if TYPE_CHECKING:
+    from accountapi._bulk import BalanceResult
     from accountapi.testing import Emulator
 
 # -- emulator ------------------------------------------------------------------------------
@@ -75,6 +75,8 @@ def emulator(port: int, n_keys: int, keys_file: str, latency: float, mix: bool, 
 
     The same as `python -m accountapi.testing` (one implementation, one set of defaults).
     """
+    from accountapi.testing._serve import ServeError
+
     options = ServeOptions(
         port=port, keys=n_keys, keys_file=keys_file, latency=latency, mix=mix, seed=seed
     )
@@ -84,6 +86,13 @@ def emulator(port: int, n_keys: int, keys_file: str, latency: float, mix: bool, 
     except ServeError as exc:
         _fail(str(exc))
     return EXIT_OK
+
+
+async def serve_emulator(options: ServeOptions) -> None:
+    """`accountapi.testing._serve.serve`, imported (with the emulator) only when it runs."""
+    from accountapi.testing._serve import serve
+
+    await serve(options)
 
 
 # -- demo ----------------------------------------------------------------------------------
@@ -120,7 +129,10 @@ def demo(n_keys: int, fmt: str, concurrency: int, progress: bool | None, seed: i
 
 
 async def _demo(n_keys: int, fmt: str, concurrency: int, progress: bool | None, seed: int) -> int:
+    from accountapi._client import AccountClient
+    from accountapi._config import Limits
     from accountapi.testing import Emulator
+    from accountapi.testing._serve import plant_mix
 
     async with Emulator(latency=0.02) as emu:
         planted = plant_mix(emu, n_keys, random.Random(seed))  # noqa: S311 - a demo's mix

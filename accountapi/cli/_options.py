@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from yarl import URL
 
-from accountapi._bulk import DEFAULT_CONCURRENCY
-from accountapi._client import AccountClient
-from accountapi._config import NOT_GIVEN, Limits
+from accountapi._config import DEFAULT_CONCURRENCY
 from accountapi._exceptions import AccountAPIError, APIConnectionError, ConfigurationError
-from accountapi._http._proxy import check_proxy_url, env_proxy, proxy_bypassed
-from accountapi._keys import resolve_base_url
 
 from ._process import _fail
 from ._writers import _BALANCES_FORMATS, _FORMATS
+
+if TYPE_CHECKING:
+    from yarl import URL
+
+    from accountapi._client import AccountClient
 
 # -- options shared by the commands that talk to the service -------------------------------
 
@@ -76,6 +76,10 @@ def _client(
     allow_insecure_http: bool = False,
     concurrency: int = DEFAULT_CONCURRENCY,
 ) -> AccountClient:
+    # The client (and aiohttp) is imported when a command runs, not for --help.
+    from accountapi._client import AccountClient
+    from accountapi._config import NOT_GIVEN, Limits
+
     try:
         return AccountClient(
             api_key,
@@ -96,6 +100,11 @@ def _proxy(base_url: str | None, given: str | None, *, no_proxy: bool) -> URL | 
     The environment's proxies are not used for a host in $NO_PROXY; --proxy always is.
     Raises ConfigurationError (its message never holds the proxy's password).
     """
+    from yarl import URL
+
+    from accountapi._http._proxy import check_proxy_url, env_proxy, proxy_bypassed
+    from accountapi._keys import resolve_base_url
+
     if no_proxy:
         if given is not None:
             raise ConfigurationError("--proxy and --no-proxy cannot be used together")

@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from accountapi._client import AccountClient
 from accountapi._exceptions import AccountAPIError, AuthenticationError
-from accountapi._models import Profile
 
 from ._keyfile import _first_key
 from ._options import _client, _service_options, _unreachable
 from ._process import EXIT_AUTH, EXIT_FAILED, EXIT_OK, EXIT_STATUS_HELP, _error, _fail, _run_async
 from ._text import money, safe_text
+
+if TYPE_CHECKING:
+    from accountapi._client import AccountClient
+    from accountapi._models import Profile
 
 # -- profile -------------------------------------------------------------------------------
 

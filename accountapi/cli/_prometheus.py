@@ -19,12 +19,13 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
 import attrs
 
-from accountapi._bulk import BalanceResult, BalanceSummary
-from accountapi._models import Profile
+if TYPE_CHECKING:
+    from accountapi._bulk import BalanceResult, BalanceSummary
+    from accountapi._models import Profile
 
 __all__ = ["PrometheusWriter"]
 

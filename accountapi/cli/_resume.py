@@ -24,10 +24,12 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
-from accountapi._bulk import BalanceSummary
 from accountapi._keys import key_hint
+
+if TYPE_CHECKING:
+    from accountapi._bulk import BalanceSummary
 
 __all__ = ["Previous", "ResumeError", "read_previous"]
 

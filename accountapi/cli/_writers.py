@@ -8,7 +8,7 @@ import csv
 import json
 import sys
 from collections.abc import Callable
-from typing import IO, Any, Final, Protocol
+from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 
 from rich.console import Console
 from rich.progress import (
@@ -22,13 +22,13 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from accountapi._bulk import BalanceResult, BalanceSummary
 from accountapi._exceptions import APIResponseValidationError, APIStatusError
-from accountapi._thresholds import BalanceThresholds
 
 from ._process import _stderr, exit_status
-from ._prometheus import PrometheusWriter
 from ._text import money, safe_text
+
+if TYPE_CHECKING:
+    from accountapi._bulk import BalanceResult, BalanceSummary
 
 # -- rows ----------------------------------------------------------------------------------
 
@@ -222,6 +222,8 @@ def _writer(
     if fmt == "jsonl":
         return _JsonlWriter(out, judge)
     if fmt == "prometheus":
+        from ._prometheus import PrometheusWriter
+
         return PrometheusWriter(out, money)
     return _TableWriter(out, last_line, None if summary.thresholds is None else judge)
 
@@ -278,6 +280,8 @@ def summary_record(
 
 def _threshold_record(summary: BalanceSummary) -> dict[str, object]:
     """The thresholds of the run and what they found (null/0 when not given)."""
+    from accountapi._thresholds import BalanceThresholds
+
     rules = summary.thresholds or BalanceThresholds()
     within = rules.expiring_within
     return {

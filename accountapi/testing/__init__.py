@@ -8,13 +8,12 @@
   cool-downs instant while recording each wait asked for.
 
 The emulator imports nothing else from ``accountapi``, so tests built on it do not
-depend on the code under test.
+depend on the code under test. Each name is imported on first use, as in ``accountapi``:
+the command line reads its emulator defaults from here without loading aiohttp.
 """
 
-from ._clock import VirtualClock
-from ._emulator import Emulator, RequestRecord, default_profile
-from ._faults import Fault
-from ._threaded import ThreadedEmulator
+import importlib
+from typing import TYPE_CHECKING, Final
 
 __all__ = [
     "Emulator",
@@ -24,3 +23,36 @@ __all__ = [
     "VirtualClock",
     "default_profile",
 ]
+
+# The private module each name lives in; the imports under TYPE_CHECKING say the same.
+_HOMES: Final[dict[str, str]] = {
+    "Emulator": "._emulator",
+    "Fault": "._faults",
+    "RequestRecord": "._emulator",
+    "ThreadedEmulator": "._threaded",
+    "VirtualClock": "._clock",
+    "default_profile": "._emulator",
+}
+
+if TYPE_CHECKING:
+    from ._clock import VirtualClock as VirtualClock
+    from ._emulator import Emulator as Emulator
+    from ._emulator import RequestRecord as RequestRecord
+    from ._emulator import default_profile as default_profile
+    from ._faults import Fault as Fault
+    from ._threaded import ThreadedEmulator as ThreadedEmulator
+else:
+    # Hidden from type checkers, which would otherwise accept any name imported from here.
+    def __getattr__(name: str) -> object:
+        """A public name, imported from its module on first use and kept."""
+        home = _HOMES.get(name)
+        if home is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(home, __name__), name)
+        globals()[name] = value  # later lookups find it without calling __getattr__
+        return value
+
+
+def __dir__() -> list[str]:
+    """Every public name, imported yet or not."""
+    return sorted(set(globals()) | set(__all__))

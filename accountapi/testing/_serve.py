@@ -1,5 +1,5 @@
 """The emulator as a process: what `accountapi emulator` and `python -m accountapi.testing`
-both run, with one set of defaults (`ServeOptions`).
+both run, with one set of defaults (`ServeOptions`, in ``_serve_options``).
 
 It starts the emulator, registers the keys (optionally the demo's mix of failing keys,
 so an operator can rehearse a run), writes them to a file readable by the owner only
@@ -17,12 +17,19 @@ import sys
 from collections import Counter
 from typing import Final, TextIO
 
-import attrs
-
 from ._emulator import Emulator
 from ._faults import Fault
+from ._serve_options import DEFAULTS, ServeOptions
 
-__all__ = ["PLANTED", "ServeError", "ServeOptions", "plant_mix", "serve", "write_keys"]
+__all__ = [
+    "DEFAULTS",
+    "PLANTED",
+    "ServeError",
+    "ServeOptions",
+    "plant_mix",
+    "serve",
+    "write_keys",
+]
 
 # What plant_mix plants, by the outcome a client must see for the key.
 PLANTED: Final = {
@@ -32,22 +39,6 @@ PLANTED: Final = {
 }
 
 _ALPHABET: Final = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789"
-
-
-@attrs.frozen(kw_only=True)
-class ServeOptions:
-    """How to serve; both command lines take their defaults from here."""
-
-    host: str = "127.0.0.1"
-    port: int = 8080
-    keys: int = 1000
-    keys_file: str = "emulator-keys.txt"  # "-": one key per line on stdout
-    latency: float = 0.0
-    mix: bool = False
-    seed: int = 2026
-
-
-DEFAULTS: Final = ServeOptions()
 
 
 class ServeError(Exception):
