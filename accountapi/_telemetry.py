@@ -112,7 +112,11 @@ def public_name(cls: type) -> str:
         package = module.partition(".")[0]
         if module == "builtins":
             name = qualname
-        elif getattr(sys.modules.get(package), qualname, None) is cls:
+        elif qualname in getattr(sys.modules.get(package), "__all__", ()) and (
+            getattr(sys.modules[package], qualname, None) is cls
+        ):
+            # Only a name the package exports: reading a deprecated alias (such as
+            # accountapi.GateTimeout, now in accountapi.gates) would warn.
             name = f"{package}.{qualname}"
         else:
             name = f"{module}.{qualname}"

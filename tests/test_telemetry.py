@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -864,3 +865,18 @@ async def test_budget_refusals_joined_reads_and_the_budget_level_are_recorded(
     dumped += repr([labels for points in recorded.values() for labels, _ in points])
     assert "CANARYcanary" not in dumped
     assert "SECRET" not in dumped
+
+
+def test_error_types_are_public_names_without_touching_deprecated_aliases() -> None:
+    """error.type names a class where its package exports it; a gate signal is named in
+    accountapi.gates (its home), and naming it reads no deprecated top-level alias
+    (which would warn: an error in this suite)."""
+    from accountapi.gates import GateTimeout, KeyCoolingDown
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _telemetry.error_type(GateTimeout("x")) == "accountapi.gates.GateTimeout"
+        assert _telemetry.error_type(KeyCoolingDown(1.0)) == "accountapi.gates.KeyCoolingDown"
+        assert _telemetry.error_type(RateLimitError("x", status=429)) == "429"  # a status: its code
+        assert _telemetry.public_name(RateLimitError) == "accountapi.RateLimitError"
+        assert _telemetry.error_type(asyncio.CancelledError()) == "asyncio.CancelledError"
