@@ -8,15 +8,10 @@
 from typing import TYPE_CHECKING
 
 from ._account import AccountResource
+from ._balance_results import BalanceFailed, BalanceOk, BalanceResult
+from ._balance_summary import BalanceSummary
 from ._budget import RetryBudget
-from ._bulk import (
-    BalanceFailed,
-    BalanceOk,
-    BalanceResult,
-    BalanceStream,
-    BalanceSummary,
-    KeySource,
-)
+from ._bulk import BalanceStream, KeySource
 from ._client import AccountClient
 from ._config import NOT_GIVEN, Limits, NotGiven, RetryPolicy, Timeout
 from ._events import RetryEvent

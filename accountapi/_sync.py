@@ -43,8 +43,9 @@ from collections.abc import (
 from typing import TYPE_CHECKING, Any, cast
 
 from ._account import AccountResource, AccountResourceWithResponse
+from ._balance_results import BalanceResult
 from ._budget import RetryBudget
-from ._bulk import DEFAULT_CONCURRENCY, DEFAULT_DEDUPE_WINDOW, BalanceResult, KeySource
+from ._bulk import DEFAULT_CONCURRENCY, DEFAULT_DEDUPE_WINDOW, KeySource
 from ._client import AccountClient
 from ._clock import Clock
 from ._config import NOT_GIVEN, Limits, NotGiven, RetryPolicy, Timeout

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from ._bulk import BalanceResult
+    from ._balance_results import BalanceResult
 
 __all__ = ["END", "HUNGRY", "BalanceSteps", "KeyFeed"]
 

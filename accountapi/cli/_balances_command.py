@@ -17,7 +17,8 @@ from typing import IO, Final
 import click
 from rich.progress import TaskID
 
-from accountapi._bulk import BalanceResult, BalanceSummary
+from accountapi._balance_results import BalanceResult
+from accountapi._balance_summary import BalanceSummary
 from accountapi._client import AccountClient
 from accountapi._exceptions import APIResponseValidationError, APIStatusError
 from accountapi._thresholds import BalanceThresholds, parse_amount

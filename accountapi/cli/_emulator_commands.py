@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Final
 
 import click
 
-from accountapi._bulk import BalanceResult
+from accountapi._balance_results import BalanceResult
 from accountapi._client import AccountClient
 from accountapi._config import Limits
 from accountapi.testing._serve import DEFAULTS, ServeError, ServeOptions, plant_mix

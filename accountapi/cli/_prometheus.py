@@ -23,7 +23,8 @@ from typing import IO, Final
 
 import attrs
 
-from accountapi._bulk import BalanceResult, BalanceSummary
+from accountapi._balance_results import BalanceResult
+from accountapi._balance_summary import BalanceSummary
 from accountapi._models import Profile
 
 __all__ = ["PrometheusWriter"]

@@ -26,7 +26,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any, Final
 
-from accountapi._bulk import BalanceSummary
+from accountapi._balance_summary import BalanceSummary
 from accountapi._keys import key_hint
 
 __all__ = ["Previous", "ResumeError", "read_previous"]

@@ -22,7 +22,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from accountapi._bulk import BalanceResult, BalanceSummary
+from accountapi._balance_results import BalanceResult
+from accountapi._balance_summary import BalanceSummary
 from accountapi._exceptions import APIResponseValidationError, APIStatusError
 from accountapi._thresholds import BalanceThresholds
 
