@@ -34,7 +34,7 @@ from ._exceptions import APITimeoutError, ClientStateError
 if TYPE_CHECKING:
     from ._client import AccountClient
 
-__all__ = ["CLOSED", "CLOSE_LIMIT", "GRACE", "LoopThread", "check_caller"]
+__all__ = ["CLOSED_MESSAGE", "CLOSE_LIMIT", "GRACE", "LoopThread", "check_caller"]
 
 T = TypeVar("T")
 
@@ -47,7 +47,7 @@ gets [`APITimeoutError`][accountapi.APITimeoutError] instead of waiting for ever
 
 # How long closing waits for the loop thread to wind down (end calls, close the pool).
 CLOSE_LIMIT: Final = 5.0
-CLOSED: Final = "the client is closed; create a new SyncAccountClient"
+CLOSED_MESSAGE: Final = "the client is closed; create a new SyncAccountClient"
 
 # Loop threads, loops and clients inherited from a parent process: never used or closed
 # in the child (their sockets are the parent's), only kept from being finalised there.
@@ -121,7 +121,7 @@ class LoopThread:
     def _start(self) -> asyncio.AbstractEventLoop:
         """The running loop, started on first use (under the lock)."""
         if self._stopped:
-            raise ClientStateError(CLOSED)
+            raise ClientStateError(CLOSED_MESSAGE)
         self._adopt_fork()
         if self._loop is not None:
             return self._loop
@@ -150,7 +150,7 @@ class LoopThread:
         try:
             loop.call_soon_threadsafe(_start_call, loop, make, future)
         except RuntimeError:  # its loop is closed: the thread has ended
-            raise ClientStateError(CLOSED) from None
+            raise ClientStateError(CLOSED_MESSAGE) from None
         self._pending.add(future)
         if loop.is_closed():  # closed after the call was queued: the loop never runs it
             _fail({future})
@@ -174,7 +174,7 @@ class LoopThread:
                 retryable=False,
             ) from None
         except concurrent.futures.CancelledError:
-            raise ClientStateError(CLOSED) from None
+            raise ClientStateError(CLOSED_MESSAGE) from None
         except BaseException:
             future.cancel()  # e.g. KeyboardInterrupt in the caller: stop the call too
             raise
@@ -281,7 +281,7 @@ def _fail(pending: set[concurrent.futures.Future[Any]]) -> None:
     """End the wait of every caller still waiting on the loop with ClientStateError."""
     for future in list(pending):
         with contextlib.suppress(concurrent.futures.InvalidStateError):  # done meanwhile
-            future.set_exception(ClientStateError(CLOSED))
+            future.set_exception(ClientStateError(CLOSED_MESSAGE))
 
 
 def _begin_shutdown(loop: asyncio.AbstractEventLoop, client: AccountClient) -> None:

@@ -54,7 +54,7 @@ from ._exceptions import ClientStateError, ConfigurationError
 from ._headers import check_user_headers
 from ._http._proxy import check_proxy_url
 from ._keys import Credential
-from ._loop_thread import CLOSE_LIMIT, CLOSED, GRACE, LoopThread, check_caller
+from ._loop_thread import CLOSE_LIMIT, CLOSED_MESSAGE, GRACE, LoopThread, check_caller
 from ._models import Profile
 from ._response import APIResponse
 from ._sync_balances import END, HUNGRY, BalanceSteps, KeyFeed
@@ -418,7 +418,7 @@ class SyncAccountClient:
 
     def _usable(self) -> LoopThread:
         if self._runner.stopped:
-            raise ClientStateError(CLOSED)
+            raise ClientStateError(CLOSED_MESSAGE)
         check_caller()
         return self._runner
 
