@@ -66,11 +66,11 @@ __all__ = [
 _HOMES: Final[dict[str, str]] = {
     "AccountResource": "._account",
     "RetryBudget": "._budget",
-    "BalanceFailed": "._bulk",
-    "BalanceOk": "._bulk",
-    "BalanceResult": "._bulk",
+    "BalanceFailed": "._balance_results",
+    "BalanceOk": "._balance_results",
+    "BalanceResult": "._balance_results",
     "BalanceStream": "._bulk",
-    "BalanceSummary": "._bulk",
+    "BalanceSummary": "._balance_summary",
     "KeySource": "._bulk",
     "AccountClient": "._client",
     "NOT_GIVEN": "._config",
@@ -111,12 +111,12 @@ _HOMES: Final[dict[str, str]] = {
 
 if TYPE_CHECKING:
     from ._account import AccountResource as AccountResource
+    from ._balance_results import BalanceFailed as BalanceFailed
+    from ._balance_results import BalanceOk as BalanceOk
+    from ._balance_results import BalanceResult as BalanceResult
+    from ._balance_summary import BalanceSummary as BalanceSummary
     from ._budget import RetryBudget as RetryBudget
-    from ._bulk import BalanceFailed as BalanceFailed
-    from ._bulk import BalanceOk as BalanceOk
-    from ._bulk import BalanceResult as BalanceResult
     from ._bulk import BalanceStream as BalanceStream
-    from ._bulk import BalanceSummary as BalanceSummary
     from ._bulk import KeySource as KeySource
     from ._client import AccountClient as AccountClient
     from ._config import NOT_GIVEN as NOT_GIVEN

@@ -5,7 +5,7 @@
 One emulator process (``python -m accountapi.testing``) on loopback serves every run.
 Interleaved rounds of: the CLI as installed (uvloop when present), the CLI with
 ``ACCOUNTAPI_LOOP=asyncio``, and a script that runs ``client.balances()`` with the same
-concurrency on asyncio's default loop. Keys per second is the CLI's own figure from its
+concurrency on asyncio's default loop, in an order rotated round by round. Keys per second is the CLI's own figure from its
 summary (start-up excluded) and the script's time around the same loop; the median of
 the rounds is printed. Loopback only, bounded counts.
 """
@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -27,6 +28,7 @@ from accountapi._config import DEFAULT_CONCURRENCY
 _RATE: Final = re.compile(r"\(([\d,]+) keys/s\)")
 _LIBRARY: Final = """
 import asyncio, sys, time
+from collections.abc import Callable
 from pathlib import Path
 from accountapi import AccountClient, Limits
 
@@ -98,11 +100,18 @@ def main(argv: list[str] | None = None) -> int:
             if match is None:
                 raise RuntimeError(f"the emulator did not start: {banner}")
             url = match[0]
-            rates: dict[str, list[int]] = {"cli uvloop": [], "cli asyncio": [], "library": []}
-            for _ in range(args.rounds):
-                rates["cli uvloop"].append(_cli(url, keys, loop=None))
-                rates["cli asyncio"].append(_cli(url, keys, loop="asyncio"))
-                rates["library"].append(_library(url, keys))
+            runs: dict[str, Callable[[], int]] = {
+                "cli uvloop": lambda: _cli(url, keys, loop=None),
+                "cli asyncio": lambda: _cli(url, keys, loop="asyncio"),
+                "library": lambda: _library(url, keys),
+            }
+            rates: dict[str, list[int]] = {name: [] for name in runs}
+            names = list(runs)
+            for round_ in range(args.rounds):
+                # Rotated round by round (A B C, B C A, ...): whichever runs first after
+                # the previous round's run meets the emulator still winding that one down.
+                for name in names[round_ % 3 :] + names[: round_ % 3]:
+                    rates[name].append(runs[name]())
         finally:
             server.terminate()
             server.wait(timeout=10)
@@ -110,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.keys} keys, concurrency {DEFAULT_CONCURRENCY}, median of {args.rounds} rounds")
     for name, values in rates.items():
         median = statistics.median(values)
-        print(f"{name:12s} {median:8,.0f} keys/s  {median / base:5.2f}x library on asyncio")
+        each = ", ".join(f"{value:,}" for value in values)
+        print(
+            f"{name:12s} {median:8,.0f} keys/s  {median / base:5.2f}x library on asyncio"
+            f"  (rounds: {each})"
+        )
     return 0
 
 

@@ -29,6 +29,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from accountapi import AccountClient, Limits
+from accountapi._bulk import DEFAULT_DEDUPE_WINDOW
 from accountapi._config import NOT_GIVEN
 
 from ._keys import bench_key
@@ -44,6 +45,7 @@ VARIANTS: Final = {
     "sdk-distinct": "accountapi profile(api_key=k), a new key per request (no queueing)",
     "sdk-nogate": "accountapi profile(), one key, Limits(per_key=None)",
     "balances": "accountapi balances(), a new key per request",
+    "balances-nowindow": "as balances, with dedupe_window=0 (no window of recent answers)",
     "sdk-no-otel": "as sdk, with opentelemetry not importable (the package absent)",
     "sdk-otel-sdk": "as sdk, with opentelemetry-sdk's TracerProvider and MeterProvider set",
     # The breakdown: aiohttp called the way the SDK calls it, and sdk-distinct with one
@@ -58,6 +60,7 @@ DISTINCT: Final = frozenset(
     {
         "sdk-distinct",
         "balances",
+        "balances-nowindow",
         "sdk-distinct-json",
         "sdk-distinct-nodeadline",
         "sdk-distinct-noguard",
@@ -126,8 +129,11 @@ async def _drive(variant: str, url: str, requests: int) -> None:
     timeout = None if variant == "sdk-distinct-nodeadline" else NOT_GIVEN
     # sdk-no-otel and sdk-otel-sdk drive the same load as sdk.
     async with AccountClient(key, base_url=url, limits=limits, timeout=timeout) as client:
-        if variant == "balances":
-            async with client.balances(keys, concurrency=CONCURRENCY) as results:
+        if variant in ("balances", "balances-nowindow"):
+            window = 0 if variant == "balances-nowindow" else DEFAULT_DEDUPE_WINDOW
+            async with client.balances(
+                keys, concurrency=CONCURRENCY, dedupe_window=window
+            ) as results:
                 async for _ in results:
                     pass
         elif variant in DISTINCT:

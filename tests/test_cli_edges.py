@@ -17,12 +17,18 @@ import re
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rawserver import RawServer, profile_body, response, serve
 
+from accountapi import BalanceOk, Profile
+from accountapi.cli._writers import _JsonlWriter, result_record
 from accountapi.testing import Emulator
 
 FULL_KEY = re.compile(r"dpct_[A-Za-z0-9_-]{12,}")
@@ -615,3 +621,66 @@ async def test_skip_invalid_reports_and_counts_bad_lines(
     strict = await run_cli("balances", str(path), "--base-url", emulator.url)
     assert strict.code == 2
     assert "line 2: not an API key" in strict.stderr
+
+
+# -- 6. the fast paths write what the general ones did -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "wire", ["9.955000", "0.000000", "-0.000000", "-12.500000", "98765432109876543210.000001"]
+)
+def test_six_decimal_amounts_print_exactly_as_sent(wire: str) -> None:
+    """An amount in the service's own six-decimal form prints as sent, sign of zero too."""
+    from accountapi.cli._text import money
+
+    assert money(Decimal(wire)) == wire
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    account_id=st.text(),
+    key_tail=st.text(
+        alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+        min_size=27,
+        max_size=60,
+    ),
+    balance=st.decimals(allow_nan=False, allow_infinity=False, places=6),
+    held=st.decimals(allow_nan=False, allow_infinity=False),
+    expires=st.none() | st.datetimes(timezones=st.just(UTC)),
+    attempts=st.integers(min_value=0, max_value=100),
+    elapsed=st.floats(min_value=0, max_value=1e6) | st.just(float("nan")),
+    flags=st.tuples(st.sampled_from([None, True, False]), st.sampled_from([None, True, False])),
+    line=st.integers(min_value=1, max_value=10**9),
+)
+def test_an_ok_jsonl_row_is_json_dumps_of_its_record(
+    account_id: str,
+    key_tail: str,
+    balance: Decimal,
+    held: Decimal,
+    expires: datetime | None,
+    attempts: int,
+    elapsed: float,
+    flags: tuple[bool | None, bool | None],
+    line: int,
+) -> None:
+    """The JSONL writer's ok row is byte for byte json.dumps of the row's record, as before."""
+    profile = Profile(
+        id=account_id,
+        email="a@example.test",
+        balance_eur=balance,
+        held_eur=held,
+        credit_limit_cents=0,
+        created_at=datetime(2025, 1, 1, tzinfo=UTC),
+        email_verified=True,
+        pending_credit_notice=False,
+        prompt_analysis_opt_in=False,
+        two_factor_enabled=False,
+        credits_expire_at=expires,
+    )
+    result = BalanceOk(
+        key="dpct_" + key_tail, index=0, profile=profile, attempts=attempts, elapsed=elapsed
+    )
+    out = io.StringIO()
+    _JsonlWriter(out, lambda _: flags).write(result, line)
+    expected = json.dumps(result_record(result, line, flags)).replace("\\u2026", "\u2026")
+    assert out.getvalue() == expected + "\n"

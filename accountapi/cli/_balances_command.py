@@ -49,7 +49,8 @@ from ._writers import (
 )
 
 if TYPE_CHECKING:
-    from accountapi._bulk import BalanceResult, BalanceSummary
+    from accountapi._balance_results import BalanceResult
+    from accountapi._balance_summary import BalanceSummary
     from accountapi._client import AccountClient
 
 # The longest --expiring-within: a century, far past any credit's life and well inside
@@ -269,7 +270,7 @@ def _check_paths(
 
 def _new_summary(below: Decimal | None, expiring_within: int | None) -> BalanceSummary:
     """The run's summary; with thresholds, expiry judged against one moment, the start."""
-    from accountapi._bulk import BalanceSummary
+    from accountapi._balance_summary import BalanceSummary
     from accountapi._thresholds import BalanceThresholds
 
     if below is None and expiring_within is None:
@@ -316,7 +317,7 @@ async def _balances(
     if out is None:
         out = sys.stdout
     if summary is None:
-        from accountapi._bulk import BalanceSummary
+        from accountapi._balance_summary import BalanceSummary
 
         summary = BalanceSummary()
     writer = _writer(fmt, out, source.last_line, summary, header_written=header_written)

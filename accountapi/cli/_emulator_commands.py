@@ -21,7 +21,7 @@ from ._options import _concurrency_option, _format_option, _progress_option
 from ._process import EXIT_FAILED, EXIT_OK, _fail, _run_async, _stderr, loop_factory
 
 if TYPE_CHECKING:
-    from accountapi._bulk import BalanceResult
+    from accountapi._balance_results import BalanceResult
     from accountapi.testing import Emulator
 
 # -- emulator ------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from rich.console import Console
 from ._text import safe_text
 
 if TYPE_CHECKING:
-    from accountapi._bulk import BalanceSummary
+    from accountapi._balance_summary import BalanceSummary
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1  # some keys failed, none for authentication

@@ -24,7 +24,8 @@ from typing import IO, TYPE_CHECKING, Final
 import attrs
 
 if TYPE_CHECKING:
-    from accountapi._bulk import BalanceResult, BalanceSummary
+    from accountapi._balance_results import BalanceResult
+    from accountapi._balance_summary import BalanceSummary
     from accountapi._models import Profile
 
 __all__ = ["PrometheusWriter"]

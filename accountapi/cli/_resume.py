@@ -29,7 +29,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 from accountapi._keys import key_hint
 
 if TYPE_CHECKING:
-    from accountapi._bulk import BalanceSummary
+    from accountapi._balance_summary import BalanceSummary
 
 __all__ = ["Previous", "ResumeError", "read_previous"]
 

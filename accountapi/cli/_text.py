@@ -38,6 +38,9 @@ def money(value: Decimal) -> str:
     rounded: digits beyond the sixth decimal are shown exactly, trailing zeros past the
     sixth dropped.
     """
+    exponent = value.as_tuple().exponent
+    if exponent == -6:  # the service's own form (9.955000): already as shown
+        return format(value, "f")
     if not value.is_finite():  # the decoder refuses these; shown as is, never raised on
         return str(value)
     value = value.normalize(_MONEY_CONTEXT)
