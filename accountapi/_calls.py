@@ -73,6 +73,10 @@ _OTHER_LOOP: Final = (
 # logger is enabled for DEBUG (bound here: a call pays for the check, not the lookups).
 _debug_on: Final = logger.isEnabledFor
 _DEBUG: Final = logging.DEBUG
+# logging's own memo of isEnabledFor() answers for this logger (a dict it clears in
+# place whenever any level changes): one dict lookup per call instead of a Python call;
+# when it has no answer, isEnabledFor() computes (and memoises) it.
+_debug_memo: Final[dict[int, bool]] = getattr(logger, "_cache", {})
 
 # How long aclose() waits for the calls it ended to unwind (release their key slots, end
 # their spans) before it closes the pool under whatever is left.
@@ -443,7 +447,10 @@ class CallPath:
         if traced:  # inside _in_span: each request sent gets a span
             attempt = self._attempt_in_span
         else:
-            attempt = self._logged_attempt if _debug_on(_DEBUG) else self._attempt
+            debug = _debug_memo.get(_DEBUG)
+            if debug is None:
+                debug = _debug_on(_DEBUG)
+            attempt = self._logged_attempt if debug else self._attempt
         task = current_task()
         if task is not None:
             life.running[task] = task.cancelling()

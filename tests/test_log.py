@@ -115,3 +115,20 @@ def test_an_unknown_accountapi_log_value_is_reported_not_raised() -> None:
     done = _run("verbose")
     assert "ACCOUNTAPI_LOG='verbose' is not one of debug, info, warning; ignored" in done.stderr
     assert "GET /v1/account/profile" not in done.stderr
+
+
+async def test_the_debug_switch_follows_level_changes_between_calls(
+    emulator: Emulator, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The per-call check reads logging's memo of the level: turning DEBUG on and off
+    between calls of one client takes effect at the next call."""
+    caplog.set_level(logging.INFO, logger="accountapi")
+    async with AccountClient(key, base_url=emulator.url) as client:
+        await client.account.profile()
+        assert _attempt_lines(caplog) == []
+        caplog.set_level(logging.DEBUG, logger="accountapi")
+        await client.account.profile()
+        assert len(_attempt_lines(caplog)) == 1
+        caplog.set_level(logging.INFO, logger="accountapi")
+        await client.account.profile()
+        assert len(_attempt_lines(caplog)) == 1
