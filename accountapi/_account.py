@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from ._calls import CallOptions, without_key
@@ -16,6 +16,8 @@ from ._models import Profile
 from ._response import APIResponse
 
 if TYPE_CHECKING:
+    from yarl import URL
+
     from ._calls import CallPath
     from ._callstate import Call
 
@@ -179,15 +181,10 @@ class AccountResourceWithResponse:
         key = None if api_key is None else Credential(api_key)
         del api_key
         resource = self._resource
-        value, call = await resource._calls.request(
-            "GET",
-            resource._profile_url,
-            parse_profile,
-            key,
-            timeout,
-            _options(max_retries, extra_headers),
+        options = _options(max_retries, extra_headers)
+        return await self._answer(
+            "GET", resource._profile_url, parse_profile, key, timeout, options
         )
-        return _response(value, call)
 
     async def dismiss_notifications(
         self,
@@ -202,14 +199,22 @@ class AccountResourceWithResponse:
         key = None if api_key is None else Credential(api_key)
         del api_key
         resource = self._resource
-        value, call = await resource._calls.request(
-            "POST",
-            resource._dismiss_url,
-            parse_dismissed,
-            key,
-            timeout,
-            _options(max_retries, extra_headers),
+        options = _options(max_retries, extra_headers)
+        return await self._answer(
+            "POST", resource._dismiss_url, parse_dismissed, key, timeout, options
         )
+
+    async def _answer(
+        self,
+        method: str,
+        url: URL,
+        parse: Callable[[RawResponse], _T],
+        key: Credential | None,
+        timeout: Timeout | float | NotGiven | None,
+        options: CallOptions | None,
+    ) -> APIResponse[_T]:
+        """The call, and the answer its value was decoded from."""
+        value, call = await self._resource._calls.request(method, url, parse, key, timeout, options)
         return _response(value, call)
 
     def __repr__(self) -> str:
