@@ -296,20 +296,15 @@ class CallPath:
             raise ConfigurationError(_NO_KEY)
         return self._default_key.check()
 
-    def _with_headers(self, key: Credential, options: CallOptions | None) -> Credential:
-        """``key`` with its request headers built (once per key, kept on the key, never
-        in a local: their ``repr`` shows the key); for a call with ``extra_headers``, a
-        copy of the key carrying them, so the key's own headers stay as they were."""
-        if key.headers is None:
-            built = request_headers(key.value)
-            for name, value in self._headers:
-                built.add(name, value)
-            key.headers = built
-        if options is None or not options.headers:
-            return key
+    def _with_extra_headers(
+        self, key: Credential, extra: tuple[tuple[str, str], ...]
+    ) -> Credential:
+        """A copy of ``key`` carrying one call's ``extra_headers`` on top of its own (a
+        name given again takes the call's value); the key's own headers stay as they were."""
+        assert key.headers is not None  # noqa: S101 - built before this is called
         merged = CIMultiDict(key.headers)
-        for name, value in options.headers:
-            merged[name] = value  # the call's value replaces the client's
+        for name, value in extra:
+            merged[name] = value
         return key.with_headers(merged)
 
     def _retrier_for(self, options: CallOptions | None) -> Retrier:
@@ -435,8 +430,12 @@ class CallPath:
         if get_running_loop() is not life.loop or life.closing:
             self._bind()
         key = api_key.check() if api_key is not None else self._default_credential()
-        if key.headers is None or options is not None:
-            key = self._with_headers(key, options)
+        if (
+            key.headers is None
+        ):  # once per key, kept on it (never in a local: its repr shows the key)
+            key.headers = request_headers(key.value, self._headers)
+        if options is not None and options.headers:
+            key = self._with_extra_headers(key, options.headers)
         timeouts = self._timeout if timeout is NOT_GIVEN else Timeout.coerce(timeout)
         total = timeouts.total
         call = Call(

@@ -48,8 +48,9 @@ _NO_HEADERS: Final[Mapping[str, str]] = CIMultiDict()
 USER_AGENT: Final = f"accountapi-python/{__version__} aiohttp/{aiohttp.__version__}"
 
 
-def request_headers(key: str) -> CIMultiDict[str]:
-    """The headers of a request made with ``key``.
+def request_headers(key: str, defaults: tuple[tuple[str, str], ...] = ()) -> CIMultiDict[str]:
+    """The headers of a request made with ``key``: the SDK's own three, then a client's
+    ``default_headers`` (checked: none of them can be one of the three).
 
     Built once per key, as the ``CIMultiDict`` aiohttp converts any other mapping into on
     every request; aiohttp copies it, so one instance can serve many requests. Kept on the
@@ -60,6 +61,7 @@ def request_headers(key: str) -> CIMultiDict[str]:
             ("Authorization", "Bearer " + key),
             ("User-Agent", USER_AGENT),
             ("Accept-Encoding", ACCEPT_ENCODING),
+            *defaults,
         )
     )
 
