@@ -430,9 +430,8 @@ class CallPath:
         if get_running_loop() is not life.loop or life.closing:
             self._bind()
         key = api_key.check() if api_key is not None else self._default_credential()
-        if (
-            key.headers is None
-        ):  # once per key, kept on it (never in a local: its repr shows the key)
+        if key.headers is None:
+            # Once per key, kept on it: never in a local (its repr shows the key).
             key.headers = request_headers(key.value, self._headers)
         if options is not None and options.headers:
             key = self._with_extra_headers(key, options.headers)
