@@ -169,10 +169,12 @@ def _ablate(variant: str) -> None:
         setattr(transport, "GuardedConnector", aiohttp.TCPConnector)  # noqa: B010
     elif variant == "sdk-distinct-direct":
         from accountapi._account import AccountResource, parse_profile
+        from accountapi._http._transport import request_headers
         from accountapi._keys import Credential
 
         async def profile(self: Any, *, api_key: str, timeout: object = None) -> object:
             credential = Credential(api_key).check()
+            credential.headers = request_headers(credential.value)  # as the call path does
             transport = self._calls._transport
             raw = await transport.request(
                 transport.session(),

@@ -316,13 +316,13 @@ class Transport:
     ) -> RawResponse:
         """Send one request with ``key`` on ``session``; return its answer or raise an SDK error.
 
-        The attempt is limited by ``timeouts`` and by ``remaining``, the seconds left
-        before the whole call's deadline. Errors are raised with no exception chained:
-        aiohttp's exceptions and frames hold the request headers.
+        ``key.headers`` are sent as they are: the call path built them (`request_headers()`,
+        with the client's default headers) once per key. The attempt is limited by
+        ``timeouts`` and by ``remaining``, the seconds left before the whole call's
+        deadline. Errors are raised with no exception chained: aiohttp's exceptions and
+        frames hold the request headers.
         """
         failure: AccountAPIError
-        if key.headers is None:  # once per key; kept on the key, never in a local
-            key.headers = request_headers(key.value)  # (the call path builds it first)
         limit = timeouts.attempt
         if remaining is not None and (limit is None or remaining < limit):
             limit = remaining
