@@ -34,7 +34,7 @@ from multidict import CIMultiDict
 from . import _telemetry
 from ._callstate import Call
 from ._coalesce import ReadIdentity, SharedRead, outcome_of
-from ._config import NOT_GIVEN, NotGiven, Timeout
+from ._config import NOT_GIVEN, NotGiven, Timeout, check_max_retries
 from ._exceptions import (
     AccountAPIError,
     APIResponseValidationError,
@@ -150,14 +150,7 @@ class CallOptions:
         coalesce: bool | NotGiven = NOT_GIVEN,
     ) -> CallOptions:
         """Check the per-call options (a [`ConfigurationError`][accountapi.ConfigurationError] for a bad one)."""
-        if isinstance(max_retries, NotGiven):
-            retries = None
-        elif isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigurationError(
-                f"max_retries must be a whole number >= 0, got {max_retries!r}"
-            )
-        else:
-            retries = max_retries
+        retries = None if isinstance(max_retries, NotGiven) else check_max_retries(max_retries)
         headers = (
             () if extra_headers is None else check_user_headers(extra_headers, "extra_headers")
         )

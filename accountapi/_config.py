@@ -25,6 +25,7 @@ __all__ = [
     "NotGiven",
     "RetryPolicy",
     "Timeout",
+    "check_max_retries",
     "resolve_max_retries",
 ]
 
@@ -177,9 +178,14 @@ def resolve_max_retries(max_retries: int | NotGiven, policy: RetryPolicy, defaul
             "max_retries is given twice (max_retries= and RetryPolicy(max_retries=...)); "
             "pass it once, as max_retries="
         )
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ConfigurationError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
-    return max_retries
+    return check_max_retries(max_retries)
+
+
+def check_max_retries(value: object) -> int:
+    """``value`` as a retry count, or a [`ConfigurationError`][accountapi.ConfigurationError]."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(f"max_retries must be a whole number >= 0, got {value!r}")
+    return value
 
 
 DEFAULT_RETRY: Final = RetryPolicy()
