@@ -546,7 +546,8 @@ class CallPath:
             return
         drained = life.drained = get_running_loop().create_future()
         try:
-            await asyncio.wait_for(asyncio.shield(drained), _DRAIN_LIMIT)
+            async with asyncio.timeout(_DRAIN_LIMIT):
+                await asyncio.shield(drained)
         except TimeoutError:
             pass
         finally:

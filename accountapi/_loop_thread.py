@@ -293,7 +293,8 @@ async def _shutdown(loop: asyncio.AbstractEventLoop, client: AccountClient) -> N
     other task (a balances() stream), close async generators, stop the loop."""
     try:
         with contextlib.suppress(Exception):  # closing goes on whatever the pool says
-            await asyncio.wait_for(client.aclose(), CLOSE_LIMIT)
+            async with asyncio.timeout(CLOSE_LIMIT):
+                await client.aclose()
         me = asyncio.current_task()
         others = [task for task in asyncio.all_tasks(loop) if task is not me]
         for task in others:

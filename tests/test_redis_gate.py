@@ -1085,3 +1085,162 @@ async def test_chaos_a_worker_killed_among_four_costs_nothing_but_its_own_calls(
     assert [r["warnings"] for r in results] == [0, 0, 0]
     assert emulator.max_in_flight(key) <= 10
     assert emulator.limit_rejections == 0
+
+
+# -- cancellations a dependency loses ------------------------------------------------------
+
+
+class _LosesCancellations(aioredis.Redis):
+    """A real redis-py client whose commands lose a cancellation that arrives while they run.
+
+    Python 3.11's `asyncio.wait_for()`, which redis-py wraps around every write, returns a
+    command's result and drops a cancellation arriving in the tick the write completes
+    (cpython#86296); CI hit it once in ~1,000 runs. This client makes the race certain:
+    each command runs for ``delay`` seconds in a task of its own, and a cancellation of the
+    caller meanwhile is dropped the same way, the caller getting the command's result.
+    """
+
+    delay = 0.3
+    started: asyncio.Event
+    commands: set[asyncio.Task[Any]]
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.started.set()
+
+        async def run() -> Any:
+            await asyncio.sleep(self.delay)
+            command: Any = super(_LosesCancellations, self).execute_command  # unannotated
+            return await command(*args, **options)
+
+        command = asyncio.ensure_future(run())
+        self.commands.add(command)
+        command.add_done_callback(self.commands.discard)
+        try:
+            return await asyncio.shield(command)
+        except asyncio.CancelledError:
+            return await command  # what 3.11's wait_for does when its future is done
+
+
+@pytest.fixture
+async def losing_client(redis_server: RedisServer) -> AsyncIterator[_LosesCancellations]:
+    """Ask for it before ``make_gate``: it is then closed after the gates are."""
+    client = _LosesCancellations(host="127.0.0.1", port=redis_server.port)
+    client.started, client.commands = asyncio.Event(), set()
+    try:
+        yield client
+    finally:  # the gates are closed by now; their last commands end, then the client
+        await asyncio.wait_for(asyncio.gather(*client.commands, return_exceptions=True), 10)
+        await client.aclose()
+
+
+async def test_an_acquire_times_out_though_redis_py_loses_the_deadlines_cancellation(
+    losing_client: _LosesCancellations, make_gate: GateFactory
+) -> None:
+    """The acquire's timeout (a cancellation) fires during a command that drops it: the
+    acquire still raises GateTimeout once the command returns, instead of polling on
+    for as long as no slot frees."""
+    gate = make_gate(per_key=2, client=losing_client)
+    await asyncio.wait_for(gate.acquire(KEY, None), 10)
+    await asyncio.wait_for(gate.acquire(KEY, None), 10)
+    start = time.monotonic()
+    with pytest.raises(GateTimeout):
+        await asyncio.wait_for(gate.acquire(KEY, 0.1), 10)
+    # The command that swallowed it takes 0.3 s; never the 10 s bound, never early.
+    assert 0.09 <= time.monotonic() - start < 3.0
+    assert await gate.in_flight(KEY) == 2
+
+
+async def test_a_cancelled_acquire_ends_though_redis_py_loses_the_cancellation(
+    losing_client: _LosesCancellations, make_gate: GateFactory, redis_client: aioredis.Redis
+) -> None:
+    """A caller cancelled while its acquire's command runs (and drops the cancellation)
+    is cancelled when the command returns, leaving neither a lease nor a queue place."""
+    gate = make_gate(per_key=2, client=losing_client)
+    await asyncio.wait_for(gate.acquire(KEY, None), 10)
+    await asyncio.wait_for(gate.acquire(KEY, None), 10)
+    losing_client.started.clear()
+    waiting = asyncio.create_task(gate.acquire(KEY, None))  # no timeout: only cancel ends it
+    await asyncio.wait_for(losing_client.started.wait(), 10)
+    waiting.cancel()
+    done, _ = await asyncio.wait({waiting}, timeout=5)
+    assert waiting in done, "the cancelled acquire went on waiting for a slot"
+    assert waiting.cancelled()
+    assert await gate.in_flight(KEY) == 2
+    await _eventually(lambda: _is(0, _queue_length(redis_client)))
+    leases = [n async for n in redis_client.scan_iter(match="accountapi:gate:*:leases")]
+    assert [await redis_client.zcard(n) for n in leases] == [2]
+
+
+class _DropsCancellations(aioredis.client.Pipeline):
+    """Pipelines (the gate's lease renewals) that take 3 s and swallow their first three
+    cancellations outright: the command goes on and the caller gets its replies as if
+    it had never been cancelled."""
+
+    owner: _DroppingPipelineClient
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        run = asyncio.ensure_future(self._slow_execute(raise_on_error))
+        while True:
+            try:
+                return await asyncio.shield(run)
+            except asyncio.CancelledError:
+                if self.owner.dropped == 3:
+                    run.cancel()
+                    raise
+                self.owner.dropped += 1
+                task = asyncio.current_task()
+                assert task is not None
+                task.uncancel()
+
+    async def _slow_execute(self, raise_on_error: bool) -> list[Any]:
+        self.owner.executing.set()
+        await asyncio.sleep(3.0)
+        return await super().execute(raise_on_error)
+
+
+class _DroppingPipelineClient(aioredis.Redis):
+    dropped: int
+    executing: asyncio.Event
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> _DropsCancellations:
+        pipe = _DropsCancellations(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
+        pipe.owner = self
+        return pipe
+
+
+async def test_aclose_ends_a_background_task_that_drops_cancellations(
+    redis_server: RedisServer, make_gate: GateFactory
+) -> None:
+    """The gate's lease renewal sits in a Redis command that swallows three cancellations:
+    aclose() cancels it again until it ends, within its bound, instead of waiting on it."""
+    client = _DroppingPipelineClient(host="127.0.0.1", port=redis_server.port)
+    client.dropped, client.executing = 0, asyncio.Event()
+    try:
+        gate = make_gate(client=client, lease_ttl=0.5)  # renews every ~0.17 s
+        await asyncio.wait_for(gate.acquire(KEY, None), 10)
+        await asyncio.wait_for(client.executing.wait(), 10)  # a renewal is on the wire
+        start = time.monotonic()
+        await asyncio.wait_for(gate.aclose(), 10)
+        assert time.monotonic() - start < 5.0  # the grace (2 s) and a few rounds of cancel
+        assert client.dropped == 3
+    finally:
+        await client.aclose()
+
+
+async def test_aclose_ends_a_waiting_acquire_with_a_clear_error(
+    make_gate: GateFactory, redis_client: aioredis.Redis
+) -> None:
+    """An acquire waiting (no timeout) when its gate closes raises ClientStateError at
+    once and leaves the queue, rather than polling Redis on a closed gate."""
+    holder, gate = make_gate(per_key=1), make_gate(per_key=1)  # two processes
+    await asyncio.wait_for(holder.acquire(KEY, None), 10)
+    waiting = asyncio.create_task(gate.acquire(KEY, None))
+    await _eventually(lambda: _is(1, _queue_length(redis_client)))
+    await asyncio.wait_for(gate.aclose(), 10)
+    assert waiting.done()
+    with pytest.raises(ClientStateError, match="closed"):
+        waiting.result()
+    assert await _queue_length(redis_client) == 0
+    assert await holder.in_flight(KEY) == 1

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Final
 from accountapi._exceptions import ClientStateError
 
 from ._protocol import GateTimeout, KeyCoolingDown
-from ._scripts import Call, ScriptRunner, key_hash, redis_keys
+from ._scripts import Call, ScriptRunner, keeping_cancellation, key_hash, redis_keys
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -54,6 +54,17 @@ _POLL_MIN: Final = 0.005
 _POLL_MAX: Final = 0.05
 # How long the pub/sub reader waits for a message before checking it is still needed.
 _LISTEN_IDLE: Final = 1.0
+# close(): how long the gate's tasks get to finish, then to end once cancelled (in this
+# many rounds of cancellation).
+_CLOSE_GRACE: Final = 2.0
+_CLOSE_CANCELS: Final = 20
+
+
+async def _wait(event: asyncio.Event, limit: float) -> None:
+    """Wait until ``event`` is set or ``limit`` seconds pass."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(limit):
+            await event.wait()
 
 
 class _Waiter:
@@ -140,6 +151,10 @@ class _SharedGate:
         self._renewed_at: float | None = None  # loop time of the last renewal that landed
         self._adopted: set[str] = set()  # leases made for calls the local gate admitted
         self._doubtful: list[tuple[float, str, str]] = []
+        self._closed = False
+        self._closing = asyncio.Event()  # set by close(): ends every wait of an acquire
+        self._queued = 0  # acquires waiting in the queue
+        self._none_queued: asyncio.Event | None = None  # set when close() saw the last leave
 
     # -- for the public gate ----------------------------------------------------------
 
@@ -242,7 +257,18 @@ class _SharedGate:
             await asyncio.wait(busy)
 
     async def close(self, *, free_slots: bool) -> None:
-        """Stop renewing; free the held slots when Redis may answer; end every task."""
+        """End the waiting acquires (ClientStateError); stop renewing; free the held slots
+        when Redis may answer; end every task."""
+        self._closed = True
+        self._closing.set()
+        for state in self._keys.values():
+            for waiter in state.waiters:
+                waiter.wake.set()
+        if self._queued:  # they leave the queue in Redis (or fail to) before the tasks end
+            left = self._none_queued = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CLOSE_GRACE):
+                    await left.wait()
         for task in (self._listener, self._renewer):
             if task is not None:
                 task.cancel()
@@ -253,11 +279,20 @@ class _SharedGate:
         if free_slots and self._pending and self._flusher is None:
             self._flusher = self._spawn(self._flush())
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=2.0)
-        for task in set(self._tasks):
-            task.cancel()
+            await asyncio.wait(set(self._tasks), timeout=_CLOSE_GRACE)
+        # Cancelled again until they end: a cancellation can be lost in redis-py (see
+        # `keeping_cancellation`), and a task that lost one must not hold close() forever.
+        for _ in range(_CLOSE_CANCELS):
+            if not self._tasks:
+                return
+            for task in set(self._tasks):
+                task.cancel()
+            await asyncio.wait(set(self._tasks), timeout=_CLOSE_GRACE / _CLOSE_CANCELS)
         if self._tasks:
-            await asyncio.wait(set(self._tasks))
+            logger.warning(
+                "key gate: %d background task(s) did not end when cancelled; left running",
+                len(self._tasks),
+            )
 
     # -- acquiring ----------------------------------------------------------------------
 
@@ -282,6 +317,7 @@ class _SharedGate:
         while index and waiters[index - 1].ticket > ticket:
             index -= 1
         waiters.insert(index, waiter)
+        self._queued += 1
         self._ensure_helpers()
         loop = asyncio.get_running_loop()
         delay = _POLL_MIN
@@ -293,18 +329,19 @@ class _SharedGate:
                         max_cool_down is not None and left > max_cool_down
                     ):
                         raise KeyCoolingDown(left)
-                    await asyncio.sleep(cool_ms / 1000)
+                    await _wait(self._closing, cool_ms / 1000)
                     delay = _POLL_MIN
                     if waiters[0] is not waiter:
                         await waiter.wake.wait()
                 elif waiters[0] is waiter:
                     if not waiter.wake.is_set():
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(delay * random.uniform(0.5, 1.5)):  # noqa: S311 - jitter, not cryptography
-                                await waiter.wake.wait()
+                        poll = delay * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not cryptography
+                        await _wait(waiter.wake, poll)
                     delay = _POLL_MIN if waiter.wake.is_set() else min(delay * 2, _POLL_MAX)
                 else:
                     await waiter.wake.wait()
+                if self._closed:
+                    raise ClientStateError("the key gate is closed")
                 waiter.wake.clear()
                 granted, _, cool_ms, free_left = await self._try(h, lease, ticket)
                 if granted:
@@ -320,6 +357,9 @@ class _SharedGate:
                 self._forget_if_idle(h, state)
             if was_head and waiters:
                 waiters[0].wake.set()  # the next in line starts polling
+            self._queued -= 1
+            if not self._queued and self._none_queued is not None:
+                self._none_queued.set()
 
     async def _try(self, h: str, lease: str, ticket: int) -> tuple[bool, int, int, int]:
         """One acquire script; if cancelled mid-command, drop whatever it may have taken."""
@@ -530,10 +570,10 @@ class _SharedGate:
             while True:
                 pubsub = self._redis().pubsub()
                 try:
-                    await pubsub.subscribe(self._channel)
+                    await keeping_cancellation(pubsub.subscribe(self._channel))
                     while True:
-                        message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=_LISTEN_IDLE
+                        message = await keeping_cancellation(
+                            pubsub.get_message(ignore_subscribe_messages=True, timeout=_LISTEN_IDLE)
                         )
                         if message is None:
                             if not any(s.waiters for s in self._keys.values()):

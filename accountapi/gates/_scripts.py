@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["SCRIPTS", "Call", "ScriptRunner", "key_hash", "redis_keys"]
+__all__ = ["SCRIPTS", "Call", "ScriptRunner", "keeping_cancellation", "key_hash", "redis_keys"]
+
+T = TypeVar("T")
 
 # Every script computes `now` in Redis milliseconds from TIME, so expiry never depends on
 # the clocks of the machines running the workers.
@@ -189,6 +191,24 @@ def redis_keys(namespace: str, h: str, script: str) -> tuple[str, ...]:
     return (leases,)
 
 
+async def keeping_cancellation(command: Awaitable[T]) -> T:
+    """Await a redis-py call; a cancellation it dropped is raised once it returns.
+
+    On Python 3.11 redis-py writes every command through `asyncio.wait_for()`, which
+    returns the result and drops a cancellation that arrives in the tick the write
+    completes (cpython#86296, gone in 3.12). The task still counts the request in
+    `Task.cancelling()`, so a count higher after the call than before it is a lost
+    cancellation: a caller's, or the deadline of `asyncio.timeout()` around an acquire,
+    which would otherwise poll on past its timeout for as long as no slot frees.
+    """
+    task = asyncio.current_task()
+    requested = task.cancelling() if task is not None else 0
+    result = await command
+    if task is not None and task.cancelling() > requested:
+        raise asyncio.CancelledError
+    return result
+
+
 class ScriptRunner:
     """Runs the scripts on a Redis client made on first use, loading them when missing."""
 
@@ -210,10 +230,14 @@ class ScriptRunner:
         command: Any = self._redis().execute_command
         async with self._commands:
             try:
-                return await command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return await keeping_cancellation(
+                    command("EVALSHA", script.sha, len(keys), *keys, *args)
+                )
             except self._no_script:
-                await command("SCRIPT", "LOAD", script.source)
-                return await command("EVALSHA", script.sha, len(keys), *keys, *args)
+                await keeping_cancellation(command("SCRIPT", "LOAD", script.source))
+                return await keeping_cancellation(
+                    command("EVALSHA", script.sha, len(keys), *keys, *args)
+                )
 
     async def eval_many(self, calls: Sequence[Call]) -> list[Any]:
         """Several scripts in one round trip (a non-transactional pipeline)."""
@@ -222,12 +246,12 @@ class ScriptRunner:
             for name, keys, args in calls:
                 pipe.execute_command("EVALSHA", SCRIPTS[name].sha, len(keys), *keys, *args)
             async with self._commands:
-                results = await pipe.execute(raise_on_error=False)
+                results = await keeping_cancellation(pipe.execute(raise_on_error=False))
             if attempt == 1 and any(isinstance(r, self._no_script) for r in results):
                 command: Any = self._redis().execute_command
                 async with self._commands:
                     for name in {name for name, _, _ in calls}:
-                        await command("SCRIPT", "LOAD", SCRIPTS[name].source)
+                        await keeping_cancellation(command("SCRIPT", "LOAD", SCRIPTS[name].source))
                 continue
             for result in results:
                 if isinstance(result, Exception):
