@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from ._calls import CallOptions, without_key
+from ._call_options import CallOptions
 from ._config import NOT_GIVEN, NotGiven, Timeout
 from ._decode import decode_profile
 from ._exceptions import APIResponseValidationError
 from ._headers import request_id_from
 from ._http._transport import RawResponse
 from ._keys import Credential
+from ._masking import without_key
 from ._models import Profile
 from ._response import APIResponse
 

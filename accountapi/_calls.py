@@ -26,27 +26,28 @@ import functools
 import logging
 import time
 from asyncio import CancelledError, current_task, get_running_loop
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from multidict import CIMultiDict
 
 from . import _telemetry
+from ._call_options import CallOptions
 from ._callstate import Call
 from ._coalesce import ReadIdentity, SharedRead, outcome_of
-from ._config import NOT_GIVEN, NotGiven, Timeout, check_max_retries
+from ._config import NOT_GIVEN, NotGiven, Timeout
 from ._exceptions import (
     AccountAPIError,
     APIResponseValidationError,
     APITimeoutError,
-    ClientStateError,
     ConfigurationError,
     RateLimitError,
 )
-from ._headers import check_user_headers, request_id_from
 from ._http._transport import RawResponse, request_headers
 from ._keys import Credential
+from ._lifecycle import Lifecycle
 from ._log import log_attempt, log_joined, logger
+from ._masking import refused_echo, without_key
 from ._status import error_for_status
 from ._telemetry import Endpoint, Telemetry, telemetry
 from .gates._memory import fast_acquire
@@ -59,16 +60,11 @@ if TYPE_CHECKING:
     from ._http._transport import Transport
     from ._retry import Retrier
 
-__all__ = ["CallOptions", "CallPath"]
+__all__ = ["CallPath"]
 
 T = TypeVar("T")
 
 _NO_KEY: Final = "no API key: pass api_key=... or set $ACCOUNTAPI_API_KEY (or $DEPICTA_API_KEY)"
-_CLOSED: Final = "the client is closed; create a new AccountClient"
-_OTHER_LOOP: Final = (
-    "this AccountClient is bound to another event loop; "
-    "create one client per event loop (e.g. per asyncio.run call)"
-)
 # The debug switch, read once per call: one line per attempt while the ``accountapi``
 # logger is enabled for DEBUG (bound here: a call pays for the check, not the lookups).
 _debug_on: Final = logger.isEnabledFor
@@ -78,111 +74,6 @@ _DEBUG: Final = logging.DEBUG
 # when it has no answer, isEnabledFor() computes (and memoises) it.
 _debug_memo: Final[dict[int, bool]] = getattr(logger, "_cache", {})
 
-# How long aclose() waits for the calls it ended to unwind (release their key slots, end
-# their spans) before it closes the pool under whatever is left.
-_DRAIN_LIMIT: Final = 1.0
-
-
-def without_key(raw: RawResponse, key: Credential) -> RawResponse:
-    """An error answer with every copy of the key in its body or headers replaced by the
-    key's hint: a server that echoes the key it was sent ("invalid key dpct_…") must
-    not put it into an exception's message, details, headers or body excerpt, and from
-    there into logs, traces and CLI output. Runs only for error statuses."""
-    secret = key.value
-    encoded = secret.encode("utf-8", "surrogateescape")
-    body = raw.body
-    leaked = encoded in body
-    if leaked:
-        body = body.replace(encoded, key.hint.encode())
-    headers = raw.headers
-    if any(secret in value for value in headers.values()):
-        leaked = True
-        headers = CIMultiDict(
-            (name, value.replace(secret, key.hint)) for name, value in headers.items()
-        )
-    if not leaked:
-        return raw
-    return RawResponse(raw.status, headers, body, raw.truncated, raw.problem)
-
-
-def _refused(parse: Callable[[RawResponse], Any], masked: RawResponse) -> AccountAPIError:
-    """The validation error for a 2xx answer that echoed the key, decoded again from
-    ``masked`` (`without_key()`'s copy), so its message and request id show the hint."""
-    try:
-        parse(masked)
-    except APIResponseValidationError as exc:
-        return exc
-    return APIResponseValidationError(  # masking made it decode: refused all the same
-        "response body not accepted: it holds the API key",
-        status=masked.status,
-        request_id=request_id_from(masked.headers),
-    )
-
-
-class CallOptions:
-    """What one call asks beyond its key and timeout: another retry count, more headers,
-    whether it may join a read in flight (``coalesce``; None: the client's setting).
-
-    Built by a resource only when the caller passes such an option, so the plain call
-    carries ``None`` and pays nothing for them. ``shared`` is set only on the options of
-    a shared read's own call (see `accountapi._coalesce`).
-    """
-
-    __slots__ = ("coalesce", "headers", "max_retries", "shared")
-
-    def __init__(
-        self,
-        max_retries: int | None,
-        headers: tuple[tuple[str, str], ...],
-        coalesce: bool | None = None,
-        shared: SharedRead[Any] | None = None,
-    ) -> None:
-        self.max_retries = max_retries
-        self.headers = headers
-        self.coalesce = coalesce
-        self.shared = shared
-
-    @classmethod
-    def make(
-        cls,
-        max_retries: int | NotGiven,
-        extra_headers: Mapping[str, str] | None,
-        coalesce: bool | NotGiven = NOT_GIVEN,
-    ) -> CallOptions:
-        """Check the per-call options (a [`ConfigurationError`][accountapi.ConfigurationError] for a bad one)."""
-        retries = None if isinstance(max_retries, NotGiven) else check_max_retries(max_retries)
-        headers = (
-            () if extra_headers is None else check_user_headers(extra_headers, "extra_headers")
-        )
-        return cls(
-            retries, headers, None if isinstance(coalesce, NotGiven) else check_coalesce(coalesce)
-        )
-
-
-def check_coalesce(value: object) -> bool:
-    """``coalesce`` must be a bool (a truthy string is a mistake, not a yes)."""
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"coalesce must be True or False, got {value!r}")
-    return value
-
-
-class _Lifecycle:
-    """The event loop and the calls in progress, shared by a client and every client
-    [`with_options()`][accountapi.AccountClient.with_options] derived from it (one pool, one end)."""
-
-    __slots__ = ("closing", "drained", "ended", "loop", "reads", "running")
-
-    def __init__(self) -> None:
-        self.loop: asyncio.AbstractEventLoop | None = None  # bound by the first call
-        self.closing = False
-        # Each call in progress: its task -> task.cancelling() when the call began, so a
-        # cancellation by aclose() is told apart from the caller's own (as asyncio.timeout does).
-        self.running: dict[asyncio.Task[Any], int] = {}
-        self.ended: set[asyncio.Task[Any]] = set()  # cancelled by aclose(), not yet unwound
-        self.drained: asyncio.Future[None] | None = None  # set when the last of those leaves
-        # Shared reads that callers may still join (coalesce=True), by what they read.
-        self.reads: dict[ReadIdentity, SharedRead[Any]] = {}
-
 
 class CallPath:
     """What resources need of the client: URLs, the clock, and ``request``.
@@ -190,14 +81,10 @@ class CallPath:
     ``request`` is the untraced call path itself, or that path inside an OpenTelemetry
     span when ``opentelemetry-api`` is installed (see `accountapi._telemetry`).
 
-    **One event loop, and an end.** The first call binds the client to its event loop;
-    a call from any other loop raises [`ClientStateError`][accountapi.ClientStateError] before it touches the
-    key gate (whose queues belong to one loop). Every call in progress is registered
-    with its task, so `aclose()` can end all of them at once, wherever each one is
-    (queued for a slot, on the wire, or waiting out a ``Retry-After``): each raises
-    [`ClientStateError`][accountapi.ClientStateError] and gives its slot back. A call path made by
-    `derive()` shares all of this (and the transport, gate and telemetry) with the
-    one it came from.
+    **One event loop, and an end** (`accountapi._lifecycle`): the first call binds the
+    client to its event loop, and `aclose()` ends every call in progress. A call path
+    made by `derive()` shares its `Lifecycle` (and the transport, gate and telemetry)
+    with the one it came from.
     """
 
     __slots__ = (
@@ -228,7 +115,7 @@ class CallPath:
         timeout: Timeout,
         default_key: Credential | None,
         headers: tuple[tuple[str, str], ...] = (),
-        life: _Lifecycle | None = None,
+        life: Lifecycle | None = None,
         coalesce: bool = False,
     ) -> None:
         self._transport = transport
@@ -249,7 +136,7 @@ class CallPath:
         # wrapper, not a branch per call.
         self._telemetry = telemetry()
         self._endpoints: dict[tuple[str, URL], Endpoint] = {}  # span names, attributes
-        self._life = _Lifecycle() if life is None else life
+        self._life = Lifecycle() if life is None else life
 
     def derive(
         self,
@@ -326,7 +213,7 @@ class CallPath:
         """
         life = self._life
         if get_running_loop() is not life.loop or life.closing:
-            self._bind()
+            life.bind()
         key = api_key.check() if api_key is not None else self._default_credential()
         timeouts = self._timeout if timeout is NOT_GIVEN else Timeout.coerce(timeout)
         total = timeouts.total
@@ -421,7 +308,7 @@ class CallPath:
         """
         life = self._life
         if get_running_loop() is not life.loop or life.closing:
-            self._bind()
+            life.bind()
         key = api_key.check() if api_key is not None else self._default_credential()
         if key.headers is None:
             # Once per key, kept on it: never in a local (its repr shows the key).
@@ -474,84 +361,21 @@ class CallPath:
                 raise
             return value, call
         except CancelledError:
-            ended = None if task is None else self._ended_by_close(task, call)
+            ended = None if task is None else life.ended_by_close(task, call)
             if ended is None:
                 raise
             failure = ended
         finally:
             if task is not None:
-                self._leave(task)
+                life.leave(task)
         # Raised outside the except block: the cancellation's frames (aiohttp's among
         # them, holding the request headers) are not chained to the error.
         raise failure
 
-    def _bind(self) -> None:
-        """Bind the client to the running loop on its first call; refuse any other loop,
-        and any call once `aclose()` has begun."""
-        life = self._life
-        if life.closing:
-            raise ClientStateError(_CLOSED)
-        loop = get_running_loop()
-        if life.loop is None:
-            life.loop = loop
-        elif loop is not life.loop:
-            raise ClientStateError(_OTHER_LOOP)
-
-    def _ended_by_close(self, task: asyncio.Task[Any], call: Call[Any]) -> ClientStateError | None:
-        """The error for a call that `aclose()` cancelled, or None when the
-        cancellation is (also) someone else's and must go on as one."""
-        life = self._life
-        if task not in life.ended:
-            return None
-        life.ended.discard(task)
-        if task.uncancel() > life.running[task]:
-            return None
-        error = ClientStateError(
-            "the client was closed while this call was in progress; "
-            f"{call.sent} request(s) had been sent"
-        )
-        error.attempts = call.sent
-        error.key_hint = call.key.hint
-        return error
-
-    def _leave(self, task: asyncio.Task[Any]) -> None:
-        life = self._life
-        life.running.pop(task, None)
-        if life.ended and task in life.ended:
-            # Cancelled by aclose() but never saw the CancelledError (the call had
-            # already finished): withdraw the request so the caller's task is not hit.
-            life.ended.discard(task)
-            task.uncancel()
-        drained = life.drained
-        if drained is not None and not life.ended and not drained.done():
-            drained.set_result(None)
-
     async def aclose(self) -> None:
-        """End every call in progress with [`ClientStateError`][accountapi.ClientStateError] and refuse new ones.
-
-        Waits (at most `_DRAIN_LIMIT` seconds) for the ended calls to unwind, so
-        their key slots are back and their spans ended before the pool closes.
-        """
-        life = self._life
-        loop = life.loop
-        if loop is not None and not loop.is_closed() and get_running_loop() is not loop:
-            raise ClientStateError("close the client in the event loop it was used in")
-        life.closing = True
-        me = current_task()
-        for task in list(life.running):
-            if task is not me and not task.done() and task not in life.ended:
-                life.ended.add(task)
-                task.cancel()
-        if not life.ended:
-            return
-        drained = life.drained = get_running_loop().create_future()
-        try:
-            async with asyncio.timeout(_DRAIN_LIMIT):
-                await asyncio.shield(drained)
-        except TimeoutError:
-            pass
-        finally:
-            life.drained = None
+        """End every call in progress with [`ClientStateError`][accountapi.ClientStateError] and refuse new ones
+        (see `Lifecycle.close()`)."""
+        await self._life.close()
 
     async def _logged_attempt(self, call: Call[T], number: int) -> T:
         """`_attempt()` with one DEBUG line when it ends (the debug switch is on)."""
@@ -622,7 +446,7 @@ class CallPath:
                         raise
                 # Raised outside the except block: the error decoded from the answer as
                 # sent (the key in its message or request id) is not chained to it.
-                raise _refused(call.parse, masked)
+                raise refused_echo(call.parse, masked)
             raw = without_key(raw, key)
             error = error_for_status(
                 raw.status,

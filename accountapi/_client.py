@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 from ._account import AccountResource
 from ._budget import RetryBudget
 from ._bulk import DEFAULT_CONCURRENCY, DEFAULT_DEDUPE_WINDOW, BalanceStream, KeySource
-from ._calls import CallPath, check_coalesce
+from ._call_options import check_coalesce
+from ._calls import CallPath
 from ._clock import Clock, default_clock
 from ._config import (
     DEFAULT_LIMITS,
