@@ -4,13 +4,21 @@ names the hook and the version. A unit test of our check, with no aiohttp patche
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
+from rawserver import profile_body, raw_server, response
 
-from accountapi._http._aiohttp_private import check_hooks
+from accountapi import AccountClient
+from accountapi._http._aiohttp_private import READ_SIZE, _Protocol, check_hooks
+from accountapi.testing import default_profile
+
+KEY = "dpct_" + "R" * 28 + "z9Q4"
 
 
 def _init_all(self: Any) -> None:
@@ -80,3 +88,53 @@ def test_a_missing_hook_is_an_import_error_naming_it_and_the_version(
     message = str(raised.value)
     assert named in message
     assert "aiohttp 9.9.9" in message
+
+
+# -- the read size of asyncio's own transport (an optimisation, not a rule of the pool) --
+
+
+def test_the_read_size_hook_is_there_on_this_python() -> None:
+    """asyncio's selector transport still reads ``max_size`` bytes at a time (256 KiB);
+    if it stops, the hook is skipped (with a debug line at import), and this test says so."""
+    import asyncio.selector_events
+
+    from accountapi._http import _aiohttp_private
+
+    assert _aiohttp_private._READ_SIZE_HOOK
+    transport_class: Any = getattr(asyncio.selector_events, "_SelectorSocketTransport")  # noqa: B009 - private, untyped
+    assert transport_class.max_size > READ_SIZE
+
+
+async def test_a_plain_connection_reads_below_the_mmap_threshold() -> None:
+    """Our protocol sets its selector transport to read at most READ_SIZE bytes per recv(),
+    under glibc's 128 KiB mmap threshold (so no mmap/munmap per answer)."""
+    assert READ_SIZE <= 128 * 1024
+    loop = asyncio.get_running_loop()
+    async with raw_server(_silent) as server:
+        transport, _ = await loop.create_connection(
+            functools.partial(_Protocol, loop), "127.0.0.1", server.port
+        )
+        try:
+            assert transport.max_size == READ_SIZE  # type: ignore[attr-defined]
+        finally:
+            transport.close()
+
+
+async def _silent(head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    pass
+
+
+async def test_an_answer_larger_than_one_read_arrives_whole() -> None:
+    """A 600 KiB profile answer (an unknown field padding it) takes many reads of
+    READ_SIZE; it arrives whole and decodes."""
+    body = profile_body(padding="x" * (600 * 1024))
+    assert len(body) > 8 * READ_SIZE
+
+    async def big(head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(response(200, body))
+        await writer.drain()
+
+    async with raw_server(big) as server, AccountClient(KEY, base_url=server.url) as client:
+        profile = await client.account.profile()
+    assert profile.balance_eur == Decimal(default_profile()["balance_eur"])
+    assert server.requests == 1

@@ -13,6 +13,11 @@ tests/test_edges.py and tests/test_pool.py fail if aiohttp stops honouring one:
 - ``ClientSession._retry_connection``: `never_resend()` switches off aiohttp's silent
   resend of a request on a dropped pooled connection.
 
+And one of asyncio's, an optimisation with a logged fallback rather than a rule:
+
+- ``_SelectorSocketTransport.max_size``: `_Protocol` lowers it to `READ_SIZE` on the
+  plain-TCP connections of asyncio's own event loop (see there).
+
 What they build: the connection pool's two rules of our own: a connection that spoke out
 of turn is dropped, and a request is known to have had no answer at all when that is so.
 
@@ -43,8 +48,10 @@ so that every request sent is one the SDK counts.
 from __future__ import annotations
 
 import functools
+import logging
+from asyncio import selector_events
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
@@ -54,6 +61,7 @@ if TYPE_CHECKING:
     from aiohttp.connector import Connection
 
 __all__ = [
+    "READ_SIZE",
     "GuardedConnector",
     "NoAnswer",
     "TunnelFailed",
@@ -61,6 +69,20 @@ __all__ = [
     "check_hooks",
     "never_resend",
 ]
+
+# asyncio's selector transport reads each chunk with sock.recv(max_size), max_size being
+# 256 KiB: a fresh bytes object of that size per read, above glibc's 128 KiB mmap
+# threshold, so every answer cost an mmap, an mremap to shrink it and a munmap (strace
+# -c: three system calls per request, in raw aiohttp too). 64 KiB comes from the heap;
+# an answer larger than that arrives in more reads. uvloop and TLS connections read
+# into buffers of their own and are left alone.
+READ_SIZE: Final = 64 * 1024
+_SelectorSocketTransport: Final = getattr(selector_events, "_SelectorSocketTransport", None)
+_READ_SIZE_HOOK: Final = isinstance(getattr(_SelectorSocketTransport, "max_size", None), int)
+if not _READ_SIZE_HOOK:
+    logging.getLogger("accountapi").debug(
+        "asyncio's selector transport has no max_size: reads keep their default size"
+    )
 
 # A fresh connection that already holds bytes (a server talking before it is asked) is
 # as unusable as a pooled one; after this many in a row the request fails instead of
@@ -101,6 +123,11 @@ class _Protocol(ResponseHandler):
     def __init__(self, loop: Any) -> None:
         super().__init__(loop)
         self._fed: object = None
+
+    def connection_made(self, transport: Any) -> None:
+        if _READ_SIZE_HOOK and type(transport) is _SelectorSocketTransport:
+            transport.max_size = READ_SIZE  # see READ_SIZE
+        ResponseHandler.connection_made(self, transport)
 
     def data_received(self, data: bytes) -> None:
         self._fed = self._parser
