@@ -307,7 +307,10 @@ class CallPath:
         Every error raised has ``attempts`` (requests sent) and ``key_hint`` set.
         """
         life = self._life
-        if get_running_loop() is not life.loop or life.closing:
+        # Once per call: each asyncio.get_running_loop() (current_task() without a loop
+        # too) is a getpid() system call on Python 3.11, asyncio's check for a fork.
+        loop = get_running_loop()
+        if loop is not life.loop or life.closing:
             life.bind()
         key = api_key.check() if api_key is not None else self._default_credential()
         if key.headers is None:
@@ -317,8 +320,15 @@ class CallPath:
             key = self._with_extra_headers(key, options.headers)
         timeouts = self._timeout if timeout is NOT_GIVEN else Timeout.coerce(timeout)
         total = timeouts.total
+        task = current_task(loop)
         call = Call(
-            key, method, url, parse, timeouts, None if total is None else self.monotonic() + total
+            key,
+            method,
+            url,
+            parse,
+            timeouts,
+            None if total is None else self.monotonic() + total,
+            task,
         )
         if options is not None and options.shared is not None:
             options.shared.started(call)
@@ -329,7 +339,6 @@ class CallPath:
             if debug is None:
                 debug = _debug_on(_DEBUG)
             attempt = self._logged_attempt if debug else self._attempt
-        task = current_task()
         if task is not None:
             life.running[task] = task.cancelling()
         try:
@@ -431,10 +440,12 @@ class CallPath:
                         retryable=False,
                     )
             transport = self._transport
-            session = transport.session()  # ClientStateError once the client is closed
+            # ClientStateError once the client is closed. The loop: the one the call
+            # started in, checked then (this attempt runs in the same task).
+            session = transport.session(self._life.loop)
             call.sent += 1
             raw = await transport.request(
-                session, call.method, call.url, key, call.timeouts, remaining
+                session, call.method, call.url, key, call.timeouts, remaining, call.task
             )
             if 200 <= raw.status < 300:
                 call.answer = raw

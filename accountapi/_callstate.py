@@ -5,9 +5,11 @@ for the type."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
+    import asyncio
+
     from yarl import URL
 
     from ._config import Timeout
@@ -35,6 +37,7 @@ class Call(Generic[T]):
         "method",
         "parse",
         "sent",
+        "task",
         "timeouts",
         "url",
     )
@@ -47,6 +50,7 @@ class Call(Generic[T]):
         parse: Callable[[RawResponse], T],
         timeouts: Timeout,
         deadline: float | None,
+        task: asyncio.Task[Any] | None,
     ) -> None:
         self.key = key
         self.method = method
@@ -56,3 +60,5 @@ class Call(Generic[T]):
         self.deadline = deadline  # monotonic; None without Timeout.total
         self.sent = 0  # requests handed to the transport, across attempts
         self.answer: RawResponse | None = None  # the 2xx answer, once there is one
+        # The task the call runs in (None outside one): its attempts' deadlines cancel it.
+        self.task = task

@@ -15,6 +15,8 @@ import pytest
 
 from accountapi import AccountClient, APITimeoutError, Timeout
 from accountapi._http._deadlines import AttemptDeadlines
+from accountapi._http._transport import request_headers
+from accountapi._keys import Credential
 from accountapi.testing import Emulator, Fault
 
 
@@ -86,8 +88,8 @@ async def test_a_cancel_racing_the_deadline_stays_a_cancel() -> None:
     entered = asyncio.Event()
 
     async def attempt() -> None:
-        task = deadlines.enter(0.05)
-        assert task is not None
+        task = _current()
+        deadlines.enter(task, 0.05)
         entered.set()
         try:
             await asyncio.sleep(5)
@@ -110,20 +112,34 @@ async def test_a_cancel_racing_the_deadline_stays_a_cancel() -> None:
     assert len(deadlines) == 0
 
 
-async def test_outside_a_task_nothing_is_registered() -> None:
-    """enter() from a callback (no current task) declines; the caller falls back."""
-    deadlines = AttemptDeadlines()
-    loop = asyncio.get_running_loop()
-    result = loop.create_future()
-    loop.call_soon(lambda: result.set_result(deadlines.enter(1.0)))
-    assert await result is None
-    assert len(deadlines) == 0
+async def test_outside_a_task_the_attempt_is_timed_by_aiohttp(emulator: Emulator) -> None:
+    """A request with no task to cancel (task=None: the call runs outside any task)
+    registers nothing; aiohttp's own timeout cuts the stalled attempt instead."""
+    key = emulator.add_key()
+    emulator.script(key, [Fault.delay(3)])
+    async with AccountClient(key, base_url=emulator.url) as client:
+        transport = client._transport
+        credential = Credential(key).check()
+        credential.headers = request_headers(credential.value, ())
+        started = time.monotonic()
+        with pytest.raises(APITimeoutError):
+            await transport.request(
+                transport.session(),
+                "GET",
+                transport.url("/v1/account/profile"),
+                credential,
+                Timeout(attempt=0.2),
+                None,
+                None,
+            )
+        assert time.monotonic() - started < 2.0
+        assert len(transport._deadlines) == 0
 
 
 async def test_close_disarms_the_timer() -> None:
     deadlines = AttemptDeadlines()
-    task = deadlines.enter(0.05)
-    assert task is not None
+    task = _current()
+    deadlines.enter(task, 0.05)
     deadlines.close()
     assert len(deadlines) == 0
     # Had the timer stayed armed, it would cancel this task within 0.05 s.
@@ -167,8 +183,8 @@ async def test_a_deadline_cancel_turned_into_another_error_is_withdrawn() -> Non
     deadlines = AttemptDeadlines()
 
     async def attempt() -> str:
-        task = deadlines.enter(0.05)
-        assert task is not None
+        task = _current()
+        deadlines.enter(task, 0.05)
         try:
             try:
                 await asyncio.sleep(5)
@@ -184,3 +200,9 @@ async def test_a_deadline_cancel_turned_into_another_error_is_withdrawn() -> Non
     assert await task == "converted, cancelling=1"
     assert task.cancelling() == 0  # leave() withdrew the deadline's cancel request
     assert len(deadlines) == 0
+
+
+def _current() -> asyncio.Task[object]:
+    task = asyncio.current_task()
+    assert task is not None
+    return task

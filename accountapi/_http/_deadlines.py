@@ -17,7 +17,7 @@ structured concurrency around the caller still sees a correct count.
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+from typing import Any, Final
 
 __all__ = ["AttemptDeadlines"]
 
@@ -37,15 +37,9 @@ class AttemptDeadlines:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = _NEVER
 
-    def enter(self, seconds: float) -> asyncio.Task[object] | None:
-        """Start the current task's attempt, to be cancelled after ``seconds``.
-
-        Returns the task to pass to `expired()` and `leave()`, or None when not
-        called from a task (the caller must then time the attempt another way).
-        """
-        task = asyncio.current_task()
-        if task is None:
-            return None
+    def enter(self, task: asyncio.Task[Any], seconds: float) -> None:
+        """Start the attempt ``task`` (the current task) runs, to be cancelled after
+        ``seconds``; then pass ``task`` to `expired()` and `leave()`."""
         loop = task.get_loop()
         if loop is not self._loop:
             self.close()  # a new loop: nothing from the old one can still be in flight
@@ -57,7 +51,6 @@ class AttemptDeadlines:
                 self._timer.cancel()
             self._timer = loop.call_at(deadline, self._fire)
             self._timer_at = deadline
-        return task
 
     def expired(self, task: asyncio.Task[object]) -> bool:
         """Whether the ``CancelledError`` the attempt got is its deadline passing.

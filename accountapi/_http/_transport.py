@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import ssl as ssl_module
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -254,8 +254,9 @@ class Transport:
     def closed(self) -> bool:
         return self._closed
 
-    def session(self) -> aiohttp.ClientSession:
-        """The session for the running loop, created on first use.
+    def session(self, loop: asyncio.AbstractEventLoop | None = None) -> aiohttp.ClientSession:
+        """The session for the running loop (``loop``, when the caller knows it is running
+        it), created on first use.
 
         Raises [`ClientStateError`][accountapi.ClientStateError] once closed, or from a loop other than the one
         the client's own session was created in.
@@ -269,7 +270,8 @@ class Transport:
                     "the aiohttp session passed as session= is closed; pass an open one"
                 )
             return session
-        loop = asyncio.get_running_loop()
+        if loop is None:
+            loop = asyncio.get_running_loop()
         if session is not None:
             if loop is self._loop:
                 return session
@@ -313,21 +315,26 @@ class Transport:
         key: Credential,
         timeouts: Timeout,
         remaining: float | None,
+        task: asyncio.Task[Any] | None,
     ) -> RawResponse:
         """Send one request with ``key`` on ``session``; return its answer or raise an SDK error.
 
         ``key.headers`` are sent as they are: the call path built them (`request_headers()`,
         with the client's default headers) once per key. The attempt is limited by
         ``timeouts`` and by ``remaining``, the seconds left before the whole call's
-        deadline. Errors are raised with no exception chained: aiohttp's exceptions and
-        frames hold the request headers.
+        deadline; ``task`` (the one running the request, None outside a task) is what
+        the attempt deadline cancels. Errors are raised with no exception chained:
+        aiohttp's exceptions and frames hold the request headers.
         """
         failure: AccountAPIError
         limit = timeouts.attempt
         if remaining is not None and (limit is None or remaining < limit):
             limit = remaining
         deadlines = self._deadlines
-        task = None if limit is None else deadlines.enter(limit)
+        if limit is None or task is None:
+            task = None
+        else:
+            deadlines.enter(task, limit)
         # Everything after enter() is inside the try, so leave() runs whatever happens: a
         # task left registered could be cancelled later, outside any attempt.
         try:
