@@ -39,6 +39,7 @@ from accountapi.testing import Emulator, Fault
 
 WORKER = Path(__file__).with_name("redis_worker.py")
 KEY = "dpct_" + "K" * 28 + "z9Q4"  # shaped like a real key; the emulator is not involved
+OTHER_KEY = "dpct_" + "O" * 28 + "z9Q4"
 
 
 # -- a real redis-server per test ---------------------------------------------------------
@@ -1244,3 +1245,27 @@ async def test_aclose_ends_a_waiting_acquire_with_a_clear_error(
         waiting.result()
     assert await _queue_length(redis_client) == 0
     assert await holder.in_flight(KEY) == 1
+
+
+async def test_aclose_is_bounded_when_redis_stops_answering(
+    redis_server: RedisServer, make_gate: GateFactory, redis_client: aioredis.Redis
+) -> None:
+    """Redis frozen (SIGSTOP) while the gate holds a slot and another acquire waits:
+    aclose() still returns within its bound (about 6 s, README), and the waiter has
+    ended (with ClientStateError, or a slot of the local fallback the outage opened)."""
+    holder, gate = make_gate(per_key=1), make_gate(per_key=1)
+    await asyncio.wait_for(holder.acquire(KEY, None), 10)
+    await asyncio.wait_for(gate.acquire(OTHER_KEY, None), 10)  # a slot this gate holds
+    waiting = asyncio.create_task(gate.acquire(KEY, None))
+    await _eventually(lambda: _is(1, _queue_length(redis_client)))
+    redis_server.pause()
+    try:
+        start = time.monotonic()
+        await asyncio.wait_for(gate.aclose(), 20)
+        assert time.monotonic() - start < 7.0
+        assert waiting.done()
+        assert waiting.cancelled() is False
+        error = waiting.exception()
+        assert error is None or isinstance(error, ClientStateError), error
+    finally:
+        redis_server.resume()
