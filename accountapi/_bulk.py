@@ -68,7 +68,8 @@ _MAX_KEPT: Final = _WINDOW_BYTES // 16  # one huge answer would crowd out hundre
 def _weight(kept: _Kept) -> int:
     """The bytes a kept outcome costs the window, roughly (its body, or its error's text).
 
-    `_Engine._fetched()` inlines the common case, a body: ``len(body) + 64``."""
+    `_Engine._fetched()` and `_Engine._keep()` inline the common case, a body:
+    ``len(body) + 64``."""
     if isinstance(kept, bytes):
         return len(kept) + 64
     details = getattr(kept, "details", None)
@@ -434,7 +435,9 @@ class _Engine:
             total -= _weight(recent.pop(key))
         recent[key] = kept
         while len(recent) > self._window or total > _WINDOW_BYTES:
-            total -= _weight(recent.popitem(last=False)[1])
+            # A full window evicts one per key checked: the common case (a body) inline.
+            old = recent.popitem(last=False)[1]
+            total -= len(old) + 64 if type(old) is bytes else _weight(old)
         self._window_bytes = total
 
     async def _share(self, index: int, key: str, start: float) -> BalanceResult:

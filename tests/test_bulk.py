@@ -320,6 +320,30 @@ async def test_dedupe_window_covers_near_duplicates_only(
     assert emulator.attempts(d) == 3  # once above, twice here
 
 
+async def test_a_full_window_keeps_its_size_exact_while_it_evicts(
+    emulator: Emulator, client: AccountClient
+) -> None:
+    """Past dedupe_window keys every check evicts the oldest (a body or an error): the
+    window then holds exactly the last ``dedupe_window`` outcomes, and its byte count is
+    the sum of what it holds, so its byte cap keeps meaning what it says."""
+    from accountapi._bulk import _weight
+
+    unknown = "dpct_" + "N" * 28 + "z9Q4"  # not the emulator's: a 401, kept as an error
+    keys = [emulator.add_key() for _ in range(30)]
+    keys[10:10] = [unknown]
+    keys.append(unknown)
+    stream = client.balances(keys, concurrency=1, dedupe_window=5)
+    async with stream:
+        results = [result async for result in stream]
+        engine = stream._engine
+        recent = engine._recent
+        assert len(recent) == 5
+        assert engine._window_bytes == sum(_weight(kept) for kept in recent.values())
+    assert len(results) == 32
+    # The unknown key's error left the window long before it came again: checked twice.
+    assert [r.shared for r in results if r.key == unknown] == [False, False]
+
+
 # -- every failure is a result ----------------------------------------------------------------
 
 
