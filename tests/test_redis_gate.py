@@ -1244,3 +1244,102 @@ async def test_aclose_ends_a_waiting_acquire_with_a_clear_error(
         waiting.result()
     assert await _queue_length(redis_client) == 0
     assert await holder.in_flight(KEY) == 1
+
+
+# -- aclose() racing an acquire whose script is on its way ---------------------------------
+
+
+class _HeldScripts(aioredis.Redis):
+    """A real client whose EVALSHA commands, once ``hold`` is set, wait for ``go`` before
+    they are sent: an acquire's script is then certainly on its way while the test acts."""
+
+    hold: bool
+    started: asyncio.Event
+    go: asyncio.Event
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self.hold and args and args[0] == "EVALSHA":
+            self.started.set()
+            await self.go.wait()
+        command: Any = super().execute_command  # unannotated in redis-py
+        return await command(*args, **options)
+
+
+@pytest.fixture
+async def held_client(redis_server: RedisServer) -> AsyncIterator[_HeldScripts]:
+    """Ask for it before ``make_gate``: it is then closed after the gates are."""
+    client = _HeldScripts(host="127.0.0.1", port=redis_server.port)
+    client.hold, client.started, client.go = False, asyncio.Event(), asyncio.Event()
+    try:
+        yield client
+    finally:
+        client.go.set()
+        await client.aclose()
+
+
+async def test_an_acquire_granted_as_the_gate_closes_ends_closed_and_frees_its_slot(
+    held_client: _HeldScripts, make_gate: GateFactory
+) -> None:
+    """An acquire whose first script is on its way when aclose() runs is refused
+    (ClientStateError), and the slot the script granted is freed at once: not held
+    by a closed gate, renewed by a task started after aclose() returned."""
+    gate, observer = make_gate(per_key=1, client=held_client), make_gate(per_key=1)
+    held_client.hold = True
+    acquiring = asyncio.create_task(gate.acquire(KEY, None))
+    await asyncio.wait_for(held_client.started.wait(), 10)
+    closing = asyncio.create_task(gate.aclose())
+    await asyncio.wait({closing}, timeout=0.05)  # it may, or may not, wait for the acquire
+    held_client.go.set()
+    await asyncio.wait_for(asyncio.wait({acquiring, closing}), 10)
+    with pytest.raises(ClientStateError, match="closed"):
+        acquiring.result()
+    closing.result()
+    # lease_ttl is 10 s: only a release frees the slot within this bound.
+    await _eventually(lambda: _is(0, observer.in_flight(KEY)), within=2.0)
+
+
+async def test_an_acquire_queued_as_its_owned_client_closes_leaves_no_queue_place(
+    held_client: _HeldScripts, make_gate: GateFactory, redis_client: aioredis.Redis
+) -> None:
+    """The slot is taken: an acquire whose first script is on its way when aclose() runs
+    is refused, and leaves no place in the queue (which would hold every other process's
+    waiters back until it expired), with the gate's own client closed after it."""
+    holder, gate = make_gate(per_key=1), make_gate(per_key=1)
+    gate._connect_client = lambda: held_client  # the gate owns this client
+    await asyncio.wait_for(holder.acquire(KEY, None), 10)
+    held_client.hold = True
+    acquiring = asyncio.create_task(gate.acquire(KEY, None))
+    await asyncio.wait_for(held_client.started.wait(), 10)
+    closing = asyncio.create_task(gate.aclose())
+    await asyncio.wait({closing}, timeout=0.05)
+    held_client.go.set()
+    await asyncio.wait_for(asyncio.wait({acquiring, closing}), 10)
+    with pytest.raises(ClientStateError, match="closed"):
+        acquiring.result()
+    closing.result()
+    await _eventually(lambda: _is(0, _queue_length(redis_client)), within=2.0)
+    assert await holder.in_flight(KEY) == 1
+
+
+async def test_an_acquire_whose_redis_fails_as_the_gate_closes_is_not_admitted_locally(
+    held_client: _HeldScripts,
+    make_gate: GateFactory,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis fails the script of an acquire that was on its way when aclose() ran: the
+    acquire is refused (ClientStateError) rather than admitted by the outage's local
+    fallback of a closed gate, and no outage is announced."""
+    gate = make_gate(per_key=1, client=held_client)
+    held_client.hold = True
+    acquiring = asyncio.create_task(gate.acquire(KEY, None))
+    await asyncio.wait_for(held_client.started.wait(), 10)
+    closing = asyncio.create_task(gate.aclose())
+    await asyncio.wait({closing}, timeout=0.05)
+    redis_server.kill()
+    held_client.go.set()
+    await asyncio.wait_for(asyncio.wait({acquiring, closing}), 10)
+    with pytest.raises(ClientStateError, match="closed"):
+        acquiring.result()
+    closing.result()
+    assert _gate_warnings(caplog) == []

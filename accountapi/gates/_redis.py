@@ -209,6 +209,8 @@ class RedisKeyGate(_Health):
                 await self._shared.acquire(key, timeout, max_cool_down)
                 return
             except self._redis_errors as exc:
+                if self._closed:  # closed while its script was on its way: not admitted
+                    raise ClientStateError("the key gate is closed") from exc
                 self.failed(exc)
                 cause = exc
             if timeout is not None:
