@@ -1343,3 +1343,54 @@ async def test_an_acquire_whose_redis_fails_as_the_gate_closes_is_not_admitted_l
         acquiring.result()
     closing.result()
     assert _gate_warnings(caplog) == []
+
+
+async def test_an_aclose_cancelled_while_it_waits_for_acquires_still_frees_the_slots(
+    held_client: _HeldScripts, make_gate: GateFactory, redis_client: aioredis.Redis
+) -> None:
+    """aclose() waits for the acquires it ended; its caller's timeout (a cancellation)
+    ends that wait, not the close: the gate's slots are freed and nothing renews them,
+    rather than its renewer keeping them for as long as the process lives."""
+    holder = make_gate(per_key=1)
+    gate = make_gate(per_key=2, client=held_client)  # lease_ttl 10 s
+    await asyncio.wait_for(holder.acquire(KEY, None), 10)
+    await asyncio.wait_for(gate.acquire(KEY, None), 10)  # the gate holds the other slot
+    waiting = asyncio.create_task(gate.acquire(KEY, None))
+    await _eventually(lambda: _is(1, _queue_length(redis_client)))
+    held_client.hold = True
+    await asyncio.wait_for(held_client.started.wait(), 10)  # its next poll is on its way
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await gate.aclose()
+    held_client.go.set()
+    await asyncio.wait_for(asyncio.wait({waiting}), 10)
+    with pytest.raises(ClientStateError, match="closed"):
+        waiting.result()
+    await _eventually(lambda: _is(1, holder.in_flight(KEY)), within=3.0)
+    assert await _queue_length(redis_client) == 0
+    await asyncio.wait_for(gate.aclose(), 10)
+
+
+async def test_a_second_aclose_returns_once_the_gate_is_closed(
+    held_client: _HeldScripts, make_gate: GateFactory, redis_client: aioredis.Redis
+) -> None:
+    """Two tasks close a gate at once: the one that came second returns when the close
+    is done (the slots freed), not at once while the first is still closing."""
+    holder = make_gate(per_key=1)
+    gate = make_gate(per_key=2, client=held_client)
+    await asyncio.wait_for(holder.acquire(KEY, None), 10)
+    await asyncio.wait_for(gate.acquire(KEY, None), 10)
+    waiting = asyncio.create_task(gate.acquire(KEY, None))
+    await _eventually(lambda: _is(1, _queue_length(redis_client)))
+    held_client.hold = True
+    await asyncio.wait_for(held_client.started.wait(), 10)
+    first = asyncio.create_task(gate.aclose())
+    second = asyncio.create_task(gate.aclose())
+    await asyncio.wait({second}, timeout=0.1)
+    held_client.go.set()
+    await asyncio.wait_for(second, 10)
+    assert await holder.in_flight(KEY) == 1  # the gate's slot is free by now
+    await asyncio.wait_for(asyncio.wait({first, waiting}), 10)
+    first.result()
+    with pytest.raises(ClientStateError, match="closed"):
+        waiting.result()
