@@ -1394,3 +1394,34 @@ async def test_a_second_aclose_returns_once_the_gate_is_closed(
     first.result()
     with pytest.raises(ClientStateError, match="closed"):
         waiting.result()
+
+
+async def test_a_cancelled_acquire_stays_cancelled_when_its_command_then_fails(
+    losing_client: _LosesCancellations, make_gate: GateFactory, redis_server: RedisServer
+) -> None:
+    """redis-py drops the caller's cancellation, then the command fails (Redis went
+    away): the acquire is cancelled, not admitted by the outage's local fallback as if
+    its caller were still waiting for it."""
+    gate = make_gate(per_key=2, client=losing_client)
+    losing_client.started.clear()
+    acquiring = asyncio.create_task(gate.acquire(KEY, None))
+    await asyncio.wait_for(losing_client.started.wait(), 10)
+    acquiring.cancel()
+    redis_server.kill()  # the command, still on its way, fails
+    await asyncio.wait_for(asyncio.wait({acquiring}), 10)
+    assert acquiring.cancelled()
+
+
+async def test_an_acquire_times_out_when_its_command_loses_the_deadline_then_fails(
+    losing_client: _LosesCancellations, make_gate: GateFactory, redis_server: RedisServer
+) -> None:
+    """The acquire's deadline passes during a command that drops it and then fails: the
+    acquire raises GateTimeout, rather than being admitted locally after its timeout."""
+    gate = make_gate(per_key=2, client=losing_client)
+    losing_client.started.clear()
+    acquiring = asyncio.create_task(gate.acquire(KEY, 0.1))
+    await asyncio.wait_for(losing_client.started.wait(), 10)
+    redis_server.kill()
+    await asyncio.wait_for(asyncio.wait({acquiring}), 10)
+    with pytest.raises(GateTimeout):
+        acquiring.result()
