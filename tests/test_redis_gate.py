@@ -1425,3 +1425,46 @@ async def test_an_acquire_times_out_when_its_command_loses_the_deadline_then_fai
     await asyncio.wait_for(asyncio.wait({acquiring}), 10)
     with pytest.raises(GateTimeout):
         acquiring.result()
+
+
+async def test_aclose_ends_acquires_waiting_out_a_shared_cool_down(
+    make_gate: GateFactory, redis_client: aioredis.Redis
+) -> None:
+    """Acquires waiting out another process's 5 s cool-down end with ClientStateError as
+    soon as their gate closes, and leave the queue."""
+    holder, gate = make_gate(per_key=2), make_gate(per_key=2)
+    await asyncio.wait_for(holder.cool_down(KEY, 5.0), 10)
+    waiting = [asyncio.create_task(gate.acquire(KEY, None)) for _ in range(3)]
+    await _eventually(lambda: _is(3, _queue_length(redis_client)))
+    start = time.monotonic()
+    await asyncio.wait_for(gate.aclose(), 10)
+    assert time.monotonic() - start < 2.0  # not the cool-down, not the close's grace
+    for acquiring in waiting:
+        assert acquiring.done()
+        with pytest.raises(ClientStateError, match="closed"):
+            acquiring.result()
+    assert await _queue_length(redis_client) == 0
+
+
+async def test_client_aclose_ends_calls_queued_in_a_gate_that_loses_cancellations(
+    emulator: Emulator,
+    losing_client: _LosesCancellations,
+    make_gate: GateFactory,
+    redis_client: aioredis.Redis,
+) -> None:
+    """AccountClient.aclose() while three calls wait in a RedisKeyGate whose commands drop
+    cancellations: each call ends with ClientStateError, none is sent, and none is left
+    in the queue."""
+    key = emulator.add_key()
+    holder, gate = make_gate(per_key=1), make_gate(per_key=1, client=losing_client)
+    await asyncio.wait_for(holder.acquire(key, None), 10)
+    client = AccountClient(key, base_url=emulator.url, key_gate=gate)
+    calls = [asyncio.create_task(client.account.profile()) for _ in range(3)]
+    await _eventually(lambda: _is(3, _queue_length(redis_client)))
+    await asyncio.wait_for(client.aclose(), 10)
+    await asyncio.wait_for(asyncio.wait(calls), 10)
+    for call in calls:
+        with pytest.raises(ClientStateError, match="0 request"):
+            call.result()
+    await _eventually(lambda: _is(0, _queue_length(redis_client)), within=3.0)
+    assert await holder.in_flight(key) == 1
