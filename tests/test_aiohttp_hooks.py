@@ -138,3 +138,74 @@ async def test_an_answer_larger_than_one_read_arrives_whole() -> None:
         profile = await client.account.profile()
     assert profile.balance_eur == Decimal(default_profile()["balance_eur"])
     assert server.requests == 1
+
+
+def _chunked_gzip(body: bytes, segment: int) -> list[bytes]:
+    """A chunked, gzip-encoded 200 answer carrying ``body``, cut into ``segment``-byte writes."""
+    import gzip
+
+    packed = gzip.compress(body, compresslevel=1)
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(packed[i : i + 5000]), packed[i : i + 5000])
+        for i in range(0, len(packed), 5000)
+    )
+    wire = head + chunks + b"0\r\n\r\n"
+    return [wire[i : i + segment] for i in range(0, len(wire), segment)]
+
+
+async def _serve_in_segments(segments: list[bytes]) -> Any:
+    async def respond(
+        head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        for piece in segments:
+            writer.write(piece)
+            await writer.drain()  # one small segment at a time
+
+    return raw_server(respond)
+
+
+async def test_a_large_chunked_gzip_answer_in_small_segments_arrives_whole() -> None:
+    """Chunked and gzip-encoded, 600 KiB once inflated, sent in 1,400-byte writes (a
+    segment each on loopback): the many short reads and the long inflated body decode."""
+    body = profile_body(padding="".join(f"{i:08x}" for i in range(600 * 1024 // 8)))
+    async with (
+        await _serve_in_segments(_chunked_gzip(body, 1400)) as server,
+        AccountClient(KEY, base_url=server.url) as client,
+    ):
+        profile = await client.account.profile()
+        again = await client.account.profile()  # the same pooled connection, read again
+    assert profile.balance_eur == again.balance_eur == Decimal(default_profile()["balance_eur"])
+    assert server.requests == 2
+
+
+def test_on_uvloop_the_read_size_is_left_alone_and_large_answers_arrive() -> None:
+    """uvloop's transports read into buffers of their own: the hook must not touch them
+    (they have no max_size to set), and a 600 KiB chunked gzip answer arrives whole."""
+    import uvloop
+
+    body = profile_body(padding="y" * (600 * 1024))
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, uvloop.Loop)
+        async with raw_server(_silent) as server:
+            made: tuple[Any, Any] = await loop.create_connection(
+                functools.partial(_Protocol, loop), "127.0.0.1", server.port
+            )
+            transport = made[0]
+            transport.close()
+            assert not hasattr(transport, "max_size")
+        async with (
+            await _serve_in_segments(_chunked_gzip(body, 1400)) as server,
+            AccountClient(KEY, base_url=server.url) as client,
+        ):
+            async with asyncio.timeout(30):
+                profile = await client.account.profile()
+        assert profile.balance_eur == Decimal(default_profile()["balance_eur"])
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())

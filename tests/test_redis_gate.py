@@ -1269,3 +1269,227 @@ async def test_aclose_is_bounded_when_redis_stops_answering(
         assert error is None or isinstance(error, ClientStateError), error
     finally:
         redis_server.resume()
+
+
+# -- aclose() racing an acquire whose script is on its way ---------------------------------
+
+
+class _HeldScripts(aioredis.Redis):
+    """A real client whose EVALSHA commands, once ``hold`` is set, wait for ``go`` before
+    they are sent: an acquire's script is then certainly on its way while the test acts."""
+
+    hold: bool
+    started: asyncio.Event
+    go: asyncio.Event
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self.hold and args and args[0] == "EVALSHA":
+            self.started.set()
+            await self.go.wait()
+        command: Any = super().execute_command  # unannotated in redis-py
+        return await command(*args, **options)
+
+
+@pytest.fixture
+async def held_client(redis_server: RedisServer) -> AsyncIterator[_HeldScripts]:
+    """Ask for it before ``make_gate``: it is then closed after the gates are."""
+    client = _HeldScripts(host="127.0.0.1", port=redis_server.port)
+    client.hold, client.started, client.go = False, asyncio.Event(), asyncio.Event()
+    try:
+        yield client
+    finally:
+        client.go.set()
+        await client.aclose()
+
+
+async def test_an_acquire_granted_as_the_gate_closes_ends_closed_and_frees_its_slot(
+    held_client: _HeldScripts, make_gate: GateFactory
+) -> None:
+    """An acquire whose first script is on its way when aclose() runs is refused
+    (ClientStateError), and the slot the script granted is freed at once: not held
+    by a closed gate, renewed by a task started after aclose() returned."""
+    gate, observer = make_gate(per_key=1, client=held_client), make_gate(per_key=1)
+    held_client.hold = True
+    acquiring = asyncio.create_task(gate.acquire(KEY, None))
+    await asyncio.wait_for(held_client.started.wait(), 10)
+    closing = asyncio.create_task(gate.aclose())
+    await asyncio.wait({closing}, timeout=0.05)  # it may, or may not, wait for the acquire
+    held_client.go.set()
+    await asyncio.wait_for(asyncio.wait({acquiring, closing}), 10)
+    with pytest.raises(ClientStateError, match="closed"):
+        acquiring.result()
+    closing.result()
+    # lease_ttl is 10 s: only a release frees the slot within this bound.
+    await _eventually(lambda: _is(0, observer.in_flight(KEY)), within=2.0)
+
+
+async def test_an_acquire_queued_as_its_owned_client_closes_leaves_no_queue_place(
+    held_client: _HeldScripts, make_gate: GateFactory, redis_client: aioredis.Redis
+) -> None:
+    """The slot is taken: an acquire whose first script is on its way when aclose() runs
+    is refused, and leaves no place in the queue (which would hold every other process's
+    waiters back until it expired), with the gate's own client closed after it."""
+    holder, gate = make_gate(per_key=1), make_gate(per_key=1)
+    gate._connect_client = lambda: held_client  # the gate owns this client
+    await asyncio.wait_for(holder.acquire(KEY, None), 10)
+    held_client.hold = True
+    acquiring = asyncio.create_task(gate.acquire(KEY, None))
+    await asyncio.wait_for(held_client.started.wait(), 10)
+    closing = asyncio.create_task(gate.aclose())
+    await asyncio.wait({closing}, timeout=0.05)
+    held_client.go.set()
+    await asyncio.wait_for(asyncio.wait({acquiring, closing}), 10)
+    with pytest.raises(ClientStateError, match="closed"):
+        acquiring.result()
+    closing.result()
+    await _eventually(lambda: _is(0, _queue_length(redis_client)), within=2.0)
+    assert await holder.in_flight(KEY) == 1
+
+
+async def test_an_acquire_whose_redis_fails_as_the_gate_closes_is_not_admitted_locally(
+    held_client: _HeldScripts,
+    make_gate: GateFactory,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis fails the script of an acquire that was on its way when aclose() ran: the
+    acquire is refused (ClientStateError) rather than admitted by the outage's local
+    fallback of a closed gate, and no outage is announced."""
+    gate = make_gate(per_key=1, client=held_client)
+    held_client.hold = True
+    acquiring = asyncio.create_task(gate.acquire(KEY, None))
+    await asyncio.wait_for(held_client.started.wait(), 10)
+    closing = asyncio.create_task(gate.aclose())
+    await asyncio.wait({closing}, timeout=0.05)
+    redis_server.kill()
+    held_client.go.set()
+    await asyncio.wait_for(asyncio.wait({acquiring, closing}), 10)
+    with pytest.raises(ClientStateError, match="closed"):
+        acquiring.result()
+    closing.result()
+    assert _gate_warnings(caplog) == []
+
+
+async def test_an_aclose_cancelled_while_it_waits_for_acquires_still_frees_the_slots(
+    held_client: _HeldScripts, make_gate: GateFactory, redis_client: aioredis.Redis
+) -> None:
+    """aclose() waits for the acquires it ended; its caller's timeout (a cancellation)
+    ends that wait, not the close: the gate's slots are freed and nothing renews them,
+    rather than its renewer keeping them for as long as the process lives."""
+    holder = make_gate(per_key=1)
+    gate = make_gate(per_key=2, client=held_client)  # lease_ttl 10 s
+    await asyncio.wait_for(holder.acquire(KEY, None), 10)
+    await asyncio.wait_for(gate.acquire(KEY, None), 10)  # the gate holds the other slot
+    waiting = asyncio.create_task(gate.acquire(KEY, None))
+    await _eventually(lambda: _is(1, _queue_length(redis_client)))
+    held_client.hold = True
+    await asyncio.wait_for(held_client.started.wait(), 10)  # its next poll is on its way
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await gate.aclose()
+    held_client.go.set()
+    await asyncio.wait_for(asyncio.wait({waiting}), 10)
+    with pytest.raises(ClientStateError, match="closed"):
+        waiting.result()
+    await _eventually(lambda: _is(1, holder.in_flight(KEY)), within=3.0)
+    assert await _queue_length(redis_client) == 0
+    await asyncio.wait_for(gate.aclose(), 10)
+
+
+async def test_a_second_aclose_returns_once_the_gate_is_closed(
+    held_client: _HeldScripts, make_gate: GateFactory, redis_client: aioredis.Redis
+) -> None:
+    """Two tasks close a gate at once: the one that came second returns when the close
+    is done (the slots freed), not at once while the first is still closing."""
+    holder = make_gate(per_key=1)
+    gate = make_gate(per_key=2, client=held_client)
+    await asyncio.wait_for(holder.acquire(KEY, None), 10)
+    await asyncio.wait_for(gate.acquire(KEY, None), 10)
+    waiting = asyncio.create_task(gate.acquire(KEY, None))
+    await _eventually(lambda: _is(1, _queue_length(redis_client)))
+    held_client.hold = True
+    await asyncio.wait_for(held_client.started.wait(), 10)
+    first = asyncio.create_task(gate.aclose())
+    second = asyncio.create_task(gate.aclose())
+    await asyncio.wait({second}, timeout=0.1)
+    held_client.go.set()
+    await asyncio.wait_for(second, 10)
+    assert await holder.in_flight(KEY) == 1  # the gate's slot is free by now
+    await asyncio.wait_for(asyncio.wait({first, waiting}), 10)
+    first.result()
+    with pytest.raises(ClientStateError, match="closed"):
+        waiting.result()
+
+
+async def test_a_cancelled_acquire_stays_cancelled_when_its_command_then_fails(
+    losing_client: _LosesCancellations, make_gate: GateFactory, redis_server: RedisServer
+) -> None:
+    """redis-py drops the caller's cancellation, then the command fails (Redis went
+    away): the acquire is cancelled, not admitted by the outage's local fallback as if
+    its caller were still waiting for it."""
+    gate = make_gate(per_key=2, client=losing_client)
+    losing_client.started.clear()
+    acquiring = asyncio.create_task(gate.acquire(KEY, None))
+    await asyncio.wait_for(losing_client.started.wait(), 10)
+    acquiring.cancel()
+    redis_server.kill()  # the command, still on its way, fails
+    await asyncio.wait_for(asyncio.wait({acquiring}), 10)
+    assert acquiring.cancelled()
+
+
+async def test_an_acquire_times_out_when_its_command_loses_the_deadline_then_fails(
+    losing_client: _LosesCancellations, make_gate: GateFactory, redis_server: RedisServer
+) -> None:
+    """The acquire's deadline passes during a command that drops it and then fails: the
+    acquire raises GateTimeout, rather than being admitted locally after its timeout."""
+    gate = make_gate(per_key=2, client=losing_client)
+    losing_client.started.clear()
+    acquiring = asyncio.create_task(gate.acquire(KEY, 0.1))
+    await asyncio.wait_for(losing_client.started.wait(), 10)
+    redis_server.kill()
+    await asyncio.wait_for(asyncio.wait({acquiring}), 10)
+    with pytest.raises(GateTimeout):
+        acquiring.result()
+
+
+async def test_aclose_ends_acquires_waiting_out_a_shared_cool_down(
+    make_gate: GateFactory, redis_client: aioredis.Redis
+) -> None:
+    """Acquires waiting out another process's 5 s cool-down end with ClientStateError as
+    soon as their gate closes, and leave the queue."""
+    holder, gate = make_gate(per_key=2), make_gate(per_key=2)
+    await asyncio.wait_for(holder.cool_down(KEY, 5.0), 10)
+    waiting = [asyncio.create_task(gate.acquire(KEY, None)) for _ in range(3)]
+    await _eventually(lambda: _is(3, _queue_length(redis_client)))
+    start = time.monotonic()
+    await asyncio.wait_for(gate.aclose(), 10)
+    assert time.monotonic() - start < 2.0  # not the cool-down, not the close's grace
+    for acquiring in waiting:
+        assert acquiring.done()
+        with pytest.raises(ClientStateError, match="closed"):
+            acquiring.result()
+    assert await _queue_length(redis_client) == 0
+
+
+async def test_client_aclose_ends_calls_queued_in_a_gate_that_loses_cancellations(
+    emulator: Emulator,
+    losing_client: _LosesCancellations,
+    make_gate: GateFactory,
+    redis_client: aioredis.Redis,
+) -> None:
+    """AccountClient.aclose() while three calls wait in a RedisKeyGate whose commands drop
+    cancellations: each call ends with ClientStateError, none is sent, and none is left
+    in the queue."""
+    key = emulator.add_key()
+    holder, gate = make_gate(per_key=1), make_gate(per_key=1, client=losing_client)
+    await asyncio.wait_for(holder.acquire(key, None), 10)
+    client = AccountClient(key, base_url=emulator.url, key_gate=gate)
+    calls = [asyncio.create_task(client.account.profile()) for _ in range(3)]
+    await _eventually(lambda: _is(3, _queue_length(redis_client)))
+    await asyncio.wait_for(client.aclose(), 10)
+    await asyncio.wait_for(asyncio.wait(calls), 10)
+    for call in calls:
+        with pytest.raises(ClientStateError, match="0 request"):
+            call.result()
+    await _eventually(lambda: _is(0, _queue_length(redis_client)), within=3.0)
+    assert await holder.in_flight(key) == 1

@@ -153,8 +153,8 @@ class _SharedGate:
         self._doubtful: list[tuple[float, str, str]] = []
         self._closed = False
         self._closing = asyncio.Event()  # set by close(): ends every wait of an acquire
-        self._queued = 0  # acquires waiting in the queue
-        self._none_queued: asyncio.Event | None = None  # set when close() saw the last leave
+        self._acquiring = 0  # acquires in progress (a script on its way, or queued)
+        self._none_acquiring: asyncio.Event | None = None  # set when close() saw the last end
 
     # -- for the public gate ----------------------------------------------------------
 
@@ -264,8 +264,11 @@ class _SharedGate:
         for state in self._keys.values():
             for waiter in state.waiters:
                 waiter.wake.set()
-        if self._queued:  # they leave the queue in Redis (or fail to) before the tasks end
-            left = self._none_queued = asyncio.Event()
+        # They end (their scripts back, their leases and queue places dropped, or failing
+        # to) before the tasks do: an acquire whose first script is still on its way
+        # counts too, or it would take a slot, or a place, after the gate closed.
+        if self._acquiring:
+            left = self._none_acquiring = asyncio.Event()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_CLOSE_GRACE):
                     await left.wait()
@@ -304,7 +307,26 @@ class _SharedGate:
         deadline: float | None,
         max_cool_down: float | None,
     ) -> None:
+        self._acquiring += 1
+        try:
+            await self._acquire_counted(key, h, lease, deadline, max_cool_down)
+        finally:
+            self._acquiring -= 1
+            if not self._acquiring and self._none_acquiring is not None:
+                self._none_acquiring.set()
+
+    async def _acquire_counted(
+        self,
+        key: str,
+        h: str,
+        lease: str,
+        deadline: float | None,
+        max_cool_down: float | None,
+    ) -> None:
         granted, ticket, cool_ms, free_left = await self._try(h, lease, 0)
+        if self._closed:  # closed while the script ran: give back what it took
+            self._spawn(self._drop(h, [lease]))
+            raise ClientStateError("the key gate is closed")
         # Look the state up only now: while the script ran, another call may have dropped
         # an idle one. From here on it holds our waiter or lease, so it stays.
         state = self._state(h, key)
@@ -317,7 +339,6 @@ class _SharedGate:
         while index and waiters[index - 1].ticket > ticket:
             index -= 1
         waiters.insert(index, waiter)
-        self._queued += 1
         self._ensure_helpers()
         loop = asyncio.get_running_loop()
         delay = _POLL_MIN
@@ -344,6 +365,9 @@ class _SharedGate:
                     raise ClientStateError("the key gate is closed")
                 waiter.wake.clear()
                 granted, _, cool_ms, free_left = await self._try(h, lease, ticket)
+                if self._closed:  # closed while the script ran: a slot it took is dropped
+                    granted = False
+                    raise ClientStateError("the key gate is closed")
                 if granted:
                     return
         finally:
@@ -357,9 +381,6 @@ class _SharedGate:
                 self._forget_if_idle(h, state)
             if was_head and waiters:
                 waiters[0].wake.set()  # the next in line starts polling
-            self._queued -= 1
-            if not self._queued and self._none_queued is not None:
-                self._none_queued.set()
 
     async def _try(self, h: str, lease: str, ticket: int) -> tuple[bool, int, int, int]:
         """One acquire script; if cancelled mid-command, drop whatever it may have taken."""

@@ -75,6 +75,7 @@ class RedisKeyGate(_Health):
         "_adopting",
         "_client",
         "_closed",
+        "_closing",
         "_connect_client",
         "_dual",
         "_hand_over",
@@ -186,6 +187,7 @@ class RedisKeyGate(_Health):
         self._hand_over = False  # at the next local acquire: count Redis-held slots locally
         self._adopting = False  # an outage's end is writing the local gate's calls to Redis
         self._closed = False
+        self._closing: asyncio.Task[None] | None = None  # the close, once aclose() began it
 
     # -- the KeyGate protocol ----------------------------------------------------------
 
@@ -209,6 +211,8 @@ class RedisKeyGate(_Health):
                 await self._shared.acquire(key, timeout, max_cool_down)
                 return
             except self._redis_errors as exc:
+                if self._closed:  # closed while its script was on its way: not admitted
+                    raise ClientStateError("the key gate is closed") from exc
                 self.failed(exc)
                 cause = exc
             if timeout is not None:
@@ -282,10 +286,19 @@ class RedisKeyGate(_Health):
         return await self._local.in_flight(key) + self._shared.held(key) - dual
 
     async def aclose(self) -> None:
-        """Stop renewing, free the slots this gate still holds, and close its own Redis client."""
-        if self._closed:
-            return
-        self._closed = True
+        """Stop renewing, free the slots this gate still holds, and close its own Redis client.
+
+        Every caller returns once the gate is closed. The close runs in a task of its
+        own: a caller cancelled meanwhile (its timeout) stops waiting for it, not the
+        close, which would otherwise leave its renewer holding the slots for ever.
+        """
+        if self._closing is None:
+            self._closed = True
+            self._closing = asyncio.get_running_loop().create_task(self._close())
+            self._closing.add_done_callback(_retrieve)  # a cancelled caller never reads it
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         await self._shared.close(free_slots=not self._outage)
         if self._owns_client and self._client is not None:
             client, self._client = self._client, None
@@ -415,6 +428,12 @@ class RedisKeyGate(_Health):
                 raise ClientStateError("the key gate is closed")
             self._client = self._connect_client()
         return self._client
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a task's exception as seen (each awaiting caller still gets it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _take_one(counts: dict[str, int], key: str) -> bool:

@@ -200,10 +200,17 @@ async def keeping_cancellation(command: Awaitable[T]) -> T:
     `Task.cancelling()`, so a count higher after the call than before it is a lost
     cancellation: a caller's, or the deadline of `asyncio.timeout()` around an acquire,
     which would otherwise poll on past its timeout for as long as no slot frees.
+    A command that fails after dropping one raises the cancellation too (the error as
+    its cause): a Redis error would send a cancelled acquire to the outage fallback.
     """
     task = asyncio.current_task()
     requested = task.cancelling() if task is not None else 0
-    result = await command
+    try:
+        result = await command
+    except Exception as exc:
+        if task is not None and task.cancelling() > requested:
+            raise asyncio.CancelledError from exc
+        raise
     if task is not None and task.cancelling() > requested:
         raise asyncio.CancelledError
     return result
