@@ -1,16 +1,22 @@
-"""The keys file's fast path (whole blocks of bare key lines at once) against the line by
-line reading it stands in for: the same keys, line numbers, reports and file position."""
+"""The command line's fast paths against what they stand in for: a keys file's bare key
+lines read a block at a time (the same keys, line numbers, reports and file position as
+line by line), money with six decimals, and key hints.
+"""
 
 from __future__ import annotations
 
+import decimal
 import io
+from decimal import Decimal
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from accountapi._keys import key_hint
 from accountapi.cli._keyfile import _bare_keys, _file_key_lines, _key_lines, _raw_lines
 from accountapi.cli._process import CLIError
+from accountapi.cli._text import money
 
 _KEY_CHARS = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
 _LINES = st.one_of(
@@ -92,3 +98,63 @@ def test_the_fast_path_reads_as_line_by_line(
 )
 def test_bare_keys_takes_only_bare_key_lines(block: bytes, keys: list[str] | None) -> None:
     assert _bare_keys(block) == keys
+
+
+# -- money and key hints: the quicker forms against the ones they replaced ------------------
+
+_CONTEXT = decimal.Context(prec=decimal.MAX_PREC)
+
+
+def _money_before(value: Decimal) -> str:
+    """`money()` as it was written before its fast path for six decimals."""
+    exponent = value.as_tuple().exponent
+    if exponent == -6:
+        return format(value, "f")
+    if not value.is_finite():
+        return str(value)
+    value = value.normalize(_CONTEXT)
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -6:
+        value = value.quantize(Decimal("0.000001"), context=_CONTEXT)
+    return format(value, "f")
+
+
+_DECIMALS = st.one_of(
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.decimals(allow_nan=False, allow_infinity=False, places=6),
+    st.builds(
+        lambda sign, digits, exponent: Decimal((sign, digits, exponent)),
+        st.sampled_from([0, 1]),
+        st.lists(st.integers(min_value=0, max_value=9), min_size=1, max_size=30).map(tuple),
+        st.integers(min_value=-40, max_value=40),
+    ),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(value=_DECIMALS, capitals=st.sampled_from([0, 1]))
+@example(value=Decimal("1.23456E+10"), capitals=1)
+@example(value=Decimal("1.2E+123"), capitals=0)
+@example(value=Decimal("-0.000000"), capitals=1)
+def test_money_is_as_before(value: Decimal, capitals: int) -> None:
+    with decimal.localcontext() as context:
+        context.capitals = capitals  # str() of a Decimal writes its exponent by this
+        assert money(value) == _money_before(value)
+
+
+def _hint_before(key: str) -> str:
+    """`key_hint()` as it was written before it stopped copying the key."""
+    if len(key) < 12 or not key.isascii():
+        return "…"
+    prefix, sep, _ = key.partition("_")
+    head = prefix + sep if sep and len(prefix) <= 8 else ""
+    return f"{head}…{key[-4:]}"
+
+
+@settings(max_examples=1000, deadline=None)
+@given(key=st.text(alphabet=st.sampled_from("_aZ9-é "), max_size=30) | st.text(max_size=30))
+@example(key="_" + "a" * 20)
+@example(key="abcdefgh_" + "a" * 20)
+@example(key="abcdefghi_" + "a" * 20)
+def test_key_hint_is_as_before(key: str) -> None:
+    assert key_hint(key) == _hint_before(key)
