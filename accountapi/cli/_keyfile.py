@@ -150,8 +150,9 @@ class _KeySource:
 
     def _numbered(self, keys: Iterator[tuple[int, str]]) -> Iterator[str]:
         lines = self._lines
+        resuming = self._done is not None  # else no line was answered before
         for number, key in keys:
-            if self._answered(number, key):
+            if resuming and self._answered(number, key):
                 continue
             lines[self.taken] = number
             self.taken += 1
