@@ -101,7 +101,8 @@ class BalanceSummary:
                 self._account_ids.add(profile.id)
                 self.total_balance_eur = _EXACT.add(self.total_balance_eur, profile.balance_eur)
                 self.total_held_eur = _EXACT.add(self.total_held_eur, profile.held_eur)
-            self._count_flags(profile.balance_eur, profile.credits_expire_at, new_account=new)
+            if self.thresholds is not None:  # else nothing to count (spares the call)
+                self._count_flags(profile.balance_eur, profile.credits_expire_at, new_account=new)
             return
         self.failed += 1
         name = type(result.error).__name__

@@ -39,9 +39,10 @@ def key_hint(key: str) -> str:
     """Name a key without revealing it: its prefix and last four characters, ``dpct_…P6q7``."""
     if len(key) < 12 or not key.isascii():
         return "…"
-    prefix, sep, _ = key.partition("_")
-    head = prefix + sep if sep and len(prefix) <= 8 else ""
-    return f"{head}…{key[-4:]}"
+    # The prefix is up to the first "_" when that is among the first 9 characters (a
+    # prefix of at most 8): found without copying the rest of the key, as partition would.
+    end = key.find("_", 0, 9) + 1
+    return f"{key[:end]}…{key[-4:]}"
 
 
 class Credential:

@@ -7,7 +7,9 @@ Interleaved rounds of: the CLI as installed (uvloop when present), the CLI with
 ``ACCOUNTAPI_LOOP=asyncio``, and a script that runs ``client.balances()`` with the same
 concurrency on asyncio's default loop, in an order rotated round by round. Keys per second is the CLI's own figure from its
 summary (start-up excluded) and the script's time around the same loop; the median of
-the rounds is printed. Loopback only, bounded counts.
+the rounds is printed. So is each process's CPU time (user + system, start-up and
+reading the keys included) per key: steadier than keys/s on a busy machine, and what
+the CLI adds to the library's work per key. Loopback only, bounded counts.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -45,10 +48,17 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 """
 
 
-def _cli(url: str, keys: Path, *, loop: str | None) -> int:
+def _child_cpu() -> float:
+    """CPU seconds (user + system) of the child processes waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cli(url: str, keys: Path, *, loop: str | None) -> tuple[int, float]:
     env = dict(os.environ)
     if loop is not None:
         env["ACCOUNTAPI_LOOP"] = loop
+    cpu = _child_cpu()
     out = subprocess.run(
         [
             *(sys.executable, "-m", "accountapi", "balances", str(keys)),
@@ -61,13 +71,15 @@ def _cli(url: str, keys: Path, *, loop: str | None) -> int:
         timeout=600,
         check=False,
     )
+    cpu = _child_cpu() - cpu
     match = _RATE.search(out.stderr)
     if out.returncode != 0 or match is None:
         raise RuntimeError(f"balances failed ({out.returncode}): {out.stderr[-300:]}")
-    return int(match[1].replace(",", ""))
+    return int(match[1].replace(",", "")), cpu
 
 
-def _library(url: str, keys: Path) -> int:
+def _library(url: str, keys: Path) -> tuple[int, float]:
+    cpu = _child_cpu()
     out = subprocess.run(
         [sys.executable, "-c", _LIBRARY, url, str(keys), str(DEFAULT_CONCURRENCY)],
         capture_output=True,
@@ -75,7 +87,7 @@ def _library(url: str, keys: Path) -> int:
         timeout=600,
         check=True,
     )
-    return int(out.stdout.strip())
+    return int(out.stdout.strip()), _child_cpu() - cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,28 +112,40 @@ def main(argv: list[str] | None = None) -> int:
             if match is None:
                 raise RuntimeError(f"the emulator did not start: {banner}")
             url = match[0]
-            runs: dict[str, Callable[[], int]] = {
+            runs: dict[str, Callable[[], tuple[int, float]]] = {
                 "cli uvloop": lambda: _cli(url, keys, loop=None),
                 "cli asyncio": lambda: _cli(url, keys, loop="asyncio"),
                 "library": lambda: _library(url, keys),
             }
             rates: dict[str, list[int]] = {name: [] for name in runs}
+            cpus: dict[str, list[float]] = {name: [] for name in runs}
             names = list(runs)
             for round_ in range(args.rounds):
                 # Rotated round by round (A B C, B C A, ...): whichever runs first after
                 # the previous round's run meets the emulator still winding that one down.
                 for name in names[round_ % 3 :] + names[: round_ % 3]:
-                    rates[name].append(runs[name]())
+                    rate, cpu = runs[name]()
+                    rates[name].append(rate)
+                    cpus[name].append(cpu / args.keys * 1e6)
         finally:
             server.terminate()
             server.wait(timeout=10)
     base = statistics.median(rates["library"])
+    base_cpu = statistics.median(cpus["library"])
     print(f"{args.keys} keys, concurrency {DEFAULT_CONCURRENCY}, median of {args.rounds} rounds")
     for name, values in rates.items():
         median = statistics.median(values)
         each = ", ".join(f"{value:,}" for value in values)
         print(
             f"{name:12s} {median:8,.0f} keys/s  {median / base:5.2f}x library on asyncio"
+            f"  (rounds: {each})"
+        )
+    print("CPU per key (user + system, whole process, start-up included), median of the rounds")
+    for name, per_key in cpus.items():
+        cpu = statistics.median(per_key)
+        each = ", ".join(f"{value:.1f}" for value in per_key)
+        print(
+            f"{name:12s} {cpu:8.1f} us/key  {cpu - base_cpu:+6.1f} us/key vs library"
             f"  (rounds: {each})"
         )
     return 0

@@ -38,9 +38,12 @@ def money(value: Decimal) -> str:
     rounded: digits beyond the sixth decimal are shown exactly, trailing zeros past the
     sixth dropped.
     """
-    exponent = value.as_tuple().exponent
-    if exponent == -6:  # the service's own form (9.955000): already as shown
-        return format(value, "f")
+    text = str(value)
+    # The service's own form (9.955000): six digits after the point, so an exponent of
+    # exactly -6, which str() always writes in plain notation, as format(value, "f")
+    # does. (Scientific notation ends in an exponent, 1.2E+123, never in six digits.)
+    if text[-7:-6] == "." and text[-6:].isdigit():
+        return text
     if not value.is_finite():  # the decoder refuses these; shown as is, never raised on
         return str(value)
     value = value.normalize(_MONEY_CONTEXT)

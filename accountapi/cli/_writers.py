@@ -221,12 +221,6 @@ class _JsonlWriter(_RowWriter):
 
 # An ok row as json.dumps(result_record(...)) writes it, without the dict in between: the
 # row most runs write nearly every time. tests/test_cli_edges.py pins the two as equal.
-_OK_ROW: Final = (
-    '{{"line": {}, "key_hint": {}, "ok": true, "balance_eur": {}, "held_eur": {}, '
-    '"error": null, "status": null, "code": null, "message": null, "request_id": null, '
-    '"attempts": {}, "elapsed_s": {}, "account_id": {}, "credits_expire_at": {}, '
-    '"low": {}, "expiring": {}}}'
-)
 _JSON_CONSTANTS: Final = {None: "null", True: "true", False: "false"}
 _json_str: Final = json.encoder.encode_basestring_ascii  # json.dumps's own, for each str
 
@@ -238,17 +232,17 @@ def _json_number(value: float) -> str:
 def _ok_line(result: BalanceOk, line: int, flags: _Flags) -> str:
     p = result.profile
     expires = p.credits_expire_at
-    return _OK_ROW.format(
-        int.__repr__(line),
-        _json_str(result.key_hint),
-        _json_str(money(p.balance_eur)),
-        _json_str(money(p.held_eur)),
-        int.__repr__(result.attempts),
-        _json_number(round(result.elapsed, 4)),
-        _json_str(p.id),
-        "null" if expires is None else _json_str(expires.isoformat()),
-        _JSON_CONSTANTS[flags[0]],
-        _JSON_CONSTANTS[flags[1]],
+    # One f-string, not str.format of a template: the template is parsed on every call.
+    return (
+        f'{{"line": {int.__repr__(line)}, "key_hint": {_json_str(result.key_hint)}, '
+        f'"ok": true, "balance_eur": {_json_str(money(p.balance_eur))}, '
+        f'"held_eur": {_json_str(money(p.held_eur))}, "error": null, "status": null, '
+        f'"code": null, "message": null, "request_id": null, '
+        f'"attempts": {int.__repr__(result.attempts)}, '
+        f'"elapsed_s": {_json_number(round(result.elapsed, 4))}, '
+        f'"account_id": {_json_str(p.id)}, '
+        f'"credits_expire_at": {"null" if expires is None else _json_str(expires.isoformat())}, '
+        f'"low": {_JSON_CONSTANTS[flags[0]]}, "expiring": {_JSON_CONSTANTS[flags[1]]}}}'
     )
 
 
