@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import _environment
-from ._load import uvloop_available
+from ._load import level_malloc, uvloop_available
 from ._machine import other_cpu_now, settle_allocator, wait_for_quiet
 from ._results import add_record_flag, results_dir
 from ._servers import EmulatorProcess, ResponderProcess, cpu_plan
@@ -150,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections = set(args.only or SECTIONS)
     plan = cpu_plan(not args.no_pin)
     plan.pin_client()
+    level_malloc()
     with_uvloop = uvloop_available() and not args.no_uvloop
     has_balances = balances_available()
     suite = Suite()
