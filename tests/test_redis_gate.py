@@ -1493,3 +1493,50 @@ async def test_client_aclose_ends_calls_queued_in_a_gate_that_loses_cancellation
             call.result()
     await _eventually(lambda: _is(0, _queue_length(redis_client)), within=3.0)
     assert await holder.in_flight(key) == 1
+
+
+async def test_aclose_ends_an_acquire_waiting_in_the_outage_fallback(
+    redis_server: RedisServer, make_gate: GateFactory
+) -> None:
+    """During an outage a second acquire of a full key waits in the in-process fallback
+    gate; closing the gate ends it with ClientStateError at once, instead of leaving it
+    waiting for a slot that a closed gate would then hand out."""
+    gate = make_gate(per_key=1, retry_interval=30.0)
+    await asyncio.wait_for(gate.acquire(KEY, None), 10)  # the key's one slot, in Redis
+    redis_server.pause()
+    try:
+        waiting = asyncio.create_task(gate.acquire(KEY, None))
+        # Redis does not answer: the acquire falls back to the local gate and waits there.
+        await _eventually(lambda: _true(not gate.redis_available))
+        assert not waiting.done()
+        await asyncio.wait_for(gate.aclose(), 10)
+        done, _ = await asyncio.wait({waiting}, timeout=2)
+        assert waiting in done, "the fallback's waiter went on waiting after aclose()"
+        with pytest.raises(ClientStateError, match="closed"):
+            waiting.result()
+    finally:
+        redis_server.resume()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_a_caller_cancelling_its_fallback_wait_gets_a_cancellation(
+    redis_server: RedisServer, make_gate: GateFactory
+) -> None:
+    """The close's ending of fallback waiters is its own: a caller that cancels its wait
+    in the fallback gate (gate open) gets CancelledError, and its slot count is intact."""
+    gate = make_gate(per_key=1, retry_interval=30.0)
+    await asyncio.wait_for(gate.acquire(KEY, None), 10)
+    redis_server.pause()
+    try:
+        waiting = asyncio.create_task(gate.acquire(KEY, None))
+        await _eventually(lambda: _true(not gate.redis_available))
+        waiting.cancel()
+        done, _ = await asyncio.wait({waiting}, timeout=5)
+        assert waiting in done
+        assert waiting.cancelled()
+        assert await gate.in_flight(KEY) == 1
+    finally:
+        redis_server.resume()

@@ -20,7 +20,7 @@ import asyncio
 import builtins
 import logging
 import math
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit
 
 from accountapi._exceptions import APIConnectionError, ClientStateError, ConfigurationError
@@ -82,6 +82,7 @@ class RedisKeyGate(_Health):
         "_lease_ttl",
         "_local",
         "_local_held",
+        "_local_waiting",
         "_namespace",
         "_on_error",
         "_outage",
@@ -179,6 +180,9 @@ class RedisKeyGate(_Health):
         )
         self._local = MemoryKeyGate(per_key)
         self._local_held: dict[str, int] = {}  # slots the local gate gave, by key
+        # Tasks waiting in the local gate: the close cancels them (each then raises
+        # ClientStateError), keyed to task.cancelling() when the wait began.
+        self._local_waiting: dict[asyncio.Task[Any], int] = {}
         # Redis slots of running calls that an outage's local gate also counts, by key;
         # they stay in Redis (renewed, restored if lost) and are released in both.
         self._dual: dict[str, int] = {}
@@ -299,6 +303,8 @@ class RedisKeyGate(_Health):
         await asyncio.shield(self._closing)
 
     async def _close(self) -> None:
+        for task in self._local_waiting:  # each raises ClientStateError (_wait_local)
+            task.cancel()
         await self._shared.close(free_slots=not self._outage)
         if self._owns_client and self._client is not None:
             client, self._client = self._client, None
@@ -408,7 +414,7 @@ class RedisKeyGate(_Health):
                     self._dual[held_key] = self._dual.get(held_key, 0) + 1
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await self._local.acquire(key, timeout, max_cool_down=max_cool_down)
+        await self._wait_local(key, timeout, max_cool_down)
         if not self._outage:
             # Redis came back while this call waited here: the slot it got is not in
             # Redis, so it queues there instead, with what is left of its timeout.
@@ -419,6 +425,31 @@ class RedisKeyGate(_Health):
             return
         self._local_held[key] = self._local_held.get(key, 0) + 1
         logger.debug("key gate: %s admitted by the local fallback", key_hint(key))
+
+    async def _wait_local(
+        self, key: str, timeout: float | None, max_cool_down: float | None
+    ) -> None:
+        """The local gate's acquire, ended with ClientStateError if the gate closes meanwhile."""
+        if self._closed:
+            raise ClientStateError("the key gate is closed")
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - acquire() always runs in a task
+            await self._local.acquire(key, timeout, max_cool_down=max_cool_down)
+            return
+        self._local_waiting[task] = task.cancelling()
+        try:
+            await self._local.acquire(key, timeout, max_cool_down=max_cool_down)
+        except asyncio.CancelledError:
+            began = self._local_waiting.pop(task)
+            # The close's cancel, and only it: the caller's own stays a cancellation.
+            if self._closed and task.uncancel() <= began:
+                raise ClientStateError("the key gate is closed") from None
+            raise
+        finally:
+            self._local_waiting.pop(task, None)
+        if self._closed:  # admitted as the gate closed: not a slot of a closed gate
+            self._local.release(key)
+            raise ClientStateError("the key gate is closed")
 
     # -- Redis plumbing ----------------------------------------------------------------
 
