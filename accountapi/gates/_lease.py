@@ -151,7 +151,6 @@ class _SharedGate:
         self._renewed_at: float | None = None  # loop time of the last renewal that landed
         self._adopted: set[str] = set()  # leases made for calls the local gate admitted
         self._doubtful: list[tuple[float, str, str]] = []
-        self._closed = False
         self._closing = asyncio.Event()  # set by close(): ends every wait of an acquire
         self._acquiring = 0  # acquires in progress (a script on its way, or queued)
         self._none_acquiring: asyncio.Event | None = None  # set when close() saw the last end
@@ -166,6 +165,7 @@ class _SharedGate:
         deadline = None if timeout is None else loop.time() + timeout
         h = self.hash(key)
         lease = self._new_id()
+        self._acquiring += 1  # from its first script on: close() waits for it to end
         try:
             async with asyncio.timeout(timeout):
                 await self._acquire(key, h, lease, deadline, max_cool_down)
@@ -173,6 +173,10 @@ class _SharedGate:
             raise
         except TimeoutError:
             raise GateTimeout(f"no free slot within {timeout:.3f}s") from None
+        finally:
+            self._acquiring -= 1
+            if not self._acquiring and self._none_acquiring is not None:
+                self._none_acquiring.set()
 
     def release(self, key: str) -> None:
         """Give back one of this process's slots of ``key`` (next tick); none held: nothing."""
@@ -259,7 +263,6 @@ class _SharedGate:
     async def close(self, *, free_slots: bool) -> None:
         """End the waiting acquires (ClientStateError); stop renewing; free the held slots
         when Redis may answer; end every task."""
-        self._closed = True
         self._closing.set()
         for state in self._keys.values():
             for waiter in state.waiters:
@@ -307,24 +310,8 @@ class _SharedGate:
         deadline: float | None,
         max_cool_down: float | None,
     ) -> None:
-        self._acquiring += 1
-        try:
-            await self._acquire_counted(key, h, lease, deadline, max_cool_down)
-        finally:
-            self._acquiring -= 1
-            if not self._acquiring and self._none_acquiring is not None:
-                self._none_acquiring.set()
-
-    async def _acquire_counted(
-        self,
-        key: str,
-        h: str,
-        lease: str,
-        deadline: float | None,
-        max_cool_down: float | None,
-    ) -> None:
         granted, ticket, cool_ms, free_left = await self._try(h, lease, 0)
-        if self._closed:  # closed while the script ran: give back what it took
+        if self._closing.is_set():  # closed while the script ran: give back what it took
             self._spawn(self._drop(h, [lease]))
             raise ClientStateError("the key gate is closed")
         # Look the state up only now: while the script ran, another call may have dropped
@@ -361,11 +348,11 @@ class _SharedGate:
                     delay = _POLL_MIN if waiter.wake.is_set() else min(delay * 2, _POLL_MAX)
                 else:
                     await waiter.wake.wait()
-                if self._closed:
+                if self._closing.is_set():
                     raise ClientStateError("the key gate is closed")
                 waiter.wake.clear()
                 granted, _, cool_ms, free_left = await self._try(h, lease, ticket)
-                if self._closed:  # closed while the script ran: a slot it took is dropped
+                if self._closing.is_set():  # closed while the script ran: a slot it took is dropped
                     granted = False
                     raise ClientStateError("the key gate is closed")
                 if granted:
