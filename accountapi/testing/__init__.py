@@ -31,14 +31,14 @@ _HOMES: Final[dict[str, str]] = {
     "RequestRecord": "._emulator",
     "ThreadedEmulator": "._threaded",
     "VirtualClock": "._clock",
-    "default_profile": "._emulator",
+    "default_profile": "._accounts",
 }
 
 if TYPE_CHECKING:
+    from ._accounts import default_profile as default_profile
     from ._clock import VirtualClock as VirtualClock
     from ._emulator import Emulator as Emulator
     from ._emulator import RequestRecord as RequestRecord
-    from ._emulator import default_profile as default_profile
     from ._faults import Fault as Fault
     from ._threaded import ThreadedEmulator as ThreadedEmulator
 else:

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import http
-import itertools
-import json
 import os
 import random
-import secrets
 import ssl as ssl_module
 import time
 import uuid
@@ -26,78 +22,25 @@ from typing import Any, Final
 import attrs
 from aiohttp import web
 
+from ._accounts import KeyState, key_hint, new_key, profile_body, user_numbers
 from ._faults import Fault, error_code
+from ._wire import Exchange, bearer_token, client_port, error_response, fault_answer
 
 # The service's contract as this emulator serves it, shipped inside the package.
 PACKAGED_OPENAPI: Final = os.path.join(os.path.dirname(__file__), "openapi.yaml")
 
-__all__ = ["Emulator", "RequestRecord", "default_profile"]
+__all__ = ["Emulator", "RequestRecord"]
 
 PROFILE_PATH: Final = "/v1/account/profile"
 DISMISS_PATH: Final = "/v1/account/notifications/dismiss"
 OPENAPI_PATH: Final = "/openapi.yaml"
 _ROUTES: Final[Mapping[str, str]] = {PROFILE_PATH: "GET", DISMISS_PATH: "POST"}
 
-_user_numbers = itertools.count(1)
 _BACKLOG: Final = 4096
-
-
-def default_profile() -> dict[str, Any]:
-    """A fresh wire-format profile with every field of the spec's `User`, unique per call."""
-    return _profile_of(next(_user_numbers), str(uuid.uuid4()))
-
-
-def _profile_of(n: int, account_id: str) -> dict[str, Any]:
-    """The default profile of user number ``n`` with account id ``account_id``."""
-    return {
-        "id": account_id,
-        "email": f"user-{n}@example.test",
-        "name": f"Test User {n}",
-        "balance_eur": "10.000000",
-        "held_eur": "0.000000",
-        "credit_limit_cents": 5000,
-        "created_at": "2025-01-02T03:04:05Z",
-        "credits_expire_at": "2027-01-01T00:00:00Z",
-        "email_verified": True,
-        "free_trial_pending_eur": None,
-        "pending_credit_notice": True,
-        "prompt_analysis_opt_in": False,
-        "providers": ["google"],
-        "two_factor_enabled": False,
-    }
-
-
-def key_hint(key: str) -> str:
-    """A recognisable but harmless form of a key: first 5 chars, an ellipsis, last 4."""
-    if len(key) >= 16:
-        return f"{key[:5]}…{key[-4:]}"
-    return f"{key[:2]}…"  # too short to show 9 characters without showing most of it
-
-
-def _new_key() -> str:
-    """A random key shaped like the service's: `dpct_` and 32 URL-safe characters."""
-    return "dpct_" + secrets.token_urlsafe(24)
 
 
 def _new_request_id() -> str:
     return "req_" + uuid.uuid4().hex
-
-
-def _reason(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
-
-
-def _nginx_page(status: int) -> bytes:
-    """The error page nginx serves when the upstream fails, byte for byte in shape."""
-    title = f"{status} {_reason(status)}"
-    return (
-        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
-        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
-        "</body>\r\n</html>\r\n"
-    ).encode()
 
 
 @attrs.frozen(kw_only=True)
@@ -128,51 +71,6 @@ class RequestRecord:
     """The ``X-Request-Id`` the emulator answered with."""
     client_port: int | None = None
     """The client's source port: which of its connections carried the request."""
-
-
-@attrs.define(slots=True, repr=False)
-class _KeyState:
-    """Everything the emulator holds for one key; never printed, since it holds the key.
-
-    Compact, so that hundreds of thousands of keys fit in little memory (about 0.3 KB a
-    key): the profile is kept as the user number, account id and the fields given to
-    ``add_key``, and built when served; it becomes a stored dict (``live``) only once a
-    test asks for it or a dismissal changes it. The fault queue exists once scripted.
-    """
-
-    number: int
-    account_id: str
-    overrides: dict[str, Any] | None
-    sticky: Fault | None
-    latency: float | None
-    queue: deque[Fault] | None = None
-    in_flight: int = 0
-    max_in_flight: int = 0
-    live: dict[str, Any] | None = None
-
-    @property
-    def profile(self) -> dict[str, Any]:
-        """The live profile dict (made and kept on first use)."""
-        if self.live is None:
-            self.live = self.wire()
-        return self.live
-
-    def wire(self) -> dict[str, Any]:
-        """The profile as served now (the live dict itself once there is one)."""
-        if self.live is not None:
-            return self.live
-        built = _profile_of(self.number, self.account_id)
-        if self.overrides is not None:
-            built.update(self.overrides)  # copied once, by add_key
-        return built
-
-
-@attrs.define
-class _Exchange:
-    """What the handler has committed to so far, for the request's record."""
-
-    status: int | None = None
-    fault: str | None = None
 
 
 class Emulator:
@@ -211,7 +109,7 @@ class Emulator:
         self._mix: list[tuple[float, Fault]] = []
         self._random = random.Random()  # noqa: S311 - fault injection, not cryptography
 
-        self._keys: dict[str, _KeyState] = {}
+        self._keys: dict[str, KeyState] = {}
         self._global_queue: deque[Fault] = deque()
         self._records: list[RequestRecord] = []
         # (token, path, authorized) -> count; holds unknown tokens too, never exposed.
@@ -311,13 +209,13 @@ class Emulator:
         emulator-wide service time for this key.
         """
         if key is None:
-            key = _new_key()
+            key = new_key()
         elif not key or any(c.isspace() for c in key):
             raise ValueError("key must be a non-empty string without whitespace")
         if key in self._keys:
             raise ValueError(f"key {key_hint(key)} is already registered")
-        self._keys[key] = _KeyState(
-            number=next(_user_numbers),
+        self._keys[key] = KeyState(
+            number=next(user_numbers),
             account_id=str(uuid.uuid4()),
             overrides=None if not profile else copy.deepcopy(dict(profile)),
             sticky=fault,
@@ -414,7 +312,7 @@ class Emulator:
         for state in self._keys.values():
             state.max_in_flight = state.in_flight
 
-    def _state(self, key: str) -> _KeyState:
+    def _state(self, key: str) -> KeyState:
         try:
             return self._keys[key]
         except KeyError:
@@ -429,9 +327,9 @@ class Emulator:
             self._handlers.add(task)
         t_start = time.monotonic()
         request_id = _new_request_id()
-        token = _bearer_token(request.headers.get("Authorization"))
+        token = bearer_token(request.headers.get("Authorization"))
         state = self._keys.get(token) if token is not None else None
-        exchange = _Exchange()
+        exchange = Exchange()
         try:
             resp = await self._serve(request, request_id, token, state, exchange)
             if exchange.status is None and exchange.fault != "drop":
@@ -455,7 +353,7 @@ class Emulator:
                     },
                     fault=exchange.fault,
                     request_id=request_id,
-                    client_port=_client_port(request),
+                    client_port=client_port(request),
                 )
             )
 
@@ -464,8 +362,8 @@ class Emulator:
         request: web.Request,
         request_id: str,
         token: str | None,
-        state: _KeyState | None,
-        exchange: _Exchange,
+        state: KeyState | None,
+        exchange: Exchange,
     ) -> web.StreamResponse:
         if request.path == OPENAPI_PATH and request.method in ("GET", "HEAD"):
             return await self._openapi(request_id)
@@ -482,12 +380,12 @@ class Emulator:
                 message = "malformed Authorization header; expected 'Bearer <key>'"
             else:
                 message = "invalid API key"
-            return _error(401, "auth_invalid", message, request_id)
+            return error_response(401, "auth_invalid", message, request_id)
 
         limit = self._per_key_limit
         if limit is not None and state.in_flight >= limit:
             self._limit_rejections += 1
-            return _error(
+            return error_response(
                 429,
                 "rate_limited",
                 f"too many concurrent requests (max {limit})",
@@ -507,12 +405,12 @@ class Emulator:
                 await asyncio.sleep(latency)
             if fault is None:
                 return self._route(request, state, request_id)
-            return await self._apply(fault, request, state, request_id, exchange)
+            return await fault_answer(fault, request, state, request_id, exchange, self._route)
         finally:
             state.in_flight -= 1
             self._in_flight -= 1
 
-    def _next_fault(self, state: _KeyState) -> Fault | None:
+    def _next_fault(self, state: KeyState) -> Fault | None:
         """The global one-shot queue first, then the key's own queue, then its sticky fault."""
         if self._global_queue:
             return self._global_queue.popleft()
@@ -527,13 +425,13 @@ class Emulator:
             draw -= probability
         return None
 
-    def _route(self, request: web.Request, state: _KeyState, request_id: str) -> web.Response:
+    def _route(self, request: web.Request, state: KeyState, request_id: str) -> web.Response:
         """What the real service would answer for this authorized request."""
         method = _ROUTES.get(request.path)
         if method is None:
-            return _error(404, "not_found", f"no such endpoint: {request.path}", request_id)
+            return error_response(404, "not_found", f"no such endpoint: {request.path}", request_id)
         if request.method != method:
-            return _error(
+            return error_response(
                 405,
                 error_code(405),
                 f"{request.method} is not allowed on {request.path}",
@@ -542,7 +440,7 @@ class Emulator:
             )
         if request.path == PROFILE_PATH:
             return web.Response(
-                body=_profile_body(state),
+                body=profile_body(state),
                 content_type="application/json",
                 headers={"X-Request-Id": request_id},
             )
@@ -555,166 +453,14 @@ class Emulator:
             headers={"X-Request-Id": request_id},
         )
 
-    async def _apply(
-        self,
-        fault: Fault,
-        request: web.Request,
-        state: _KeyState,
-        request_id: str,
-        exchange: _Exchange,
-    ) -> web.StreamResponse:
-        """Answer with `fault` instead of the service; only `delay` lets the service run."""
-        rid = {"X-Request-Id": request_id}
-        code = fault.code if fault.code is not None else 200
-        match fault.name:
-            case "delay":
-                await asyncio.sleep(fault.seconds or 0.0)
-                return self._route(request, state, request_id)
-            case "status" | "rate_limited" | "rate_limited_ms":
-                return _error(
-                    code,
-                    fault.error or error_code(code),
-                    fault.message or _reason(code),
-                    request_id,
-                    details=fault.details,
-                    headers=dict(fault.headers),
-                )
-            case "html":
-                return web.Response(
-                    status=code,
-                    body=_nginx_page(code),
-                    headers={**rid, "Content-Type": "text/html"},
-                )
-            case "empty":
-                return web.Response(status=code, body=b"", headers=rid)
-            case "body":
-                headers = dict(rid)
-                if fault.content_type is not None:
-                    headers["Content-Type"] = fault.content_type
-                return web.Response(status=code, body=fault.data or b"", headers=headers)
-            case "redirect":
-                return web.Response(status=code, headers={**rid, "Location": fault.location or "/"})
-            case "large_body" if fault.chunked:
-                return await _chunked_body(
-                    request, _padded(_profile_body(state), fault.n_bytes or 0), rid
-                )
-            case "large_body":
-                return web.Response(
-                    body=_padded(_profile_body(state), fault.n_bytes or 0),
-                    content_type="application/json",
-                    headers=rid,
-                )
-            case "drop":
-                await request.read()
-                if request.transport is not None:
-                    request.transport.abort()
-                # aiohttp's attempt to send this meets the closed transport and gives up
-                # quietly (it treats that as a client disconnect).
-                return web.Response(status=code)
-            case "truncated" | "reset_mid_body" | "stall_body":
-                exchange.status = code
-                return await _broken_body(fault, request, _profile_body(state), rid)
-            case _:
-                raise ValueError(f"the emulator does not know fault {fault.name!r}")
-
     async def _openapi(self, request_id: str) -> web.Response:
         """The spec text the emulator was given, so clients can see what it serves."""
         if self._openapi_path is None:
-            return _error(404, "not_found", "no OpenAPI document configured", request_id)
+            return error_response(404, "not_found", "no OpenAPI document configured", request_id)
         text = await asyncio.to_thread(_read_text, self._openapi_path)
         return web.Response(
             text=text, content_type="application/yaml", headers={"X-Request-Id": request_id}
         )
-
-
-async def _broken_body(
-    fault: Fault, request: web.Request, body: bytes, headers: Mapping[str, str]
-) -> web.StreamResponse:
-    """Send a 200 whose body is cut off (truncated, reset) or paused (stalled)."""
-    resp = web.StreamResponse(status=200, headers={**headers, "Content-Type": "application/json"})
-    resp.force_close()
-    if fault.name == "reset_mid_body":
-        resp.enable_chunked_encoding()
-    else:
-        resp.content_length = len(body)
-    half = len(body) // 2
-    try:
-        await resp.prepare(request)
-        await resp.write(body[:half])
-        if fault.name == "stall_body":
-            await asyncio.sleep(fault.seconds or 0.0)
-            await resp.write(body[half:])
-            await resp.write_eof()
-        elif request.transport is not None:
-            # close() rather than abort(): the half already written must reach the client.
-            request.transport.close()
-    except ConnectionError:
-        pass  # the client went away first; aiohttp finishes quietly with the closed transport
-    return resp
-
-
-async def _chunked_body(
-    request: web.Request, body: bytes, headers: Mapping[str, str]
-) -> web.StreamResponse:
-    """Send a 200 body with chunked encoding, so its size is unknown until the end."""
-    resp = web.StreamResponse(status=200, headers={**headers, "Content-Type": "application/json"})
-    resp.enable_chunked_encoding()
-    try:
-        await resp.prepare(request)
-        for start in range(0, len(body), 65536):
-            await resp.write(body[start : start + 65536])
-        await resp.write_eof()
-    except ConnectionError:
-        pass  # the client stopped reading (e.g. over its size cap) and closed the connection
-    return resp
-
-
-def _error(
-    status: int,
-    error: str,
-    message: str,
-    request_id: str,
-    *,
-    details: Any = None,
-    headers: Mapping[str, str] | None = None,
-) -> web.Response:
-    """A JSON error in the service's shape, with the request id in body and header."""
-    payload: dict[str, Any] = {"error": error, "message": message}
-    if details is not None:
-        payload["details"] = details
-    payload["request_id"] = request_id
-    return web.json_response(
-        payload, status=status, headers={**(headers or {}), "X-Request-Id": request_id}
-    )
-
-
-def _profile_body(state: _KeyState) -> bytes:
-    return json.dumps({"user": state.wire()}).encode()
-
-
-def _padded(body: bytes, n_bytes: int) -> bytes:
-    """Pad a JSON object with whitespace before its closing brace to reach `n_bytes`."""
-    missing = n_bytes - len(body)
-    if missing <= 0:
-        return body
-    return body[:-1] + b" " * missing + body[-1:]
-
-
-def _client_port(request: web.Request) -> int | None:
-    transport = request.transport
-    peer = None if transport is None else transport.get_extra_info("peername")
-    return peer[1] if isinstance(peer, tuple) and len(peer) >= 2 else None
-
-
-def _bearer_token(header: str | None) -> str | None:
-    """The key in `Bearer <key>`, or None when the header is missing or malformed."""
-    if header is None:
-        return None
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or any(c.isspace() for c in token):
-        return None
-    return token
 
 
 def _check_latency(seconds: float) -> float:
