@@ -61,6 +61,24 @@ async def raw_aiohttp(url: str, requests: int, concurrency: int, time_limit: flo
         return await drive(one, requests=requests, concurrency=concurrency, time_limit=time_limit)
 
 
+async def raw_aiohttp_keys(url: str, requests: int, concurrency: int, time_limit: float) -> Load:
+    """Raw aiohttp over distinct keys, as one would check many keys by hand: the
+    like-for-like reference for ``profile(api_key=k)`` and ``balances()``."""
+    target = url + PROFILE_PATH
+    keys = [bench_key("tput", i) for i in range(requests)]  # input data, made before timing
+    async with aiohttp.ClientSession() as session:
+
+        async def one(index: int) -> object:
+            headers = {"Authorization": "Bearer " + keys[index]}
+            async with session.get(target, headers=headers) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"status {resp.status}")
+                return json.loads(body)
+
+        return await drive(one, requests=requests, concurrency=concurrency, time_limit=time_limit)
+
+
 def sdk_profile(**options: Any) -> Runner:
     """``client.account.profile()`` with one key, on a client built with ``options``."""
 
@@ -172,11 +190,19 @@ def throughput_variants(*, with_uvloop: bool, with_httpx: bool) -> list[Variant]
             "same requests in flight as raw",
         ),
         Variant(
+            "raw_keys",
+            "raw aiohttp + json.loads, distinct keys",
+            "asyncio",
+            raw_aiohttp_keys,
+            "raw",
+            "a new key per request, by hand: like-for-like for the two below",
+        ),
+        Variant(
             "sdk_keys",
             "accountapi profile(api_key=k), distinct keys",
             "asyncio",
             sdk_many_keys,
-            "raw",
+            "raw_keys",
             "distinct key per call; reference for balances()",
         ),
     ]
@@ -187,7 +213,7 @@ def throughput_variants(*, with_uvloop: bool, with_httpx: bool) -> list[Variant]
                 "accountapi balances(), distinct keys",
                 "asyncio",
                 sdk_balances(),
-                "raw",
+                "raw_keys",
             ),
             Variant(
                 "balances_no_window",

@@ -3,7 +3,7 @@
 ``python -m benchmarks.profile sdk --concurrency 64 --requests 20000`` starts the
 responder, runs the variant once on a fresh loop under pyinstrument, and prints the call
 tree (``--html PATH`` writes the interactive report instead). Variant names are those of
-the throughput table: raw, sdk, sdk_no_retry, sdk_ungated, sdk_keys, balances, httpx.
+the throughput table: raw, raw_keys, sdk, sdk_no_retry, sdk_ungated, sdk_keys, balances, httpx.
 """
 
 from __future__ import annotations

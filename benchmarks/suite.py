@@ -33,7 +33,7 @@ T = TypeVar("T")
 RESULTS = Path(__file__).resolve().parent / "results"
 SECTIONS = ("decode", "throughput", "retry", "manykeys")
 # The throughput variants also measured at concurrency 1 in a full run.
-SERIAL_VARIANTS = frozenset({"raw", "sdk", "sdk_keys", "httpx"})
+SERIAL_VARIANTS = frozenset({"raw", "raw_keys", "sdk", "sdk_keys", "httpx"})
 
 
 @dataclass(frozen=True)
