@@ -35,13 +35,20 @@ match_key: Final = _KEY.fullmatch
 """A match when a str could be an API key, else None: `check_key()` without the error."""
 
 
+_HIDDEN: Final = 8  # characters of a key its hint never shows, however short the key
+
+
 def key_hint(key: str) -> str:
     """Name a key without revealing it: its prefix and last four characters, ``dpct_…P6q7``."""
     if len(key) < 12 or not key.isascii():
         return "…"
     # The prefix is up to the first "_" when that is among the first 9 characters (a
     # prefix of at most 8): found without copying the rest of the key, as partition would.
+    # Shown only while at least 8 characters stay hidden: in a short key the prefix and
+    # the last four could otherwise be the whole key.
     end = key.find("_", 0, 9) + 1
+    if len(key) - end < _HIDDEN + 4:
+        end = 0
     return f"{key[:end]}…{key[-4:]}"
 
 

@@ -148,6 +148,8 @@ def _hint_before(key: str) -> str:
         return "…"
     prefix, sep, _ = key.partition("_")
     head = prefix + sep if sep and len(prefix) <= 8 else ""
+    if len(key) - len(head) < 12:  # the rule added later: at least 8 characters hidden
+        head = ""
     return f"{head}…{key[-4:]}"
 
 

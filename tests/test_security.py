@@ -9,6 +9,8 @@ import socket
 import traceback
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from rawserver import raw_server, response
 
 from accountapi import (
@@ -78,6 +80,29 @@ def test_key_hint_shows_prefix_and_last_four_only() -> None:
     """The hint is 'dpct_…' plus four characters; short keys reveal nothing."""
     assert key_hint(CANARY) == "dpct_…Txyz"
     assert key_hint("dpct_short") == "…"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(key=st.from_regex(r"[!-~]{1,40}", fullmatch=True))
+@example(key="abcdefgh_xyz")  # a prefix of 9 and the last 4 would have been all 12
+@example(key="dpct_abcdefgh")
+@example(key="dpct_abcdefghi")
+def test_a_hint_keeps_at_least_eight_characters_of_any_key_hidden(key: str) -> None:
+    """Whatever its length and shape, a key's hint shows at most all but 8 of its
+    characters: the prefix is dropped when showing it would leave fewer hidden."""
+    hint = key_hint(key)
+    shown = hint.replace("…", "")
+    assert len(shown) <= max(len(key) - 8, 0)
+    head, _, tail = hint.partition("…")
+    assert key.startswith(head)
+    assert key.endswith(tail)
+
+
+def test_a_short_key_with_a_prefix_loses_the_prefix_in_its_hint() -> None:
+    assert key_hint("abcdefgh_xyz") == "…_xyz"
+    assert key_hint("dpct_abcdefg") == "…defg"  # 12: the prefix would leave 3 hidden
+    assert key_hint("dpct_abcdefghijk") == "…hijk"  # 16: it would leave 7
+    assert key_hint("dpct_abcdefghijkl") == "dpct_…ijkl"  # 17: it leaves 8
 
 
 async def test_canary_key_never_leaks(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:
