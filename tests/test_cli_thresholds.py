@@ -61,7 +61,7 @@ async def finish(proc: asyncio.subprocess.Process) -> Done:
             proc.kill()
             await proc.wait()
     assert proc.returncode is not None
-    return Done(proc.returncode, out.decode(), err.decode())
+    return Done(proc.returncode, (out or b"").decode(), err.decode())  # out: None on a file
 
 
 async def balances(emulator: Emulator, keys: Path, *args: str) -> Done:
@@ -543,6 +543,71 @@ async def test_output_with_stdin_keys_redirected_from_the_same_file_is_refused(
         )  # fmt: skip
         done = await finish(proc)
     assert_one_line_error(done, "--output and KEYS_FILE name the same file")
+
+
+async def _balances_to(emulator: Emulator, keys: Path, stdout: int, *args: str) -> Done:
+    """`balances` with its stdout on ``stdout`` (a descriptor the test opened)."""
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "accountapi", "balances", str(keys), "--base-url", emulator.url),
+        *("--no-progress", *args),
+        stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    return await finish(proc)
+
+
+async def test_summary_json_on_the_file_stdout_writes_the_rows_to_is_refused(
+    emulator: Emulator, around_five: Path, tmp_path: Path
+) -> None:
+    """Rows on stdout (`> out.csv`) and --summary-json out.csv: the summary, replaced
+    over the file at the end, would take the rows' place. Refused, the file untouched."""
+    out = tmp_path / "out.csv"
+    out.write_text("kept\n")
+    with out.open("a") as stdout:
+        done = await _balances_to(
+            emulator, around_five, stdout.fileno(), "--format", "csv", "--summary-json", str(out)
+        )
+    assert_one_line_error(done, "--summary-json and stdout name the same file")
+    assert out.read_text() == "kept\n"
+    assert emulator.records == []
+
+
+async def test_rows_appended_to_the_keys_file_are_refused(
+    emulator: Emulator, around_five: Path
+) -> None:
+    """`accountapi balances keys.txt >> keys.txt`: the rows would go into the input."""
+    before = read(around_five)
+    with around_five.open("a") as stdout:
+        done = await _balances_to(emulator, around_five, stdout.fileno(), "--format", "jsonl")
+    assert_one_line_error(done, "stdout and KEYS_FILE name the same file")
+    assert read(around_five) == before
+    assert emulator.records == []
+
+
+async def test_summary_json_on_the_pipe_the_rows_go_to_is_refused(
+    emulator: Emulator, around_five: Path
+) -> None:
+    """--summary-json /dev/stdout while the rows go to stdout (a pipe): the JSON would
+    land in the middle of the rows. Refused before any request."""
+    done = await _balances_to(
+        emulator, around_five, asyncio.subprocess.PIPE, "--format", "jsonl",
+        "--summary-json", "/dev/stdout",
+    )  # fmt: skip
+    assert_one_line_error(done, "--summary-json and stdout name the same file")
+    assert emulator.records == []
+
+
+async def test_summary_json_on_stdout_is_fine_when_the_rows_go_to_output(
+    emulator: Emulator, around_five: Path, tmp_path: Path
+) -> None:
+    """With --output, stdout carries nothing else: --summary-json /dev/stdout is allowed."""
+    out = tmp_path / "rows.jsonl"
+    done = await _balances_to(
+        emulator, around_five, asyncio.subprocess.PIPE, "--format", "jsonl",
+        "--output", str(out), "--summary-json", "/dev/stdout",
+    )  # fmt: skip
+    assert done.code in (0, 3), done.stderr
+    assert json.loads(done.stdout)["checked"] == len(read(around_five).split())
+    assert len(out.read_text().splitlines()) == len(read(around_five).split())
 
 
 async def test_output_and_resume_together_are_refused(

@@ -28,7 +28,7 @@ from ._options import (
     _service_options,
     _unreachable,
 )
-from ._output import AtomicFile, OutputError, same_file_as, stdin_input
+from ._output import AtomicFile, OutputError, same_file_as, stdin_input, stdout_output
 from ._process import (
     EXIT_STATUS_HELP,
     _fail,
@@ -258,8 +258,12 @@ def _check_paths(
     keys_file: str, *, resume: Path | None, output: Path | None, summary_json: Path | None
 ) -> None:
     """Refuse (before anything is opened) an output that names the keys file or another
-    output, by resolved path and by inode, so no run truncates or appends to its input."""
-    outputs = {"--resume": resume, "--output": output, "--summary-json": summary_json}
+    output, by resolved path and by inode, so no run truncates or appends to its input.
+    Without --output or --resume the rows go to stdout, which is then one of the outputs."""
+    rows: dict[str, Path | int | None] = (
+        {"stdout": stdout_output()} if resume is None and output is None else {}
+    )
+    outputs = {**rows, "--resume": resume, "--output": output, "--summary-json": summary_json}
     keys: Path | int | None = Path(keys_file) if keys_file != "-" else stdin_input()
     inputs: dict[str, Path | int] = {} if keys is None else {"KEYS_FILE": keys}
     try:

@@ -8,7 +8,9 @@ its temporary file and leaves PATH as it was; only SIGKILL can leave one behind.
 
 Before anything is opened, every output path is compared with the inputs and with the
 other outputs, by resolved path and by device and inode (so a hard link or a symlink to
-the keys file is caught too).
+the keys file is caught too). Standard output is one of the outputs when the rows go
+there and it is a file or a pipe: ``balances keys.txt >> keys.txt`` and
+``--summary-json FILE > FILE`` (the summary would replace the rows) are refused too.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-__all__ = ["AtomicFile", "OutputError", "same_file_as", "stdin_input"]
+__all__ = ["AtomicFile", "OutputError", "same_file_as", "stdin_input", "stdout_output"]
 
 
 class OutputError(Exception):
@@ -30,33 +32,37 @@ class OutputError(Exception):
 
 
 def _identity(path: Path | int) -> tuple[str | None, tuple[int, int] | None]:
-    """(resolved path, (device, inode)) of a path, or of an open descriptor (stdin)."""
+    """(resolved path, (device, inode)) of a path, or of an open descriptor (stdin, stdout)."""
     try:
         st = os.fstat(path) if isinstance(path, int) else os.stat(path)
     except (OSError, ValueError):
         st = None
     node = None if st is None else (st.st_dev, st.st_ino)
     if isinstance(path, int):
-        # Only a regular file redirected to stdin can be overwritten through its name.
-        regular = st is not None and stat.S_ISREG(st.st_mode)
-        return None, node if regular else None
+        # A descriptor counts when it is a regular file (overwritten or appended to
+        # through its name) or a FIFO (read by a program that would get mixed data). Not
+        # a terminal, nor a socket: one socket is often both stdin and stdout.
+        counts = st is not None and (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode))
+        return None, node if counts else None
     return os.path.realpath(path), node
 
 
-def same_file_as(outputs: Mapping[str, Path], inputs: Mapping[str, Path | int]) -> None:
+def same_file_as(outputs: Mapping[str, Path | int], inputs: Mapping[str, Path | int]) -> None:
     """Raise `OutputError` when an output names an input or another output.
 
-    ``outputs`` and ``inputs`` map an option's name (``--output``) to its path; an input
-    may be a descriptor (stdin for ``-``)."""
-    named = [(name, _identity(path)) for name, path in inputs.items()]
+    ``outputs`` and ``inputs`` map an option's name (``--output``) to its path, or to a
+    descriptor: stdin for ``-``, stdout when the rows go there."""
+    named = [(name, path, _identity(path)) for name, path in inputs.items()]
     for name, path in outputs.items():
         mine = _identity(path)
-        for other, theirs in named:
+        for other, their_path, theirs in named:
             if (mine[0] is not None and mine[0] == theirs[0]) or (
                 mine[1] is not None and mine[1] == theirs[1]
             ):
-                raise OutputError(f"{name} and {other} name the same file ({path})")
-        named.append((name, mine))
+                shown = path if not isinstance(path, int) else their_path
+                where = "" if isinstance(shown, int) else f" ({shown})"
+                raise OutputError(f"{name} and {other} name the same file{where}")
+        named.append((name, path, mine))
 
 
 def _mode(target: str) -> int:
@@ -140,5 +146,14 @@ def stdin_input() -> int | None:
     """stdin's descriptor, to compare with the outputs when the keys come from ``-``."""
     try:
         return sys.stdin.fileno()
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def stdout_output() -> int | None:
+    """stdout's descriptor, to compare with the inputs and the other outputs when the
+    rows go there."""
+    try:
+        return sys.stdout.fileno()
     except (OSError, ValueError, AttributeError):
         return None
