@@ -558,8 +558,8 @@ async def _balances_to(emulator: Emulator, keys: Path, stdout: int, *args: str) 
 async def test_summary_json_on_the_file_stdout_writes_the_rows_to_is_refused(
     emulator: Emulator, around_five: Path, tmp_path: Path
 ) -> None:
-    """Rows on stdout (`> out.csv`) and --summary-json out.csv: the summary, replaced
-    over the file at the end, would take the rows' place. Refused, the file untouched."""
+    """Rows on stdout (`> out.csv`) and --summary-json out.csv: the summary, written from
+    the file's start, would overwrite the rows. Refused, the file untouched."""
     out = tmp_path / "out.csv"
     out.write_text("kept\n")
     with out.open("a") as stdout:
