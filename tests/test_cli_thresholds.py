@@ -461,6 +461,50 @@ async def test_output_is_replaced_whole_never_seen_half_written(
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+async def test_the_summary_json_is_replaced_whole_and_says_how_the_run_ended(
+    emulator: Emulator, tmp_path: Path, signum: int, code: int
+) -> None:
+    """While a run goes on, --summary-json still holds the previous run's summary (a
+    reader never finds it empty or half written); a run stopped by SIGTERM or Ctrl-C
+    leaves its own summary with the exit status the process ends with."""
+    keys = [emulator.add_key(latency=0.2) for _ in range(30)]
+    path = keys_file(tmp_path / "keys.txt", keys)
+    summary = tmp_path / "summary.json"
+    summary.write_text('{"previous": true}\n')
+    out = tmp_path / "rows.jsonl"
+    proc = await start(
+        "balances", str(path), "--base-url", emulator.url, "--no-progress", "--format", "jsonl",
+        "--concurrency", "2", "--output", str(out), "--summary-json", str(summary),
+    )  # fmt: skip
+    deadline = time.monotonic() + TIMEOUT
+    while not any(n.startswith(".rows.jsonl.") and read(tmp_path / n) for n in listing(tmp_path)):
+        assert proc.returncode is None
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)  # polling the file the child writes, bounded above
+    assert summary.read_text() == '{"previous": true}\n'  # rows written, summary untouched
+    proc.send_signal(signum)
+    done = await finish(proc)
+    assert done.code == code, done.stderr
+    record = json.loads(summary.read_text())
+    assert record["exit_status"] == code
+    assert record["interrupted"] is True
+    assert 0 < record["checked"] < 30
+    assert sorted(listing(tmp_path)) == ["keys.txt", "summary.json"]  # no temporary file
+    assert_clean(done, keys)
+
+
+async def test_the_summary_json_of_a_finished_run_says_its_exit_status(
+    emulator: Emulator, around_five: Path, tmp_path: Path
+) -> None:
+    summary = tmp_path / "summary.json"
+    done = await balances(emulator, around_five, "--below", "5", "--summary-json", str(summary))
+    assert done.code == 4, done.stderr
+    record = json.loads(summary.read_text())
+    assert record["exit_status"] == 4
+    assert record["interrupted"] is False
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 async def test_an_interrupted_run_leaves_the_output_as_it_was(
     emulator: Emulator, tmp_path: Path, signum: int, code: int
 ) -> None:

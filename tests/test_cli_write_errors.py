@@ -103,6 +103,30 @@ async def test_summary_json_on_a_full_disk_keeps_the_rows(
     assert "checked 5 keys" in done.stderr
 
 
+@pytest.mark.parametrize("where", ["stdout", "--output"])
+async def test_the_summary_json_says_the_run_could_not_write(
+    emulator: Emulator, tmp_path: Path, where: str
+) -> None:
+    """Rows that could not be written end the run with 74: the --summary-json a pipeline
+    reads next says 74 and interrupted, not the 0 of the keys' own outcome."""
+    keys = [emulator.add_key() for _ in range(40)]
+    path = keys_file(tmp_path / "keys.txt", keys)
+    summary = tmp_path / "summary.json"
+    args = ["balances", str(path), "--format", "jsonl", "--base-url", emulator.url]
+    args += ["--summary-json", str(summary)]
+    if where == "stdout":
+        done = await cli(*args, stdout_path="/dev/full")
+    else:
+        output = tmp_path / "out.jsonl"
+        where = f"--output {output}"
+        done = await cli(*args, "--output", str(output), preexec=_limit_file_size)
+    assert_write_failed(done, where, keys)
+    record = json.loads(summary.read_text())
+    assert record["exit_status"] == EXIT_WRITE_FAILED
+    assert record["interrupted"] is True
+    assert record["checked"] < 40
+
+
 async def test_output_past_the_file_size_limit_leaves_path_as_it_was(
     emulator: Emulator, tmp_path: Path
 ) -> None:

@@ -28,7 +28,14 @@ from ._options import (
     _service_options,
     _unreachable,
 )
-from ._output import AtomicFile, OutputError, same_file_as, stdin_input, stdout_output
+from ._output import (
+    AtomicFile,
+    OutputError,
+    SummaryFile,
+    same_file_as,
+    stdin_input,
+    stdout_output,
+)
 from ._process import (
     EXIT_STATUS_HELP,
     _fail,
@@ -36,6 +43,7 @@ from ._process import (
     _run_async,
     _silence_stdout,
     _WriteFailed,
+    ended_with,
     exit_status,
 )
 from ._resume import ResumeError, read_previous
@@ -175,62 +183,99 @@ def balances(
             f"--resume {resume} answers line {previous.last_line}, but the last key of "
             f"{source.name} is on line {source.last_line}: is it the output of another keys file?"
         )
-    sink = None
+    sink: SummaryFile | None = None
     target = None
+    report = _Report()
+    ended = 0
     try:
-        # --output first: a refused --output must not have truncated --summary-json.
-        target = _open_output(output)
-        sink = _open_summary_json(summary_json)
-        if target is not None:
-            out = target.stream
-        client = _client(
-            None,
-            base_url,
-            timeout,
-            max_retries,
-            proxy=proxy,
-            no_proxy=no_proxy,
-            allow_insecure_http=allow_insecure_http,
-            concurrency=concurrency,
-        )
-        summary = _run_async(
-            _balances(
-                client,
-                source,
-                fmt=fmt,
+        try:
+            # --output first: a refused --output must not have left a --summary-json.
+            target = _open_output(output)
+            sink = _open_summary_json(summary_json)
+            if target is not None:
+                out = target.stream
+            client = _client(
+                None,
+                base_url,
+                timeout,
+                max_retries,
+                proxy=proxy,
+                no_proxy=no_proxy,
+                allow_insecure_http=allow_insecure_http,
                 concurrency=concurrency,
-                ordered=ordered,
-                progress=progress,
-                summary_json=sink,
-                out=out,
-                summary=summary,
-                header_written=previous is not None and previous.csv_header,
-                out_name=_output_name(resume, output),
-                summary_json_name=f"--summary-json {summary_json}",
             )
-        )
-        if not summary.total:  # only a stream gets here empty: a file was checked up front
-            _fail(f"no keys in {source.name} (blank lines and # comments are skipped)")
-        if target is not None:
-            try:
-                target.commit()
-            except OutputError as exc:  # flushing, syncing or renaming it failed
-                raise _WriteFailed(str(exc)) from None
-    except OutputError as exc:
-        _fail(str(exc))
+            summary = _run_async(
+                _balances(
+                    client,
+                    source,
+                    fmt=fmt,
+                    concurrency=concurrency,
+                    ordered=ordered,
+                    progress=progress,
+                    report=report,
+                    out=out,
+                    summary=summary,
+                    header_written=previous is not None and previous.csv_header,
+                    out_name=_output_name(resume, output),
+                )
+            )
+            if not summary.total:  # only a stream gets here empty: a file was checked up front
+                _fail(f"no keys in {source.name} (blank lines and # comments are skipped)")
+            if target is not None:
+                try:
+                    target.commit()
+                except OutputError as exc:  # flushing, syncing or renaming it failed
+                    raise _WriteFailed(str(exc)) from None
+        except OutputError as exc:
+            _fail(str(exc))
+    except BaseException as exc:
+        ended = ended_with(exc)
+        raise
     finally:
         try:
             source.close()
-            if sink is not None:
-                with contextlib.suppress(OSError):  # its write already said whether it failed
-                    sink.close()
         finally:  # whatever closing raised, the temporary file goes
             if target is not None:
                 target.discard()  # a run that did not end: PATH stays as it was
             elif out is not None:
                 with contextlib.suppress(OSError):  # a row that failed already said so
                     out.close()
+            if sink is not None:
+                # Last, once --output is committed or not: the summary says how it ended.
+                failure = _finish_summary_json(sink, report.record, ended or exit_status(summary))
+                if failure is not None and not ended:
+                    raise _WriteFailed(failure)
     return exit_status(summary)
+
+
+class _Report:
+    """What `_balances()` leaves for ``--summary-json``: the run's summary record, once
+    any request was answered or a row written (None: nothing worth a summary)."""
+
+    __slots__ = ("record",)
+
+    def __init__(self) -> None:
+        self.record: dict[str, object] | None = None
+
+
+def _finish_summary_json(
+    sink: SummaryFile, record: dict[str, object] | None, status: int
+) -> str | None:
+    """Write the run's summary with the status the process exits with, and make it
+    visible; the one-line error when that failed. Without a record PATH stays as it was."""
+    if record is None:
+        sink.discard()
+        return None
+    record["exit_status"] = status
+    failure = _write_summary_json(sink.stream, record)
+    if failure is not None:
+        sink.discard()
+        return str(_WriteFailed.of(f"--summary-json {sink.path}", failure))
+    try:
+        sink.commit()
+    except OutputError as exc:
+        return str(exc)
+    return None
 
 
 def _output_name(resume: Path | None, output: Path | None) -> str:
@@ -304,19 +349,19 @@ async def _balances(
     ordered: bool,
     progress: bool | None,
     on_result: Callable[[BalanceResult], None] | None = None,
-    summary_json: IO[str] | None = None,
+    report: _Report | None = None,
     out: IO[str] | None = None,
     summary: BalanceSummary | None = None,
     header_written: bool = False,
     out_name: str = "stdout",
-    summary_json_name: str = "--summary-json",
 ) -> BalanceSummary:
     """Stream the keys through ``client.balances``, writing each result as it comes.
 
     ``out`` defaults to stdout; ``summary`` may already count an earlier run's results
     (``--resume``), so the closing summary covers the whole keys file. A row that cannot
     be written (``out_name`` says where) stops the run with `_WriteFailed`, after
-    the summary of the rows written.
+    the summary of the rows written. ``report`` receives the summary's record for
+    ``--summary-json``, which the command writes once it knows how the run ended.
     """
     if out is None:
         out = sys.stdout
@@ -331,7 +376,6 @@ async def _balances(
         task = bar.add_task("balances", total=source.total, errors=0)
         bar.start()
     reached = False  # has any request got an answer from the service?
-    json_failure: OSError | None = None
     started = time.perf_counter()
     interrupted = False
     try:
@@ -392,13 +436,11 @@ async def _balances(
             total += source.resumed
             elapsed = time.perf_counter() - started
             _print_summary(summary, total, elapsed, interrupted, source.skipped, source.resumed)
-            if summary_json is not None:
+            if report is not None:
                 record = summary_record(summary, total, elapsed, interrupted)
                 record["skipped_lines"] = source.skipped
                 record["resumed_lines"] = source.resumed
-                json_failure = _write_summary_json(summary_json, record)
-    if json_failure is not None:
-        raise _WriteFailed.of(summary_json_name, json_failure)
+                report.record = record
     return summary
 
 
@@ -422,11 +464,11 @@ def _open_resume_output(path: Path) -> IO[str]:
     return out
 
 
-def _open_summary_json(path: Path | None) -> IO[str] | None:
+def _open_summary_json(path: Path | None) -> SummaryFile | None:
     """Open ``--summary-json`` before the run: a path that cannot be written fails now."""
     if path is None:
         return None
     try:
-        return open(path, "w", encoding="utf-8")
-    except OSError as exc:
-        _fail(f"cannot write --summary-json {path}: {exc.strerror or exc}")
+        return SummaryFile(path)
+    except OutputError as exc:
+        _fail(str(exc))

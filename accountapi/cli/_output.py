@@ -24,7 +24,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-__all__ = ["AtomicFile", "OutputError", "same_file_as", "stdin_input", "stdout_output"]
+__all__ = [
+    "AtomicFile",
+    "OutputError",
+    "SummaryFile",
+    "same_file_as",
+    "stdin_input",
+    "stdout_output",
+]
 
 
 class OutputError(Exception):
@@ -140,6 +147,54 @@ class AtomicFile:
             self.stream.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._temp)
+
+
+class SummaryFile:
+    """``--summary-json PATH``, opened before the run and written when it ends.
+
+    A regular file (or a new one) is replaced whole, as ``--output`` is: until the run
+    ends a reader finds the previous summary, never an empty or half-written one.
+    Anything else (``/dev/stdout``, a FIFO another program reads) is opened now and
+    written once at the end.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            st: os.stat_result | None = os.stat(path)
+        except OSError:
+            st = None
+        self._atomic: AtomicFile | None = None
+        if st is None or stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+            self._atomic = AtomicFile(path, "--summary-json")
+            self.stream = self._atomic.stream
+            return
+        try:
+            self.stream = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by commit or discard
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write --summary-json {path}: {exc.strerror or exc}"
+            ) from None
+
+    def commit(self) -> None:
+        """Make what was written visible; `OutputError` when that failed."""
+        if self._atomic is not None:
+            self._atomic.commit()
+            return
+        try:
+            self.stream.close()
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write --summary-json {self.path}: {exc.strerror or exc}"
+            ) from None
+
+    def discard(self) -> None:
+        """Leave ``path`` as it was (for a regular file; a stream gets nothing more)."""
+        if self._atomic is not None:
+            self._atomic.discard()
+            return
+        with contextlib.suppress(OSError):
+            self.stream.close()
 
 
 def stdin_input() -> int | None:

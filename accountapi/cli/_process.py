@@ -93,15 +93,15 @@ class _Group(click.Group):
                 **extra,
             )
             code = value if isinstance(value, int) else EXIT_OK
-        except click.exceptions.Abort:  # Ctrl-C
+        except click.exceptions.Abort as exc:  # Ctrl-C
             _stderr().print("accountapi: interrupted", markup=False, highlight=False)
-            code = EXIT_INTERRUPTED
-        except _Terminated:
+            code = ended_with(exc)
+        except _Terminated as exc:
             _stderr().print("accountapi: terminated", markup=False, highlight=False)
-            code = EXIT_TERMINATED
+            code = ended_with(exc)
         except _WriteFailed as exc:
             _error(str(exc))
-            code = EXIT_WRITE_FAILED
+            code = ended_with(exc)
         except OSError as exc:
             # A write to stdout outside a run's rows (a profile, --help, the emulator's
             # banner) on a full disk or past a size limit: one line, not a traceback.
@@ -109,8 +109,8 @@ class _Group(click.Group):
                 raise
             _silence_stdout()
             _error(f"cannot write stdout: {exc.strerror or exc}")
-            code = EXIT_WRITE_FAILED
-        except (_OutputClosed, BrokenPipeError):
+            code = ended_with(exc)
+        except (_OutputClosed, BrokenPipeError) as exc:
             # The reader (e.g. `| head`) went away: stop, as other tools do, and say why.
             _silence_stdout()
             _stderr().print(
@@ -118,14 +118,14 @@ class _Group(click.Group):
                 markup=False,
                 highlight=False,
             )
-            code = EXIT_OUTPUT_CLOSED
+            code = ended_with(exc)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "accountapi"
             _error(f"{exc.format_message()} (see '{where} --help')")
-            code = EXIT_UNUSABLE
+            code = ended_with(exc)
         except click.ClickException as exc:
             _error(exc.format_message())
-            code = EXIT_UNUSABLE
+            code = ended_with(exc)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
@@ -139,6 +139,22 @@ class _Group(click.Group):
         except BrokenPipeError:
             # Past click, whose own EPIPE handling would exit 1 as if keys had failed.
             raise _OutputClosed from None
+
+
+def ended_with(exc: BaseException) -> int:
+    """The exit status of a command that ends with ``exc``: what `_Group.main` exits
+    with, and what ``--summary-json`` records for a run stopped by it."""
+    if isinstance(exc, click.exceptions.Abort | KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, _Terminated):
+        return EXIT_TERMINATED
+    if isinstance(exc, _OutputClosed | BrokenPipeError):
+        return EXIT_OUTPUT_CLOSED
+    if isinstance(exc, _WriteFailed) or (isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS):
+        return EXIT_WRITE_FAILED
+    if isinstance(exc, click.ClickException):
+        return EXIT_UNUSABLE
+    return 1  # anything else is a bug: Python prints its traceback and exits 1
 
 
 class _Terminated(Exception):
