@@ -170,6 +170,36 @@ async def test_ansi_from_the_server_never_reaches_the_terminal(fmt: str, tmp_pat
     assert_clean(done, [key])
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+async def test_an_account_id_with_controls_is_one_escaped_field_and_resumable(
+    emulator: Emulator, tmp_path: Path, fmt: str
+) -> None:
+    """A service's account id with a newline, CR and ESC: the CSV row stays one line with
+    the controls escaped (no cursor moves on a terminal), JSONL keeps the data exact,
+    and --resume reads its own file back."""
+    hostile = 'acct\n\x1b[31mred\r,"x'
+    keys = [emulator.add_key({"id": hostile}), emulator.add_key()]
+    path = keys_file(tmp_path / "keys.txt", keys)
+    done = await run_cli("balances", str(path), "--base-url", emulator.url, "--format", fmt)
+    assert done.code == 0, done.stderr
+    assert not RAW_CONTROLS.search(done.stdout), repr(done.stdout)
+    rows = done.stdout.splitlines()
+    assert len(rows) == (2 if fmt == "jsonl" else 3)  # a header, then one line per key
+    if fmt == "jsonl":
+        assert json.loads(rows[0])["account_id"] == hostile
+    else:
+        record = next(csv.DictReader(io.StringIO(done.stdout)))
+        assert record["account_id"] == 'acct \\x1b[31mred ,"x'
+    out = tmp_path / f"out.{fmt}"
+    args = ("balances", str(path), "--base-url", emulator.url, "--format", fmt)
+    first = await run_cli(*args, "--resume", str(out))
+    assert first.code == 0, first.stderr
+    again = await run_cli(*args, "--resume", str(out))
+    assert again.code == 0, again.stderr
+    assert "resumed: 2 line(s)" in again.stderr
+    assert_clean(again, keys)
+
+
 async def test_ansi_in_a_profile_and_its_errors_is_escaped() -> None:
     """`profile` escapes the service's strings in its fields and in its one-line error."""
     answer = response(body=profile_body(name="\x1b]0;owned\x07Eve", email="e\x1b[2J@example.test"))

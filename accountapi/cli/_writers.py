@@ -193,7 +193,7 @@ class _CsvWriter(_RowWriter):
         for name in ("ok", "low", "expiring"):
             if record[name] is not None:
                 record[name] = "true" if record[name] else "false"
-        for name in ("code", "message", "request_id"):
+        for name in ("code", "message", "request_id", "account_id"):
             if record[name] is not None:
                 record[name] = safe_text(record[name])
         self._csv.writerow(record)
