@@ -48,29 +48,34 @@ def balances_available() -> bool:
 
 async def raw_aiohttp(url: str, requests: int, concurrency: int, time_limit: float) -> Load:
     """The ceiling: one ClientSession, get, read, json.loads."""
-    target = url + PROFILE_PATH
-    async with aiohttp.ClientSession() as session:
-
-        async def one(_: int) -> object:
-            async with session.get(target, headers=_AUTH) as resp:
-                body = await resp.read()
-                if resp.status != 200:
-                    raise RuntimeError(f"status {resp.status}")
-                return json.loads(body)
-
-        return await drive(one, requests=requests, concurrency=concurrency, time_limit=time_limit)
+    return await _raw_loop(url, requests, concurrency, time_limit, lambda _: _AUTH)
 
 
 async def raw_aiohttp_keys(url: str, requests: int, concurrency: int, time_limit: float) -> Load:
     """Raw aiohttp over distinct keys, as one would check many keys by hand: the
     like-for-like reference for ``profile(api_key=k)`` and ``balances()``."""
-    target = url + PROFILE_PATH
     keys = [bench_key("tput", i) for i in range(requests)]  # input data, made before timing
+    return await _raw_loop(
+        url,
+        requests,
+        concurrency,
+        time_limit,
+        lambda index: {"Authorization": "Bearer " + keys[index]},
+    )
+
+
+async def _raw_loop(
+    url: str,
+    requests: int,
+    concurrency: int,
+    time_limit: float,
+    headers_of: Callable[[int], dict[str, str]],
+) -> Load:
+    target = url + PROFILE_PATH
     async with aiohttp.ClientSession() as session:
 
         async def one(index: int) -> object:
-            headers = {"Authorization": "Bearer " + keys[index]}
-            async with session.get(target, headers=headers) as resp:
+            async with session.get(target, headers=headers_of(index)) as resp:
                 body = await resp.read()
                 if resp.status != 200:
                     raise RuntimeError(f"status {resp.status}")
