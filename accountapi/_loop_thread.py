@@ -34,7 +34,14 @@ from ._exceptions import APITimeoutError, ClientStateError
 if TYPE_CHECKING:
     from ._client import AccountClient
 
-__all__ = ["CLOSED_MESSAGE", "CLOSE_LIMIT", "GRACE", "LoopThread", "check_caller"]
+__all__ = [
+    "CLOSED_MESSAGE",
+    "CLOSE_LIMIT",
+    "GRACE",
+    "LoopThread",
+    "check_caller",
+    "keep_inherited",
+]
 
 T = TypeVar("T")
 
@@ -52,6 +59,12 @@ CLOSED_MESSAGE: Final = "the client is closed; create a new SyncAccountClient"
 # Loop threads, loops and clients inherited from a parent process: never used or closed
 # in the child (their sockets are the parent's), only kept from being finalised there.
 _inherited: list[object] = []
+
+
+def keep_inherited(thing: object) -> None:
+    """Keep something of the parent process's (a balances() stream) from being
+    finalised in a forked child, where its finaliser would act on the parent's loop."""
+    _inherited.append(thing)
 
 
 class LoopThread:

@@ -1,0 +1,59 @@
+"""SyncAccountClient and its balances() iterator under what a real process does to
+them: a fork with an iterator half-read, an iterator dropped while the loop cannot
+answer, two threads closing at once. Child processes are the witnesses, each bounded."""
+
+from __future__ import annotations
+
+import sys
+
+from test_sync_lifecycle import _python
+
+from accountapi.testing import Emulator
+
+FORK_WITH_AN_ITERATOR = """
+import gc, os, sys
+from accountapi import ClientStateError, SyncAccountClient
+
+url, keys = sys.argv[1], sys.argv[2:]
+client = SyncAccountClient(base_url=url, timeout=3)
+results = client.balances(iter(keys), concurrency=2)
+assert next(results).ok
+pid = os.fork()
+if pid == 0:
+    try:
+        next(results)
+    except ClientStateError as exc:
+        print("child next:", type(exc).__name__, flush=True)
+    else:
+        print("child next: a result of the parent's stream", flush=True)
+    del results
+    gc.collect()
+    answer = client.account.profile(api_key=keys[0])  # the client itself works here
+    print("child call:", answer.id == client.account.profile(api_key=keys[0]).id, flush=True)
+    sys.stdout.flush()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print("child exit", os.waitstatus_to_exitcode(status))
+print("parent:", sum(1 for r in results if r.ok) + 1)
+client.close()
+"""
+
+
+async def test_a_forked_child_cannot_drive_the_parents_balances_iterator(
+    emulator: Emulator,
+) -> None:
+    """A child forked while the parent iterates balances(): the iterator is the
+    parent's (its stream, tasks and pool live on the parent's loop), so in the child
+    next() raises ClientStateError and dropping it touches nothing of the parent's;
+    the parent reads every result."""
+    keys = [emulator.add_key() for _ in range(6)]
+    code, out, err = await _python(FORK_WITH_AN_ITERATOR, emulator.url, *keys, dev=True)
+    assert err == ""
+    assert out.splitlines() == [
+        "child next: ClientStateError",
+        "child call: True",
+        "child exit 0",
+        "parent: 6",
+    ], out
+    assert code == 0
+    assert sys.platform != "win32"
