@@ -194,6 +194,21 @@ class LoopThread:
         finally:
             self._pending.discard(future)
 
+    def settle(self, make: Callable[[], Awaitable[object]], bound: float) -> None:
+        """Run a clean-up ``make()`` on the loop, waiting at most ``bound`` seconds for
+        it; unlike `run()` a wait that times out neither cancels it nor raises: a loop
+        blocked now (by a callback) runs it once free, or its shutdown ends what it
+        would have closed."""
+        future = self.submit(make)
+        try:
+            future.result(bound)
+        except concurrent.futures.TimeoutError:
+            pass
+        except concurrent.futures.CancelledError:
+            raise ClientStateError(CLOSED_MESSAGE) from None
+        finally:
+            self._pending.discard(future)
+
     def close(self) -> None:
         """End every call, close the client and stop the loop; idempotent, any thread.
 

@@ -505,7 +505,7 @@ class SyncAccountClient:
                 asyncio.get_running_loop().create_task(steps.aclose())
             else:
                 with contextlib.suppress(ClientStateError):  # closed meanwhile: all ended
-                    runner.run(steps.aclose, CLOSE_LIMIT)
+                    runner.settle(steps.aclose, CLOSE_LIMIT)
 
     def close(self) -> None:
         """Close the client and stop its loop thread; idempotent, from any thread.

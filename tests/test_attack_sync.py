@@ -8,7 +8,7 @@ import sys
 
 from test_sync_lifecycle import _python
 
-from accountapi.testing import Emulator
+from accountapi.testing import Emulator, Fault
 
 FORK_WITH_AN_ITERATOR = """
 import gc, os, sys
@@ -57,3 +57,45 @@ async def test_a_forked_child_cannot_drive_the_parents_balances_iterator(
     ], out
     assert code == 0
     assert sys.platform != "win32"
+
+
+DROPPED_WHILE_THE_LOOP_IS_BLOCKED = """
+import gc, sys, threading, time
+from accountapi import SyncAccountClient
+from accountapi.testing import VirtualClock
+
+url, first, second = sys.argv[1:]
+entered, release = threading.Event(), threading.Event()
+
+
+def hook(event):  # a callback of the application's that blocks the loop
+    entered.set()
+    release.wait(30)
+
+
+client = SyncAccountClient(base_url=url, timeout=2, on_retry=hook, clock=VirtualClock())
+results = client.balances([first, second], concurrency=1)
+assert next(results).ok
+assert entered.wait(10)  # the second key's 503: its retry blocks the loop in the hook
+started = time.monotonic()
+del results  # never closed: collected, its finally asks the blocked loop to close it
+gc.collect()
+took = time.monotonic() - started
+release.set()
+client.close()
+print("dropped", took < 7.0)
+"""
+
+
+async def test_an_iterator_dropped_while_the_loop_is_blocked_is_dropped_quietly(
+    emulator: Emulator,
+) -> None:
+    """An abandoned balances() iterator collected while a callback blocks the loop:
+    its clean-up waits its bound and goes on, with no 'Exception ignored' traceback
+    (an APITimeoutError raised from the generator's finally)."""
+    first, second = emulator.add_key(), emulator.add_key()
+    emulator.script(second, [Fault.status(503)])
+    code, out, err = await _python(
+        DROPPED_WHILE_THE_LOOP_IS_BLOCKED, emulator.url, first, second
+    )  # not -X dev: asyncio's debug mode rightly reports the hook that blocks the loop
+    assert (code, out, err) == (0, "dropped True\n", "")
