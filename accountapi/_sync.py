@@ -513,11 +513,11 @@ class SyncAccountClient:
         Calls in progress in other threads (queued, on the wire, waiting to retry) end at
         once with [`ClientStateError`][accountapi.ClientStateError]; later calls raise it too.
         """
-        if self._runner.stopped:
-            return
-        if not self._runner.in_loop_thread():  # a hook on the loop itself may close it
+        runner = self._runner
+        if not runner.stopped and not runner.in_loop_thread():  # a hook may close it
             check_caller()  # from an async server's loop: refused, and still open
         self._finalizer()
+        runner.close()  # closed by another thread meanwhile: returns once that has ended
 
     def __enter__(self) -> SyncAccountClient:
         return self

@@ -4,10 +4,14 @@ answer, two threads closing at once. Child processes are the witnesses, each bou
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import threading
+import time
 
 from test_sync_lifecycle import _python
 
+from accountapi import RetryEvent, SyncAccountClient
 from accountapi.testing import Emulator, Fault
 
 FORK_WITH_AN_ITERATOR = """
@@ -99,3 +103,51 @@ async def test_an_iterator_dropped_while_the_loop_is_blocked_is_dropped_quietly(
         DROPPED_WHILE_THE_LOOP_IS_BLOCKED, emulator.url, first, second
     )  # not -X dev: asyncio's debug mode rightly reports the hook that blocks the loop
     assert (code, out, err) == (0, "dropped True\n", "")
+
+
+async def test_a_second_close_returns_only_once_the_first_has_ended_every_call(
+    emulator: Emulator,
+) -> None:
+    """Two threads close one client at once (an explicit close() racing a `with` exit,
+    a finaliser, a fixture's teardown): the one that finds it closing returns once
+    every call is ended and the loop thread is gone, as the first does, not at once
+    with a call still in progress."""
+    key = emulator.add_key()
+    emulator.script(key, [Fault.status(503)])
+    entered = threading.Event()
+
+    def hook(event: RetryEvent) -> None:  # holds the loop for a bounded while
+        entered.set()
+        threading.Event().wait(1.0)
+
+    client = SyncAccountClient(key, base_url=emulator.url, on_retry=hook)
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.account.profile()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert await asyncio.to_thread(entered.wait, 10)
+    first = threading.Thread(target=client.close)
+    first.start()
+
+    def second_close() -> tuple[bool, bool]:
+        deadline = time.monotonic() + 10
+        while not client.closed and time.monotonic() < deadline:  # the first is closing
+            threading.Event().wait(0.005)
+        client.close()
+        loop_thread = client._runner._thread
+        return caller.is_alive() and not outcome, loop_thread is not None and (
+            loop_thread.is_alive()
+        )
+
+    async with asyncio.timeout(20):
+        still_calling, loop_alive = await asyncio.to_thread(second_close)
+        await asyncio.to_thread(first.join, 10)
+        await asyncio.to_thread(caller.join, 10)
+    assert (still_calling, loop_alive) == (False, False)
+    assert [type(exc).__name__ for exc in outcome] == ["ClientStateError"]
