@@ -34,7 +34,14 @@ from ._exceptions import APITimeoutError, ClientStateError
 if TYPE_CHECKING:
     from ._client import AccountClient
 
-__all__ = ["CLOSED_MESSAGE", "CLOSE_LIMIT", "GRACE", "LoopThread", "check_caller"]
+__all__ = [
+    "CLOSED_MESSAGE",
+    "CLOSE_LIMIT",
+    "GRACE",
+    "LoopThread",
+    "check_caller",
+    "keep_inherited",
+]
 
 T = TypeVar("T")
 
@@ -54,6 +61,12 @@ CLOSED_MESSAGE: Final = "the client is closed; create a new SyncAccountClient"
 _inherited: list[object] = []
 
 
+def keep_inherited(thing: object) -> None:
+    """Keep something of the parent process's (a balances() stream) from being
+    finalised in a forked child, where its finaliser would act on the parent's loop."""
+    _inherited.append(thing)
+
+
 class LoopThread:
     """An event loop in a daemon thread, started on first use in the process that uses it.
 
@@ -65,6 +78,7 @@ class LoopThread:
     __slots__ = (
         "__weakref__",
         "_client",
+        "_closed",
         "_forked",
         "_lock",
         "_loop",
@@ -83,6 +97,7 @@ class LoopThread:
         self._pending: set[concurrent.futures.Future[Any]] = set()
         self._forked = False  # set in a forked child (os.register_at_fork), until adopted
         self._stopped = False
+        self._closed = threading.Event()  # set once the first close() has ended
         _live.add(self)
 
     @property
@@ -117,6 +132,10 @@ class LoopThread:
         # go here. The rest is adopted lazily, on first use.
         self._lock = threading.Lock()
         self._forked = True
+        # A close the parent had under way at the fork ends there, never here.
+        self._closed = threading.Event()
+        if self._stopped:
+            self._closed.set()
 
     def _start(self) -> asyncio.AbstractEventLoop:
         """The running loop, started on first use (under the lock)."""
@@ -128,7 +147,10 @@ class LoopThread:
         loop = asyncio.new_event_loop()
         ready = threading.Event()
         thread = threading.Thread(
-            target=_serve, args=(loop, ready, self._pending), name="accountapi-sync", daemon=True
+            target=_serve,
+            args=(loop, ready, self._pending, self._closed),
+            name="accountapi-sync",
+            daemon=True,
         )
         thread.start()
         if not ready.wait(CLOSE_LIMIT):  # pragma: no cover - a thread that never ran
@@ -181,6 +203,21 @@ class LoopThread:
         finally:
             self._pending.discard(future)
 
+    def settle(self, make: Callable[[], Awaitable[object]], bound: float) -> None:
+        """Run a clean-up ``make()`` on the loop, waiting at most ``bound`` seconds for
+        it; unlike `run()` a wait that times out neither cancels it nor raises: a loop
+        blocked now (by a callback) runs it once free, or its shutdown ends what it
+        would have closed."""
+        future = self.submit(make)
+        try:
+            future.result(bound)
+        except concurrent.futures.TimeoutError:
+            pass
+        except concurrent.futures.CancelledError:
+            raise ClientStateError(CLOSED_MESSAGE) from None
+        finally:
+            self._pending.discard(future)
+
     def close(self) -> None:
         """End every call, close the client and stop the loop; idempotent, any thread.
 
@@ -188,13 +225,32 @@ class LoopThread:
         not waited for.
         """
         with self._lock:
-            if self._stopped:
-                return
+            closing = self._stopped
             self._stopped = True
-            _live.discard(self)
-            if self._forked:  # the parent's loop: not ours to stop
-                self._forget_parent()
+            if not closing:
+                _live.discard(self)
+                if self._forked:  # the parent's loop: not ours to stop
+                    self._forget_parent()
             loop, thread, client = self._loop, self._thread, self._client
+        if closing:
+            # Another thread is closing it: return, as it will, once that has ended
+            # (not from the loop thread itself, whose wait would hold the shutdown up).
+            ended = not self.in_loop_thread() and self._closed.wait(CLOSE_LIMIT + GRACE)
+            if ended and thread is not None:
+                thread.join(GRACE)  # its loop has ended: so does the thread, at once
+            return
+        try:
+            self._stop(loop, thread, client)
+        finally:
+            if thread is None or threading.current_thread() is not thread:
+                self._closed.set()  # from the loop thread itself: set as the loop ends
+
+    def _stop(
+        self,
+        loop: asyncio.AbstractEventLoop | None,
+        thread: threading.Thread | None,
+        client: AccountClient,
+    ) -> None:
         if loop is None or thread is None:
             return
         try:
@@ -221,8 +277,10 @@ def _serve(
     loop: asyncio.AbstractEventLoop,
     ready: threading.Event,
     pending: set[concurrent.futures.Future[Any]],
+    closed: threading.Event,
 ) -> None:
-    """The loop thread: run until stopped, then fail every caller still waiting."""
+    """The loop thread: run until stopped, then fail every caller still waiting (and
+    let a close() that waits for another thread's return)."""
     asyncio.set_event_loop(loop)
     loop.call_soon(ready.set)
     try:
@@ -232,6 +290,7 @@ def _serve(
         # every call queued before is among ``pending`` by the time it is swept.
         loop.close()
         _fail(pending)
+        closed.set()
 
 
 def _start_call(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import ssl as ssl_module
 import sys
 import weakref
@@ -54,7 +55,14 @@ from ._exceptions import ClientStateError, ConfigurationError
 from ._headers import check_user_headers
 from ._http._proxy import check_proxy_url
 from ._keys import Credential
-from ._loop_thread import CLOSE_LIMIT, CLOSED_MESSAGE, GRACE, LoopThread, check_caller
+from ._loop_thread import (
+    CLOSE_LIMIT,
+    CLOSED_MESSAGE,
+    GRACE,
+    LoopThread,
+    check_caller,
+    keep_inherited,
+)
 from ._models import Profile
 from ._response import APIResponse
 from ._sync_balances import END, HUNGRY, BalanceSteps, KeyFeed
@@ -64,6 +72,12 @@ if TYPE_CHECKING:
     from yarl import URL
 
 __all__ = ["GRACE", "SyncAccountClient", "SyncAccountResource", "SyncAccountResourceWithResponse"]
+
+
+FORKED_ITERATOR = (
+    "this balances() iterator was made before a fork, in the parent process; "
+    "call balances() again in this one"
+)
 
 
 def _bound(client: AccountClient, timeout: Timeout | float | NotGiven | None) -> float | None:
@@ -455,9 +469,11 @@ class SyncAccountClient:
         # for the caller's thread to read keys; an async iterable is read on the loop for
         # as long as it takes, so its steps are ended by close() instead.
         bound = None if isinstance(keys, AsyncIterable) else _bound(client, timeout)
-        return self._iterate(BalanceSteps(stream, feed), bound)
+        return self._iterate(BalanceSteps(stream, feed), bound, os.getpid())
 
-    def _iterate(self, steps: BalanceSteps, bound: float | None) -> Iterator[BalanceResult]:
+    def _iterate(
+        self, steps: BalanceSteps, bound: float | None, pid: int
+    ) -> Iterator[BalanceResult]:
         # ``self`` stays referenced while the iterator lives: the client is not collected
         # (and closed) under a caller that kept only the iterator.
         runner = self._runner
@@ -465,6 +481,9 @@ class SyncAccountClient:
         batch: tuple[bool, Exception | None] | None = None
         try:
             while True:
+                if os.getpid() != pid:
+                    # Its stream, tasks and pool are the parent's, on the parent's loop.
+                    raise ClientStateError(FORKED_ITERATOR)
                 outcome = runner.run(functools.partial(steps.step, batch), bound)
                 batch = None
                 if outcome is END:
@@ -476,7 +495,9 @@ class SyncAccountClient:
                 assert isinstance(outcome, BalanceResult)  # noqa: S101
                 yield outcome
         finally:
-            if runner.stopped or sys.is_finalizing():
+            if os.getpid() != pid:
+                keep_inherited(steps)  # the parent's: never closed or finalised here
+            elif runner.stopped or sys.is_finalizing():
                 pass  # the loop's shutdown ends the stream's checks
             elif runner.in_loop_thread():
                 # Collected on the loop thread itself (a finaliser there): waiting for the
@@ -484,7 +505,7 @@ class SyncAccountClient:
                 asyncio.get_running_loop().create_task(steps.aclose())
             else:
                 with contextlib.suppress(ClientStateError):  # closed meanwhile: all ended
-                    runner.run(steps.aclose, CLOSE_LIMIT)
+                    runner.settle(steps.aclose, CLOSE_LIMIT)
 
     def close(self) -> None:
         """Close the client and stop its loop thread; idempotent, from any thread.
@@ -492,11 +513,11 @@ class SyncAccountClient:
         Calls in progress in other threads (queued, on the wire, waiting to retry) end at
         once with [`ClientStateError`][accountapi.ClientStateError]; later calls raise it too.
         """
-        if self._runner.stopped:
-            return
-        if not self._runner.in_loop_thread():  # a hook on the loop itself may close it
+        runner = self._runner
+        if not runner.stopped and not runner.in_loop_thread():  # a hook may close it
             check_caller()  # from an async server's loop: refused, and still open
         self._finalizer()
+        runner.close()  # closed by another thread meanwhile: returns once that has ended
 
     def __enter__(self) -> SyncAccountClient:
         return self

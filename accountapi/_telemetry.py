@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import traceback
 from typing import TYPE_CHECKING, Any, Final
 
 from ._budget import live_budgets
@@ -398,8 +399,9 @@ class Telemetry:
             span.set_attribute("http.response.status_code", exc.status)
         if isinstance(exc, AccountAPIError):
             span.set_attribute("accountapi.attempts", exc.attempts)
-            # SDK messages never hold a key (tests/test_secrets_in_frames.py).
-            span.record_exception(exc)
+            # SDK messages never hold a key (tests/test_secrets_in_frames.py), but one
+            # may name it by its hint (a malformed key's): no hint goes into the event.
+            span.record_exception(exc, attributes=_without_hint(exc))
         span.set_status(self.trace.Status(self.trace.StatusCode.ERROR, kind))
         return kind
 
@@ -465,6 +467,21 @@ class Telemetry:
 
 
 _MISSING: Final = object()
+_HIDDEN_HINT: Final = "<key hint withheld>"
+
+
+def _without_hint(exc: AccountAPIError) -> dict[str, str] | None:
+    """The ``exception.message`` and ``exception.stacktrace`` of an error whose text
+    names its key by the hint, with the hint taken out (None: nothing to take out)."""
+    hint = exc.key_hint
+    message = str(exc)
+    if not hint or hint not in message:
+        return None
+    stacktrace = "".join(traceback.format_exception(exc))
+    return {
+        "exception.message": message.replace(hint, _HIDDEN_HINT),
+        "exception.stacktrace": stacktrace.replace(hint, _HIDDEN_HINT),
+    }
 
 
 def _records(provider: object) -> bool:

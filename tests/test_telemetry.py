@@ -44,12 +44,14 @@ from accountapi import (
     AccountClient,
     APIConnectionError,
     AuthenticationError,
+    MalformedAPIKeyError,
     RateLimitError,
     RetryBudget,
     RetryPolicy,
     ServiceUnavailableError,
     SyncAccountClient,
     _telemetry,
+    key_hint,
 )
 from accountapi.testing import Emulator, Fault, VirtualClock
 
@@ -456,6 +458,31 @@ async def test_the_key_never_reaches_a_span_event_or_metric(otel: None, emu: Emu
     with trace.get_tracer("app").start_as_current_span("control", attributes={"k": CANARY}):
         pass
     assert "CANARYcanary" in "\n".join(s.to_json() for s in _SPANS.get_finished_spans())
+
+
+async def test_a_malformed_keys_hint_never_reaches_the_exception_event(
+    otel: None, emu: Emulator
+) -> None:
+    """A real key pasted with a newline is malformed; its error names it by its hint
+    (``dpct_…RET\\n``, the key's last characters). The call span records the exception
+    (type, message, stacktrace) without that hint: no hint is ever a span's event."""
+    pasted = CANARY + "\n"
+    hint = key_hint(pasted)
+    async with AccountClient(base_url=emu.url) as client:
+        with pytest.raises(MalformedAPIKeyError) as raised:
+            await client.account.profile(api_key=pasted)
+    assert hint in str(raised.value)  # the error itself says which key, to the caller
+    (span,) = _calls()
+    (event,) = span.events
+    recorded = dict(event.attributes or {})
+    assert recorded["exception.type"] == "accountapi.MalformedAPIKeyError"
+    assert "the API key contains whitespace" in str(recorded["exception.message"])
+    assert "MalformedAPIKeyError" in str(recorded["exception.stacktrace"])
+    values = [
+        str(value) for s in _spans() for e in s.events for value in (e.attributes or {}).values()
+    ]
+    values += [str(value) for s in _spans() for value in (s.attributes or {}).values()]
+    assert not [value for value in values if hint in value or "RET\n" in value]
 
 
 async def test_a_call_inside_the_applications_span_is_its_child(otel: None, emu: Emulator) -> None:
