@@ -188,7 +188,10 @@ class LoopThread:
         try:
             return future.result(bound)
         except concurrent.futures.TimeoutError:
-            future.cancel()
+            if not future.cancel() and future.done() and not future.cancelled():
+                # It ended as the wait did: cancelling cannot undo it, so its outcome
+                # (a dismissal that happened, say) is the caller's, not a timeout.
+                return future.result()
             raise APITimeoutError(
                 f"the client's event loop did not answer within the call's deadline "
                 f"plus {GRACE:g}s (is a callback blocking it?); the call was cancelled",

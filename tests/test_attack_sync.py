@@ -5,13 +5,15 @@ answer, two threads closing at once. Child processes are the witnesses, each bou
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sys
 import threading
 import time
 
 from test_sync_lifecycle import _python
 
-from accountapi import RetryEvent, SyncAccountClient
+from accountapi import AccountClient, RetryEvent, SyncAccountClient
+from accountapi._loop_thread import LoopThread
 from accountapi.testing import Emulator, Fault
 
 FORK_WITH_AN_ITERATOR = """
@@ -151,3 +153,24 @@ async def test_a_second_close_returns_only_once_the_first_has_ended_every_call(
         await asyncio.to_thread(caller.join, 10)
     assert (still_calling, loop_alive) == (False, False)
     assert [type(exc).__name__ for exc in outcome] == ["ClientStateError"]
+
+
+class _AnsweredAtTheDeadline(concurrent.futures.Future[str]):
+    """A call whose answer lands just as its caller's wait times out: the wait's
+    TimeoutError is raised after the result was set, as a race would have it."""
+
+    def result(self, timeout: float | None = None) -> str:
+        if timeout is not None and not self.done():
+            self.set_result("the answer")
+            raise concurrent.futures.TimeoutError
+        return super().result(timeout)
+
+
+def test_an_answer_that_lands_as_the_wait_times_out_is_returned_not_lost() -> None:
+    """The wait timed out but the call had ended meanwhile: its cancel() cannot undo it,
+    so the result (a dismissal that happened, say) is returned, not reported as a timeout."""
+    runner = LoopThread(lambda: AccountClient(base_url="http://127.0.0.1:9"))
+    try:
+        assert runner.wait(_AnsweredAtTheDeadline(), 0.01) == "the answer"
+    finally:
+        runner.close()
