@@ -154,6 +154,12 @@ class _SharedGate:
         self._closing = asyncio.Event()  # set by close(): ends every wait of an acquire
         self._acquiring = 0  # acquires in progress (a script on its way, or queued)
         self._none_acquiring: asyncio.Event | None = None  # set when close() saw the last end
+        # The tasks of acquires in progress: [Task.cancelling() when it began, how many
+        # times close() cancelled it], so that close() can end one whose Redis command
+        # hangs, and only close()'s cancellations become ClientStateError.
+        self._acquirers: dict[asyncio.Task[Any], list[int]] = {}
+        self._unfreed = 0  # ids close() could not free: left to expire in Redis
+        self._closed = False  # close() has returned
 
     # -- for the public gate ----------------------------------------------------------
 
@@ -166,6 +172,9 @@ class _SharedGate:
         h = self.hash(key)
         lease = self._new_id()
         self._acquiring += 1  # from its first script on: close() waits for it to end
+        task = asyncio.current_task()
+        if task is not None:  # always, in a running acquire
+            self._acquirers[task] = [task.cancelling(), 0]
         try:
             async with asyncio.timeout(timeout):
                 await self._acquire(key, h, lease, deadline, max_cool_down)
@@ -173,10 +182,27 @@ class _SharedGate:
             raise
         except TimeoutError:
             raise GateTimeout(f"no free slot within {timeout:.3f}s") from None
+        except asyncio.CancelledError:
+            if task is not None and self._ended_by_close(task):
+                raise ClientStateError("the key gate is closed") from None
+            raise
         finally:
             self._acquiring -= 1
+            if task is not None:
+                del self._acquirers[task]
             if not self._acquiring and self._none_acquiring is not None:
                 self._none_acquiring.set()
+
+    def _ended_by_close(self, task: asyncio.Task[Any]) -> bool:
+        """Whether close(), and only close(), cancelled this acquire: its cancellations are
+        taken back, the caller's own (or its deadline's) stay."""
+        began, by_close = self._acquirers[task]
+        if not by_close:
+            return False
+        left = task.cancelling()
+        for _ in range(by_close):
+            left = task.uncancel()
+        return left <= began
 
     def release(self, key: str) -> None:
         """Give back one of this process's slots of ``key`` (next tick); none held: nothing."""
@@ -262,7 +288,11 @@ class _SharedGate:
 
     async def close(self, *, free_slots: bool) -> None:
         """End the waiting acquires (ClientStateError); stop renewing; free the held slots
-        when Redis may answer; end every task."""
+        when Redis may answer; end every task. Bounded: about three times `_CLOSE_GRACE`.
+
+        Once it returns the public gate drops its Redis client, so no command is started
+        after it: what it could not free by then is logged and left to expire within ``lease_ttl``.
+        """
         self._closing.set()
         for state in self._keys.values():
             for waiter in state.waiters:
@@ -284,21 +314,55 @@ class _SharedGate:
                 state.held.clear()
         if free_slots and self._pending and self._flusher is None:
             self._flusher = self._spawn(self._flush())
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=_CLOSE_GRACE)
+        # An acquire still in a Redis command now (one that hangs: a client without a
+        # socket_timeout, a frozen Redis) is ended too, with ClientStateError, rather
+        # than left to finish, and drop what its script took, after close() returned.
+        self._cancel_acquirers()
+        loop = asyncio.get_running_loop()
+        until = loop.time() + _CLOSE_GRACE
+        while (busy := self._busy()) and (left_s := until - loop.time()) > 0:
+            await asyncio.wait(busy, timeout=left_s, return_when=asyncio.FIRST_COMPLETED)
         # Cancelled again until they end: a cancellation can be lost in redis-py (see
         # `keeping_cancellation`), and a task that lost one must not hold close() forever.
         for _ in range(_CLOSE_CANCELS):
-            if not self._tasks:
-                return
-            for task in set(self._tasks):
+            if not (busy := self._busy()):
+                break
+            for task in self._tasks:
                 task.cancel()
-            await asyncio.wait(set(self._tasks), timeout=_CLOSE_GRACE / _CLOSE_CANCELS)
-        if self._tasks:
+            self._cancel_acquirers()
+            await asyncio.wait(busy, timeout=_CLOSE_GRACE / _CLOSE_CANCELS)
+        self._closed = True
+        if self._tasks or self._acquirers:
             logger.warning(
-                "key gate: %d background task(s) did not end when cancelled; left running",
+                "key gate: %d background task(s) and %d acquire(s) did not end when "
+                "cancelled; left running; they start no further Redis command",
                 len(self._tasks),
+                len(self._acquirers),
             )
+        if self._unfreed:
+            unfreed, self._unfreed = self._unfreed, 0
+            self._left_to_expire(unfreed)
+
+    def _busy(self) -> set[asyncio.Task[Any]]:
+        return {*self._tasks, *self._acquirers}
+
+    def _cancel_acquirers(self) -> None:
+        for task, marks in self._acquirers.items():
+            task.cancel()
+            marks[1] += 1
+
+    def _left_to_expire(self, count: int) -> None:
+        """``count`` leases or queue places the closing gate could not free: say so (once
+        the close has ended; before, `close()` adds them up)."""
+        if not self._closed:
+            self._unfreed += count
+            return
+        logger.warning(
+            "key gate: closed before %d slot lease(s) or queue place(s) could be freed in "
+            "Redis; they expire within lease_ttl=%ss",
+            count,
+            self.lease_ttl,
+        )
 
     # -- acquiring ----------------------------------------------------------------------
 
@@ -433,8 +497,13 @@ class _SharedGate:
         ]
         try:
             await self._scripts.eval_many(calls)
-        except ClientStateError:
-            return  # closed before this ran: as in _drop, the leases expire
+        except ClientStateError:  # closed before this ran: as in _drop, the leases expire
+            self._left_to_expire(sum(map(len, batch.values())))
+            return
+        except asyncio.CancelledError:
+            if self._closing.is_set():  # the close ended it: Redis did not answer in time
+                self._left_to_expire(sum(map(len, batch.values())))
+            raise
         except self._redis_errors as exc:
             for h, ids in batch.items():
                 self._doubt(h, ids)
@@ -449,9 +518,14 @@ class _SharedGate:
                 "release", redis_keys(self._namespace, h, "release"), (0, self._channel, h, *ids)
             )
         except ClientStateError:
-            # The gate was closed (and its client with it) before this ran, e.g. for a
-            # call that gave up its place after aclose(): Redis lets them expire.
+            # The gate was closed (and its client dropped) before this ran, e.g. for a
+            # task that outlived the close: Redis lets them expire.
+            self._left_to_expire(len(ids))
             return
+        except asyncio.CancelledError:
+            if self._closing.is_set():  # the close ended it: Redis did not answer in time
+                self._left_to_expire(len(ids))
+            raise
         except self._redis_errors as exc:
             self._doubt(h, ids)
             self._health.failed(exc)
@@ -475,6 +549,9 @@ class _SharedGate:
                 return
             try:
                 await self._renew(renewal)
+            except ClientStateError:  # it outlived the close: nothing to renew any more
+                self._renewer = None
+                return
             except self._redis_errors as exc:
                 self._health.failed(exc)
             except Exception:  # a bug or an odd reply: log it, keep renewing
@@ -601,6 +678,8 @@ class _SharedGate:
                 if not any(s.waiters for s in self._keys.values()):
                     return
                 await asyncio.sleep(self._retry_interval)
+        except ClientStateError:
+            return  # it outlived the close: no one waits any more
         finally:
             self._listener = None
 

@@ -67,7 +67,8 @@ class RedisKeyGate(_Health):
     - ``retry_interval``: during an outage, how long calls skip Redis before it is tried again.
     - ``client``: a ``redis.asyncio.Redis`` to use instead of creating one (for example
       ``Sentinel(...).master_for(name)``); it is not closed by `aclose()`, and its
-      own timeouts and retries apply. A Redis Cluster client is refused
+      own timeouts and retries apply. Once `aclose()` has returned the gate starts no
+      further command on it. A Redis Cluster client is refused
       ([`ConfigurationError`][accountapi.ConfigurationError]): the gate needs one primary.
     """
 
@@ -276,7 +277,10 @@ class RedisKeyGate(_Health):
 
         While Redis does not answer: this process's own count in ``"local"`` mode, an
         [`APIConnectionError`][accountapi.APIConnectionError] in ``"raise"`` mode; never a Redis error.
+        A closed gate raises [`ClientStateError`][accountapi.ClientStateError].
         """
+        if self._closed:
+            raise ClientStateError("the key gate is closed")
         await self._shared.settle()
         cause: BaseException | None = None
         if not self._paused(asyncio.get_running_loop()):
@@ -292,23 +296,51 @@ class RedisKeyGate(_Health):
     async def aclose(self) -> None:
         """Stop renewing, free the slots this gate still holds, and close its own Redis client.
 
+        Acquires still in progress end with [`ClientStateError`][accountapi.ClientStateError],
+        those whose Redis command hangs too. Bounded (about 6 s) even if Redis stops
+        answering: what could not be freed by then is logged (one WARNING) and left to
+        expire in Redis within ``lease_ttl``. Once it has returned the gate starts no
+        further Redis command, on its own client (closed) or on one passed as ``client``.
+
         Every caller returns once the gate is closed. The close runs in a task of its
         own: a caller cancelled meanwhile (its timeout) stops waiting for it, not the
-        close, which would otherwise leave its renewer holding the slots for ever.
+        close, which would otherwise leave its renewer holding the slots for ever. If
+        that task is cancelled itself (the event loop ending before the close did), it
+        still closes its own Redis client.
         """
         if self._closing is None:
             self._closed = True
             self._closing = asyncio.get_running_loop().create_task(self._close())
-            self._closing.add_done_callback(_retrieve)  # a cancelled caller never reads it
+            self._closing.add_done_callback(self._close_ended)  # a cancelled caller never reads it
         await asyncio.shield(self._closing)
 
     async def _close(self) -> None:
-        for task in self._local_waiting:  # each raises ClientStateError (_wait_local)
-            task.cancel()
-        await self._shared.close(free_slots=not self._outage)
-        if self._owns_client and self._client is not None:
+        try:
+            for task in self._local_waiting:  # each raises ClientStateError (_wait_local)
+                task.cancel()
+            await self._shared.close(free_slots=not self._outage)
+        finally:
+            # From here on a command of this gate finds no client (ClientStateError) and
+            # is not sent: a task that outlived the close leaves its ids to expire.
             client, self._client = self._client, None
-            await client.aclose()
+            if self._owns_client and client is not None:
+                await client.aclose()
+
+    def _close_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled():
+            task.exception()  # seen (each awaiting caller still gets it)
+            return
+        if self._owns_client and self._client is not None:
+            # Cancelled before it began (the event loop ended as aclose() started it):
+            # its client is closed in a task of its own, which the loop's end does not
+            # cancel, as it did not exist when the loop cancelled its tasks.
+            client, self._client = self._client, None
+            logger.warning(
+                "key gate: its close was cancelled before it began (the event loop ended?); "
+                "closing its Redis connections now, and leaving its slots to expire"
+            )
+            closing = asyncio.get_running_loop().create_task(client.aclose())
+            closing.add_done_callback(_retrieve)
 
     async def __aenter__(self) -> RedisKeyGate:
         return self
@@ -343,7 +375,10 @@ class RedisKeyGate(_Health):
         return self._outage and (self._adopting or loop.time() < self._paused_until)
 
     def failed(self, exc: BaseException) -> None:
-        """Redis did not answer: an outage begins (one WARNING) or goes on."""
+        """Redis did not answer: an outage begins (one WARNING) or goes on; a closing gate
+        announces none (its close says what it could not free)."""
+        if self._closed:
+            return
         self._paused_until = asyncio.get_running_loop().time() + self._retry_interval
         if self._outage:
             return
@@ -362,7 +397,7 @@ class RedisKeyGate(_Health):
         """Redis answered: the outage ends once the calls that the local gate admitted,
         and that still run, are leases in Redis; until then new calls stay local, so
         none is admitted beside them beyond the shared limit."""
-        if not self._outage or self._adopting:
+        if not self._outage or self._adopting or self._closed:
             return
         if not self._adopt_local():
             self._end_outage()
@@ -386,6 +421,8 @@ class RedisKeyGate(_Health):
             # written in turn; each round trip leaves fewer, the local limit bounds them.
             while self._adopt_local():
                 await self._shared.write_adopted()
+        except ClientStateError:
+            return  # it outlived the close: the leases it wrote expire
         except self._redis_errors as exc:
             self.failed(exc)  # the outage goes on; the next answer tries again
             return
