@@ -328,6 +328,8 @@ async def _balances(
         bar.start()
     reached = False  # has any request got an answer from the service?
     json_failure: OSError | None = None
+    # Bound once, not looked up for every key.
+    write, line_of, flush, count = writer.write, source.line_of, out.flush, summary.add
     started = time.perf_counter()
     interrupted = False
     try:
@@ -336,20 +338,21 @@ async def _balances(
             client.balances(source.keys, concurrency=concurrency, ordered=ordered) as results,
         ):
             async for result in results:
-                if result.ok or isinstance(
-                    result.error, APIStatusError | APIResponseValidationError
-                ):
-                    reached = True
-                elif not reached and _unreachable(result.error):
-                    _fail(f"cannot reach {client.base_url}: {result.error}")
+                if not reached:  # until the first answer: afterwards nothing to decide
+                    if result.ok or isinstance(
+                        result.error, APIStatusError | APIResponseValidationError
+                    ):
+                        reached = True
+                    elif _unreachable(result.error):
+                        _fail(f"cannot reach {client.base_url}: {result.error}")
                 try:
-                    writer.write(result, source.line_of(result.index))
-                    out.flush()  # a row is seen when it is ready, also through a pipe
+                    write(result, line_of(result.index))
+                    flush()  # a row is seen when it is ready, also through a pipe
                 except BrokenPipeError:
                     raise
                 except OSError as exc:  # ENOSPC, EFBIG, EIO: no row can be kept
                     raise _WriteFailed.of(out_name, exc) from None
-                summary.add(result)  # only once written: a row the reader missed is not counted
+                count(result)  # only once written: a row the reader missed is not counted
                 if on_result is not None:
                     on_result(result)
                 if bar is not None:
