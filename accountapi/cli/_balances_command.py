@@ -12,10 +12,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Final
+from typing import IO, TYPE_CHECKING, Final, cast
 
 import click
-from rich.progress import TaskID
 
 from accountapi._exceptions import APIResponseValidationError, APIStatusError
 
@@ -49,6 +48,8 @@ from ._writers import (
 )
 
 if TYPE_CHECKING:
+    from rich.progress import TaskID
+
     from accountapi._balance_results import BalanceResult
     from accountapi._balance_summary import BalanceSummary
     from accountapi._client import AccountClient
@@ -322,7 +323,7 @@ async def _balances(
         summary = BalanceSummary()
     writer = _writer(fmt, out, source.last_line, summary, header_written=header_written)
     bar = _progress(progress)
-    task = TaskID(0)
+    task = cast("TaskID", 0)
     if bar is not None:
         task = bar.add_task("balances", total=source.total, errors=0)
         bar.start()

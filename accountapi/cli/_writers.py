@@ -12,24 +12,14 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
-
 from accountapi._exceptions import APIResponseValidationError, APIStatusError
 
 from ._process import _stderr, exit_status
 from ._text import money, safe_text
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from accountapi._balance_results import BalanceOk, BalanceResult
     from accountapi._balance_summary import BalanceSummary
 
@@ -295,13 +285,6 @@ def _writer(
     return _TableWriter(out, last_line, None if summary.thresholds is None else judge)
 
 
-class _RateColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        text = "- keys/s" if speed is None else f"{speed:,.0f} keys/s"
-        return Text(text, style="progress.data.speed")
-
-
 def _progress(enabled: bool | None) -> Progress | None:
     """A live bar on stderr, by default only when stderr is a terminal."""
     stderr = sys.stderr
@@ -309,18 +292,9 @@ def _progress(enabled: bool | None) -> Progress | None:
         enabled = stderr.isatty()
     if not enabled:
         return None
-    console = Console(file=stderr, force_terminal=True)
-    return Progress(
-        TextColumn("checking"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TextColumn("[red]{task.fields[errors]} errors"),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
+    from ._progress_bar import progress_bar  # rich.progress only for a bar shown
+
+    return progress_bar(stderr)
 
 
 def summary_record(
