@@ -209,25 +209,27 @@ _AWKWARD = st.lists(
             st.text() | _AWKWARD,  # account id
             _EXPIRIES,
             st.floats(min_value=0, max_value=1e6) | st.sampled_from([float("nan"), float("inf")]),
+            _DECIMALS,  # balance: every amount money() may be given, NaN and Infinity too
+            _DECIMALS,  # held
         ),
         min_size=1,
         max_size=12,
     )
 )
 def test_jsonl_ok_rows_are_json_dumps_of_their_records(
-    rows: list[tuple[str, str, datetime | None, float]],
+    rows: list[tuple[str, str, datetime | None, float, Decimal, Decimal]],
 ) -> None:
     """Row after row through one writer (so each row meets what the writer kept of the
     last), every ok row is json.dumps of its record with the hint's ellipsis put back."""
     out = io.StringIO()
     writer = _JsonlWriter(out, lambda _: (None, None))
     expected = []
-    for line, (key, account_id, expires, elapsed) in enumerate(rows, 1):
+    for line, (key, account_id, expires, elapsed, balance, held) in enumerate(rows, 1):
         profile = Profile(
             id=account_id,
             email="a@example.test",
-            balance_eur=Decimal("1.500000"),
-            held_eur=Decimal(0),
+            balance_eur=balance,
+            held_eur=held,
             credit_limit_cents=0,
             created_at=datetime(2025, 1, 1, tzinfo=UTC),
             email_verified=True,

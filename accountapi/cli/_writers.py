@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 
 from accountapi._exceptions import APIResponseValidationError, APIStatusError
+from accountapi._keys import key_hint
 
 from ._process import _stderr, exit_status
 from ._text import money, safe_text
@@ -206,12 +207,12 @@ class _JsonlWriter(_RowWriter):
         self._expires_json = "null"
 
     def write(self, result: BalanceResult, line: int) -> None:
-        flags = self._judge(result)
+        flags = _NOT_JUDGED if self._judge is _not_judged else self._judge(result)
         if result.ok:
-            text = self._ok_line(result, line, flags)
+            self._out.write(self._ok_line(result, line, flags))
         else:
             text = json.dumps(result_record(result, line, flags)).replace(_ESCAPED, _ELLIPSIS)
-        self._out.write(text + "\n")
+            self._out.write(text + "\n")
 
     def _expires_text(self, expires: datetime | None) -> str:
         """``credits_expire_at`` as JSON: the last one's text again when it is the same
@@ -233,26 +234,29 @@ class _JsonlWriter(_RowWriter):
 
     def _ok_line(self, result: BalanceOk, line: int, flags: _Flags) -> str:
         """An ok row as ``json.dumps(result_record(...))`` writes it, the ellipsis kept,
-        without the dict in between: the row most runs write nearly every time.
+        with its newline, without the dict in between: the row most runs write nearly
+        every time.
 
         The ellipsis is put back in the two strings that can hold one (the hint, the
         account id), not in the whole line: an escape never spans two fields, and money,
-        dates and numbers hold no backslash. tests/test_cli_edges.py and
-        tests/test_cli_fast_paths.py pin the two as equal."""
+        dates and numbers hold no backslash. Amounts are quoted as they are: `money()`
+        writes only digits, ``-``, ``.`` and the letters of NaN and Infinity, which JSON
+        does not escape. tests/test_cli_edges.py and tests/test_cli_fast_paths.py pin the
+        row as equal to json.dumps of its record."""
         p = result.profile
         elapsed = round(result.elapsed, 4)
         # One f-string, not str.format of a template: the template is parsed on every call.
         return (
             f'{{"line": {int.__repr__(line)}, '
-            f'"key_hint": {_json_str(result.key_hint).replace(_ESCAPED, _ELLIPSIS)}, '
-            f'"ok": true, "balance_eur": {_json_str(money(p.balance_eur))}, '
-            f'"held_eur": {_json_str(money(p.held_eur))}, "error": null, "status": null, '
+            f'"key_hint": {_json_str(key_hint(result.key)).replace(_ESCAPED, _ELLIPSIS)}, '
+            f'"ok": true, "balance_eur": "{money(p.balance_eur)}", '
+            f'"held_eur": "{money(p.held_eur)}", "error": null, "status": null, '
             f'"code": null, "message": null, "request_id": null, '
             f'"attempts": {int.__repr__(result.attempts)}, '
             f'"elapsed_s": {repr(elapsed) if _isfinite(elapsed) else json.dumps(elapsed)}, '
             f'"account_id": {_json_str(p.id).replace(_ESCAPED, _ELLIPSIS)}, '
             f'"credits_expire_at": {self._expires_text(p.credits_expire_at)}, '
-            f'"low": {_JSON_CONSTANTS[flags[0]]}, "expiring": {_JSON_CONSTANTS[flags[1]]}}}'
+            f'"low": {_JSON_CONSTANTS[flags[0]]}, "expiring": {_JSON_CONSTANTS[flags[1]]}}}\n'
         )
 
 
