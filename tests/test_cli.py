@@ -140,6 +140,34 @@ def test_help_loads_neither_the_client_nor_the_emulator() -> None:
     assert proc.stdout.strip() == "[]"
 
 
+async def test_a_run_without_a_progress_bar_loads_no_rich_progress(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """rich.progress (and what it pulls in: live display, tables) is imported only for a
+    bar shown, not at start-up of a run whose stderr is not a terminal."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text("\n".join(emulator.add_key() for _ in range(3)) + "\n")
+    code = (
+        "import contextlib, io, sys\n"
+        "from accountapi.__main__ import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    status = main(['balances', {str(keys)!r}, '--base-url', {emulator.url!r}])\n"
+        "assert status == 0, status\n"
+        "print(sorted(m for m in sys.modules if m.startswith('rich.progress')))\n"
+    )
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    assert "checked 3 keys" in proc.stderr
+
+
 def test_without_click_or_rich_main_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,22 +1,28 @@
 """The command line's fast paths against what they stand in for: a keys file's bare key
 lines read a block at a time (the same keys, line numbers, reports and file position as
-line by line), money with six decimals, and key hints.
+line by line), money with six decimals, key hints, and JSONL rows (the ellipsis put back
+field by field, a repeated credits_expire_at written from the last one's text).
 """
 
 from __future__ import annotations
 
 import decimal
 import io
+import json
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from accountapi import BalanceOk, Profile
 from accountapi._keys import key_hint
 from accountapi.cli._keyfile import _bare_keys, _file_key_lines, _key_lines, _raw_lines
 from accountapi.cli._process import CLIError
 from accountapi.cli._text import money
+from accountapi.cli._writers import _JsonlWriter, result_record
 
 _KEY_CHARS = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
 _LINES = st.one_of(
@@ -160,3 +166,82 @@ def _hint_before(key: str) -> str:
 @example(key="abcdefghi_" + "a" * 20)
 def test_key_hint_is_as_before(key: str) -> None:
     assert key_hint(key) == _hint_before(key)
+
+
+# -- JSONL ok rows: a run of rows through one writer against json.dumps of each record ------
+
+_BERLIN = ZoneInfo("Europe/Berlin")
+# One instant's wall time in many zones: equal fields, different offsets (and so text).
+_WALL = datetime(2023, 10, 29, 2, 30)
+_EXPIRIES = st.one_of(
+    st.none(),
+    st.sampled_from(
+        [
+            _WALL.replace(tzinfo=UTC),
+            _WALL.replace(tzinfo=timezone(timedelta(0), "Z")),
+            _WALL.replace(tzinfo=timezone(timedelta(hours=2))),
+            _WALL.replace(tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+            _WALL.replace(tzinfo=_BERLIN),  # ambiguous: +02:00 with fold 0 ...
+            _WALL.replace(tzinfo=_BERLIN, fold=1),  # ... +01:00 with fold 1, yet ==
+            _WALL.replace(tzinfo=UTC, fold=1),
+            _WALL.replace(tzinfo=UTC, microsecond=1),
+            _WALL,  # naive: the decoder never gives one, the writer still must not mix it up
+        ]
+    ),
+    st.datetimes(
+        timezones=st.just(UTC)
+        | st.just(_BERLIN)
+        | st.builds(
+            timezone,
+            st.integers(min_value=-23 * 60, max_value=23 * 60).map(lambda m: timedelta(minutes=m)),
+        )
+    ),
+)
+# Text that meets the ellipsis's escape: the character itself, a backslash before "u2026".
+_AWKWARD = st.lists(
+    st.sampled_from(["a", "\\", "u2026", "\u2026", '"', "\x1b", "é", "2"]), max_size=8
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E)) | _AWKWARD,  # key
+            st.text() | _AWKWARD,  # account id
+            _EXPIRIES,
+            st.floats(min_value=0, max_value=1e6) | st.sampled_from([float("nan"), float("inf")]),
+            _DECIMALS,  # balance: every amount money() may be given, NaN and Infinity too
+            _DECIMALS,  # held
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_jsonl_ok_rows_are_json_dumps_of_their_records(
+    rows: list[tuple[str, str, datetime | None, float, Decimal, Decimal]],
+) -> None:
+    """Row after row through one writer (so each row meets what the writer kept of the
+    last), every ok row is json.dumps of its record with the hint's ellipsis put back."""
+    out = io.StringIO()
+    writer = _JsonlWriter(out, lambda _: (None, None))
+    expected = []
+    for line, (key, account_id, expires, elapsed, balance, held) in enumerate(rows, 1):
+        profile = Profile(
+            id=account_id,
+            email="a@example.test",
+            balance_eur=balance,
+            held_eur=held,
+            credit_limit_cents=0,
+            created_at=datetime(2025, 1, 1, tzinfo=UTC),
+            email_verified=True,
+            pending_credit_notice=False,
+            prompt_analysis_opt_in=False,
+            two_factor_enabled=False,
+            credits_expire_at=expires,
+        )
+        result = BalanceOk(key=key, index=line - 1, profile=profile, elapsed=elapsed)
+        writer.write(result, line)
+        record = result_record(result, line)
+        expected.append(json.dumps(record).replace("\\u2026", "\u2026") + "\n")
+    assert out.getvalue() == "".join(expected)

@@ -12,10 +12,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Final
+from typing import IO, TYPE_CHECKING, Final, cast
 
 import click
-from rich.progress import TaskID
 
 from accountapi._exceptions import APIResponseValidationError, APIStatusError
 
@@ -57,6 +56,8 @@ from ._writers import (
 )
 
 if TYPE_CHECKING:
+    from rich.progress import TaskID
+
     from accountapi._balance_results import BalanceResult
     from accountapi._balance_summary import BalanceSummary
     from accountapi._client import AccountClient
@@ -371,11 +372,13 @@ async def _balances(
         summary = BalanceSummary()
     writer = _writer(fmt, out, source.last_line, summary, header_written=header_written)
     bar = _progress(progress)
-    task = TaskID(0)
+    task = cast("TaskID", 0)
     if bar is not None:
         task = bar.add_task("balances", total=source.total, errors=0)
         bar.start()
     reached = False  # has any request got an answer from the service?
+    # Bound once, not looked up for every key.
+    write, line_of, flush, count = writer.write, source.line_of, out.flush, summary.add
     started = time.perf_counter()
     interrupted = False
     try:
@@ -384,20 +387,21 @@ async def _balances(
             client.balances(source.keys, concurrency=concurrency, ordered=ordered) as results,
         ):
             async for result in results:
-                if result.ok or isinstance(
-                    result.error, APIStatusError | APIResponseValidationError
-                ):
-                    reached = True
-                elif not reached and _unreachable(result.error):
-                    _fail(f"cannot reach {client.base_url}: {result.error}")
+                if not reached:  # until the first answer: afterwards nothing to decide
+                    if result.ok or isinstance(
+                        result.error, APIStatusError | APIResponseValidationError
+                    ):
+                        reached = True
+                    elif _unreachable(result.error):
+                        _fail(f"cannot reach {client.base_url}: {result.error}")
                 try:
-                    writer.write(result, source.line_of(result.index))
-                    out.flush()  # a row is seen when it is ready, also through a pipe
+                    write(result, line_of(result.index))
+                    flush()  # a row is seen when it is ready, also through a pipe
                 except BrokenPipeError:
                     raise
                 except OSError as exc:  # ENOSPC, EFBIG, EIO: no row can be kept
                     raise _WriteFailed.of(out_name, exc) from None
-                summary.add(result)  # only once written: a row the reader missed is not counted
+                count(result)  # only once written: a row the reader missed is not counted
                 if on_result is not None:
                     on_result(result)
                 if bar is not None:

@@ -9,26 +9,18 @@ import json
 import math
 import sys
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
-
 from accountapi._exceptions import APIResponseValidationError, APIStatusError
+from accountapi._keys import key_hint
 
 from ._process import _stderr, exit_status
 from ._text import money, safe_text
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from accountapi._balance_results import BalanceOk, BalanceResult
     from accountapi._balance_summary import BalanceSummary
 
@@ -209,41 +201,72 @@ class _JsonlWriter(_RowWriter):
     def __init__(self, out: IO[str], judge: Callable[[BalanceResult], _Flags]) -> None:
         self._out = out
         self._judge = judge
+        # The last credits_expire_at written and its JSON text: many rows share a date.
+        self._expires: datetime | None = None
+        self._expires_tz: object = _NO_TZ
+        self._expires_json = "null"
 
     def write(self, result: BalanceResult, line: int) -> None:
-        flags = self._judge(result)
+        flags = _NOT_JUDGED if self._judge is _not_judged else self._judge(result)
         if result.ok:
-            text = _ok_line(result, line, flags)
+            self._out.write(self._ok_line(result, line, flags))
         else:
-            text = json.dumps(result_record(result, line, flags))
-        self._out.write(text.replace("\\u2026", "\u2026") + "\n")
+            text = json.dumps(result_record(result, line, flags)).replace(_ESCAPED, _ELLIPSIS)
+            self._out.write(text + "\n")
+
+    def _expires_text(self, expires: datetime | None) -> str:
+        """``credits_expire_at`` as JSON: the last one's text again when it is the same
+        moment in the same fixed-offset zone (so the same isoformat), else formatted."""
+        if expires is None:
+            return "null"
+        # With the same tzinfo object, == compares the fields (not instants), fold aside.
+        if (
+            expires.tzinfo is self._expires_tz
+            and type(expires) is datetime
+            and expires == self._expires
+        ):
+            return self._expires_json
+        text = _json_str(expires.isoformat())
+        # Only a fixed offset (datetime.timezone) has the same offset at every date and fold.
+        if type(expires) is datetime and type(expires.tzinfo) is timezone:
+            self._expires, self._expires_tz, self._expires_json = expires, expires.tzinfo, text
+        return text
+
+    def _ok_line(self, result: BalanceOk, line: int, flags: _Flags) -> str:
+        """An ok row as ``json.dumps(result_record(...))`` writes it, the ellipsis kept,
+        with its newline, without the dict in between: the row most runs write nearly
+        every time.
+
+        The ellipsis is put back in the two strings that can hold one (the hint, the
+        account id), not in the whole line: an escape never spans two fields, and money,
+        dates and numbers hold no backslash. Amounts are quoted as they are: `money()`
+        writes only digits, ``-``, ``.`` and the letters of NaN and Infinity, which JSON
+        does not escape. tests/test_cli_edges.py and tests/test_cli_fast_paths.py pin the
+        row as equal to json.dumps of its record."""
+        p = result.profile
+        elapsed = round(result.elapsed, 4)
+        # One f-string, not str.format of a template: the template is parsed on every call.
+        return (
+            f'{{"line": {int.__repr__(line)}, '
+            f'"key_hint": {_json_str(key_hint(result.key)).replace(_ESCAPED, _ELLIPSIS)}, '
+            f'"ok": true, "balance_eur": "{money(p.balance_eur)}", '
+            f'"held_eur": "{money(p.held_eur)}", "error": null, "status": null, '
+            f'"code": null, "message": null, "request_id": null, '
+            f'"attempts": {int.__repr__(result.attempts)}, '
+            f'"elapsed_s": {repr(elapsed) if _isfinite(elapsed) else json.dumps(elapsed)}, '
+            f'"account_id": {_json_str(p.id).replace(_ESCAPED, _ELLIPSIS)}, '
+            f'"credits_expire_at": {self._expires_text(p.credits_expire_at)}, '
+            f'"low": {_JSON_CONSTANTS[flags[0]]}, "expiring": {_JSON_CONSTANTS[flags[1]]}}}\n'
+        )
 
 
-# An ok row as json.dumps(result_record(...)) writes it, without the dict in between: the
-# row most runs write nearly every time. tests/test_cli_edges.py pins the two as equal.
+# The JSON escape of the hint's ellipsis, written back as the character itself.
+_ESCAPED: Final = "\\u2026"
+_ELLIPSIS: Final = "\u2026"
+_NO_TZ: Final = object()  # no credits_expire_at written yet: no tzinfo is this
 _JSON_CONSTANTS: Final = {None: "null", True: "true", False: "false"}
 _json_str: Final = json.encoder.encode_basestring_ascii  # json.dumps's own, for each str
-
-
-def _json_number(value: float) -> str:
-    return repr(value) if math.isfinite(value) else json.dumps(value)
-
-
-def _ok_line(result: BalanceOk, line: int, flags: _Flags) -> str:
-    p = result.profile
-    expires = p.credits_expire_at
-    # One f-string, not str.format of a template: the template is parsed on every call.
-    return (
-        f'{{"line": {int.__repr__(line)}, "key_hint": {_json_str(result.key_hint)}, '
-        f'"ok": true, "balance_eur": {_json_str(money(p.balance_eur))}, '
-        f'"held_eur": {_json_str(money(p.held_eur))}, "error": null, "status": null, '
-        f'"code": null, "message": null, "request_id": null, '
-        f'"attempts": {int.__repr__(result.attempts)}, '
-        f'"elapsed_s": {_json_number(round(result.elapsed, 4))}, '
-        f'"account_id": {_json_str(p.id)}, '
-        f'"credits_expire_at": {"null" if expires is None else _json_str(expires.isoformat())}, '
-        f'"low": {_JSON_CONSTANTS[flags[0]]}, "expiring": {_JSON_CONSTANTS[flags[1]]}}}'
-    )
+_isfinite: Final = math.isfinite
 
 
 def _writer(
@@ -266,13 +289,6 @@ def _writer(
     return _TableWriter(out, last_line, None if summary.thresholds is None else judge)
 
 
-class _RateColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        text = "- keys/s" if speed is None else f"{speed:,.0f} keys/s"
-        return Text(text, style="progress.data.speed")
-
-
 def _progress(enabled: bool | None) -> Progress | None:
     """A live bar on stderr, by default only when stderr is a terminal."""
     stderr = sys.stderr
@@ -280,18 +296,9 @@ def _progress(enabled: bool | None) -> Progress | None:
         enabled = stderr.isatty()
     if not enabled:
         return None
-    console = Console(file=stderr, force_terminal=True)
-    return Progress(
-        TextColumn("checking"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TextColumn("[red]{task.fields[errors]} errors"),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
+    from ._progress_bar import progress_bar  # rich.progress only for a bar shown
+
+    return progress_bar(stderr)
 
 
 def summary_record(
