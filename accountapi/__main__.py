@@ -9,10 +9,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["console", "main"]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def console() -> int:
+    """The ``accountapi`` command: `main()` in a process that ends with its status."""
+    return main(owns_process=True)
+
+
+def main(argv: Sequence[str] | None = None, *, owns_process: bool = False) -> int:
     """Run the command line and return its exit status (see ``accountapi --help``)."""
     try:
         from .cli import run
@@ -25,8 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    return run(argv)
+    return run(argv, owns_process=owns_process)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

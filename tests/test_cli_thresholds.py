@@ -461,6 +461,49 @@ async def test_output_is_replaced_whole_never_seen_half_written(
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("gap", [0.0, 0.005, 0.02, 0.06])
+async def test_a_second_signal_stops_at_once_and_cleanly(
+    emulator: Emulator, tmp_path: Path, signum: int, code: int, gap: float
+) -> None:
+    """A second SIGTERM or Ctrl-C while the run winds down from the first (checks being
+    cancelled, the summary printed, files closed): the process ends at once with the
+    same status, no traceback, --output's PATH and --summary-json as they were and no
+    temporary file left. The gaps put the second signal in each phase of the wind-down."""
+    keys = [emulator.add_key(latency=0.05) for _ in range(40)]
+    path = keys_file(tmp_path / "keys.txt", keys)
+    out = tmp_path / "rows.jsonl"
+    out.write_text("previous rows\n")
+    summary = tmp_path / "summary.json"
+    summary.write_text("{}\n")
+    for _ in range(3):
+        proc = await start(
+            "balances", str(path), "--base-url", emulator.url, "--no-progress", "--format",
+            "jsonl", "--concurrency", "4", "--output", str(out), "--summary-json", str(summary),
+        )  # fmt: skip
+        deadline = time.monotonic() + TIMEOUT
+        while not any(n.startswith(".rows.jsonl.") and read(tmp_path / n) for n in listing(tmp_path)):
+            assert proc.returncode is None
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.005)  # polling the file the child writes, bounded above
+        proc.send_signal(signum)
+        if gap:
+            await asyncio.sleep(gap)  # the second signal's moment, not a wait for anything
+        if proc.returncode is None:
+            proc.send_signal(signum)
+        done = await finish(proc)
+        # A signal in the last moments of the interpreter's exit, once Python has given
+        # the signal back to the system, ends it by that signal: a shell shows 128 + N
+        # for both, and everything was written by then.
+        assert done.code in (code, -signum), done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        assert "Exception ignored" not in done.stderr, done.stderr
+        assert out.read_text() == "previous rows\n"
+        assert listing(tmp_path) == ["keys.txt", "rows.jsonl", "summary.json"]
+        record = json.loads(summary.read_text())
+        assert record in ({}, record | {"exit_status": code})  # untouched, or this run's
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 async def test_the_summary_json_is_replaced_whole_and_says_how_the_run_ended(
     emulator: Emulator, tmp_path: Path, signum: int, code: int
 ) -> None:

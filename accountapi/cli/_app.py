@@ -14,9 +14,16 @@ from ._profile_command import profile
 __all__ = ["cli", "run"]
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
-    code: int = cli.main(args=argv, prog_name="accountapi", standalone_mode=False)
+def run(argv: Sequence[str] | None = None, *, owns_process: bool = False) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    ``owns_process``: the process ends with this status (the ``accountapi`` command), so
+    a stop signal after the command has ended exits at once with it, and the signal
+    handlers are not given back.
+    """
+    code: int = cli.main(
+        args=argv, prog_name="accountapi", standalone_mode=False, owns_process=owns_process
+    )
     return code
 
 

@@ -7,7 +7,6 @@ aiohttp with it) is imported only when a command runs, never for ``--help``.
 
 from __future__ import annotations
 
-import asyncio
 import random
 from typing import TYPE_CHECKING, Final
 
@@ -18,7 +17,7 @@ from accountapi.testing._serve_options import DEFAULTS, ServeOptions
 from ._balances_command import _balances
 from ._keyfile import _KeySource
 from ._options import _concurrency_option, _format_option, _progress_option
-from ._process import EXIT_FAILED, EXIT_OK, _fail, _run_async, _stderr, loop_factory
+from ._process import EXIT_FAILED, EXIT_OK, _fail, _run_async, _stderr
 
 if TYPE_CHECKING:
     from accountapi._balance_results import BalanceResult
@@ -81,8 +80,7 @@ def emulator(port: int, n_keys: int, keys_file: str, latency: float, mix: bool, 
         port=port, keys=n_keys, keys_file=keys_file, latency=latency, mix=mix, seed=seed
     )
     try:
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(serve_emulator(options))
+        _run_async(serve_emulator(options))
     except ServeError as exc:
         _fail(str(exc))
     return EXIT_OK

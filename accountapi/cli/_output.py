@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
+from ._process import TEMPORARY_FILES
+
 __all__ = [
     "AtomicFile",
     "OutputError",
@@ -110,6 +112,7 @@ class AtomicFile:
             fd, self._temp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
         except OSError as exc:
             raise OutputError(f"cannot write {option} {path}: {exc.strerror or exc}") from None
+        TEMPORARY_FILES.add(self._temp)  # removed by a hurried exit too (a second signal)
         self._option = option
         self._done = False
         # Windows has no fchmod: mkstemp's 0600 is then kept.
@@ -131,6 +134,7 @@ class AtomicFile:
             os.fsync(self.stream.fileno())
             self.stream.close()
             os.replace(self._temp, self._target)
+            TEMPORARY_FILES.discard(self._temp)
         except OSError as exc:
             self.discard()
             raise OutputError(
@@ -147,6 +151,7 @@ class AtomicFile:
             self.stream.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._temp)
+        TEMPORARY_FILES.discard(self._temp)
 
 
 class SummaryFile:

@@ -31,6 +31,10 @@ EXIT_WRITE_FAILED: Final = 74  # results or summary could not be written (EX_IOE
 EXIT_INTERRUPTED: Final = 130  # Ctrl-C (SIGINT): 128 + 2, as a shell reports it
 EXIT_OUTPUT_CLOSED: Final = 141  # stdout's reader went away (`| head`): 128 + SIGPIPE
 EXIT_TERMINATED: Final = 143  # SIGTERM, handled as Ctrl-C is: 128 + 15
+_SIGNAL_STATUS: Final[dict[int, int]] = {
+    signal.SIGTERM: EXIT_TERMINATED,
+    signal.SIGINT: EXIT_INTERRUPTED,
+}
 
 EXIT_STATUS_HELP: Final = """\b
 Exit status:
@@ -82,7 +86,15 @@ class _Group(click.Group):
             if reconfigure is not None:
                 with contextlib.suppress(ValueError, OSError):
                     reconfigure(errors="backslashreplace")
-        previous = _terminate_on_sigterm()
+        owns_process = bool(extra.pop("owns_process", False))
+        _stopping.clear()
+        previous = _stop_on_signals()
+
+        def ended(status: int) -> int:
+            if owns_process:  # the process ends with it: later signals exit at once
+                _hurry_from_now(status)
+            return status
+
         try:
             value = super().main(
                 args,
@@ -92,43 +104,44 @@ class _Group(click.Group):
                 windows_expand_args=windows_expand_args,
                 **extra,
             )
-            code = value if isinstance(value, int) else EXIT_OK
+            code = ended(value if isinstance(value, int) else EXIT_OK)
         except click.exceptions.Abort as exc:  # Ctrl-C
+            code = ended(ended_with(exc))
             _stderr().print("accountapi: interrupted", markup=False, highlight=False)
-            code = ended_with(exc)
         except _Terminated as exc:
+            code = ended(ended_with(exc))
             _stderr().print("accountapi: terminated", markup=False, highlight=False)
-            code = ended_with(exc)
         except _WriteFailed as exc:
+            code = ended(ended_with(exc))
             _error(str(exc))
-            code = ended_with(exc)
         except OSError as exc:
             # A write to stdout outside a run's rows (a profile, --help, the emulator's
             # banner) on a full disk or past a size limit: one line, not a traceback.
             if exc.errno not in _WRITE_ERRNOS:
                 raise
+            code = ended(ended_with(exc))
             _silence_stdout()
             _error(f"cannot write stdout: {exc.strerror or exc}")
-            code = ended_with(exc)
         except (_OutputClosed, BrokenPipeError) as exc:
             # The reader (e.g. `| head`) went away: stop, as other tools do, and say why.
+            code = ended(ended_with(exc))
             _silence_stdout()
             _stderr().print(
                 "accountapi: stopped early: stdout was closed by its reader",
                 markup=False,
                 highlight=False,
             )
-            code = ended_with(exc)
         except click.UsageError as exc:
+            code = ended(ended_with(exc))
             where = exc.ctx.command_path if exc.ctx is not None else "accountapi"
             _error(f"{exc.format_message()} (see '{where} --help')")
-            code = ended_with(exc)
         except click.ClickException as exc:
+            code = ended(ended_with(exc))
             _error(exc.format_message())
-            code = ended_with(exc)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            if not owns_process:  # called in a process that goes on: its handlers back
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
         if standalone_mode:
             sys.exit(code)
         return code
@@ -180,58 +193,119 @@ class _WriteFailed(Exception):
         return cls(f"cannot write {what}: {exc.strerror or exc}")
 
 
+# The exit status the first SIGTERM or Ctrl-C asked for, once one did: the run then winds
+# down (checks cancelled, summary printed, files closed), and a second signal is a hurry.
+_stopping: list[int] = []
+# Temporary files of outputs not yet renamed into place (`AtomicFile`), for a hurried exit.
+TEMPORARY_FILES: set[str] = set()
+
+
+def _hurry(code: int) -> NoReturn:
+    """A second SIGTERM or Ctrl-C while the run winds down from the first: remove the
+    temporary files (PATHs stay as they were) and exit at once, without running anything
+    a signal could interrupt again (no traceback, no half-finished clean-up)."""
+    for path in list(TEMPORARY_FILES):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    with contextlib.suppress(OSError):
+        os.write(2, b"accountapi: stopped at once (a second signal)\n")
+    os._exit(code)
+
+
+def _stop_asked(code: int) -> None:
+    """A stop signal arrived: the first starts the wind-down, the next ends it at once."""
+    if _stopping:
+        _hurry(_stopping[0])
+    _stopping.append(code)
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
+    _stop_asked(EXIT_TERMINATED)
     raise _Terminated
 
 
-def _terminate_on_sigterm() -> Any:
-    """Before and after the event loop, SIGTERM raises `_Terminated`; returns the
-    handler to restore (None when nothing was installed: not the main thread, or a
-    caller's own handler is in place)."""
+def _raise_interrupted(signum: int, frame: object) -> None:
+    _stop_asked(EXIT_INTERRUPTED)
+    raise KeyboardInterrupt
+
+
+def _hurry_on_signal(signum: int, frame: object) -> None:
+    """Once the command has ended (its files closed or discarded), any stop signal ends
+    the process at once with the status it would have had."""
+    _hurry(_stopping[0] if _stopping else _SIGNAL_STATUS.get(signum, EXIT_TERMINATED))
+
+
+def _hurry_from_now(code: int) -> None:
+    """The command has ended with ``code``: from now on (its one-line message, the
+    interpreter's exit) a stop signal exits at once with it, never a traceback."""
     if threading.current_thread() is not threading.main_thread():
-        return None
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is not signal.SIG_DFL:
-        return None
-    signal.signal(signal.SIGTERM, _raise_terminated)
+        return
+    if not _stopping:
+        _stopping.append(code)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(signum, _hurry_on_signal)
+
+
+def _stop_on_signals() -> dict[int, Any]:
+    """Outside the event loop, SIGTERM raises `_Terminated` and Ctrl-C
+    ``KeyboardInterrupt`` (a second one of either exits at once, `_hurry`); returns the
+    handlers to restore. Nothing is installed outside the main thread, nor over a
+    handler of the caller's own."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous: dict[int, Any] = {}
+    for signum, default, handler in (
+        (signal.SIGTERM, signal.SIG_DFL, _raise_terminated),
+        (signal.SIGINT, signal.default_int_handler, _raise_interrupted),
+    ):
+        if signal.getsignal(signum) is default:
+            previous[signum] = default
+            signal.signal(signum, handler)
     return previous
 
 
 def _run_async(main: Coroutine[Any, Any, _T]) -> _T:
     """``asyncio.run(main)``, with SIGTERM handled as asyncio handles Ctrl-C: the main task
-    is cancelled (so a run stops taking keys and prints its summary), then
-    `_Terminated` is raised instead of ``KeyboardInterrupt``."""
-    terminated = False
+    is cancelled (so a run stops taking keys and prints its summary), then `_Terminated`
+    (or ``KeyboardInterrupt``) is raised. A second signal, before the run has wound
+    down, exits at once (`_hurry`)."""
+    stopped_by: list[int] = []
 
     async def guarded() -> _T:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None  # noqa: S101 - asyncio.run runs this as a task
 
-        def on_sigterm() -> None:
-            nonlocal terminated
-            terminated = True
+        def on_signal(code: int) -> None:
+            _stop_asked(code)  # a second one never returns
+            stopped_by.append(code)
             task.cancel()
 
-        try:
-            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-        except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not main thread
-            return await main
+        handled: list[int] = []
+        for signum, code in _SIGNAL_STATUS.items():
+            try:
+                loop.add_signal_handler(signum, on_signal, code)
+            except (NotImplementedError, RuntimeError, ValueError):  # Windows, not main thread
+                continue
+            handled.append(signum)
         try:
             return await main
         finally:
-            loop.remove_signal_handler(signal.SIGTERM)
-            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and (
-                threading.current_thread() is threading.main_thread()
-            ):
+            for signum in handled:
+                loop.remove_signal_handler(signum)
+            if handled:  # the main thread: sync code after the loop gets the same rules
                 signal.signal(signal.SIGTERM, _raise_terminated)
+                signal.signal(signal.SIGINT, _raise_interrupted)
 
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(guarded())
     except asyncio.CancelledError:
-        if terminated:
+        if stopped_by and stopped_by[0] == EXIT_TERMINATED:
             raise _Terminated from None
+        if stopped_by:
+            raise KeyboardInterrupt from None
         raise
 
 
