@@ -168,6 +168,39 @@ async def test_a_run_without_a_progress_bar_loads_no_rich_progress(
     assert "checked 3 keys" in proc.stderr
 
 
+@pytest.mark.parametrize("own", [True, False])
+async def test_main_in_process_gives_the_signal_handlers_back(
+    emulator: Emulator, tmp_path: Path, own: bool
+) -> None:
+    """main() called by a program that goes on: after a run (its event loop handled
+    SIGTERM and Ctrl-C) the program has its own handlers back, or Python's defaults."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text(emulator.add_key() + "\n")
+    code = (
+        "import contextlib, io, signal, sys\n"
+        "from accountapi.__main__ import main\n"
+        "def mine(signum, frame): pass\n"
+        f"if {own}:\n"
+        "    signal.signal(signal.SIGTERM, mine); signal.signal(signal.SIGINT, mine)\n"
+        "before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    status = main(['balances', {str(keys)!r}, '--base-url', {emulator.url!r}])\n"
+        "assert status == 0, status\n"
+        "after = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))\n"
+        "print(after == before)\n"
+    )
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True"
+
+
 def test_without_click_or_rich_main_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -247,6 +247,14 @@ def _hurry_from_now(code: int) -> None:
             signal.signal(signum, _hurry_on_signal)
 
 
+_OURS_OR_DEFAULT: Final = (
+    signal.SIG_DFL,
+    signal.default_int_handler,
+    _raise_terminated,
+    _raise_interrupted,
+)
+
+
 def _stop_on_signals() -> dict[int, Any]:
     """Outside the event loop, SIGTERM raises `_Terminated` and Ctrl-C
     ``KeyboardInterrupt`` (a second one of either exits at once, `_hurry`); returns the
@@ -282,21 +290,22 @@ def _run_async(main: Coroutine[Any, Any, _T]) -> _T:
             stopped_by.append(code)
             task.cancel()
 
-        handled: list[int] = []
+        handled: dict[int, Any] = {}  # signal -> the handler to put back after the loop
         for signum, code in _SIGNAL_STATUS.items():
+            before = signal.getsignal(signum)
+            if before not in _OURS_OR_DEFAULT:
+                continue  # a handler of the caller's own: left to it, as asyncio does
             try:
                 loop.add_signal_handler(signum, on_signal, code)
             except (NotImplementedError, RuntimeError, ValueError):  # Windows, not main thread
                 continue
-            handled.append(signum)
+            handled[signum] = before
         try:
             return await main
         finally:
-            for signum in handled:
+            for signum, before in handled.items():
                 loop.remove_signal_handler(signum)
-            if handled:  # the main thread: sync code after the loop gets the same rules
-                signal.signal(signal.SIGTERM, _raise_terminated)
-                signal.signal(signal.SIGINT, _raise_interrupted)
+                signal.signal(signum, before)  # ours again: sync code after the loop too
 
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
