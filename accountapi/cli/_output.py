@@ -154,22 +154,47 @@ class AtomicFile:
         TEMPORARY_FILES.discard(self._temp)
 
 
+def _descriptor_named(path: Path) -> int | None:
+    """The descriptor ``/dev/stdout``, ``/dev/stderr``, ``/dev/fd/N`` or ``/proc/self/fd/N``
+    names (None for any other path): resolved, it is the file behind the descriptor."""
+    text = str(path)
+    if text in ("/dev/stdout", "/dev/stderr"):
+        return 1 if text == "/dev/stdout" else 2
+    for folder in ("/dev/fd/", "/proc/self/fd/"):
+        number = text.removeprefix(folder)
+        if number != text and number.isdigit():
+            return int(number)
+    return None
+
+
 class SummaryFile:
     """``--summary-json PATH``, opened before the run and written when it ends.
 
     A regular file (or a new one) is replaced whole, as ``--output`` is: until the run
     ends a reader finds the previous summary, never an empty or half-written one.
-    Anything else (``/dev/stdout``, a FIFO another program reads) is opened now and
-    written once at the end.
+    ``/dev/stdout`` (``/dev/stderr``, ``/dev/fd/N``) is written through that descriptor,
+    whatever file it is; anything else (a FIFO another program reads) is opened now.
+    Either is written once at the end.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._atomic: AtomicFile | None = None
+        fd = _descriptor_named(path)
+        if fd is not None:
+            # Written through the process's own descriptor (appended with `>>`, at the
+            # shell's offset with `>`), never by replacing or truncating the file it is.
+            try:
+                self.stream: IO[str] = open(os.dup(fd), "w", encoding="utf-8")  # noqa: SIM115 - closed by commit or discard
+            except OSError as exc:
+                raise OutputError(
+                    f"cannot write --summary-json {path}: {exc.strerror or exc}"
+                ) from None
+            return
         try:
             st: os.stat_result | None = os.stat(path)
         except OSError:
             st = None
-        self._atomic: AtomicFile | None = None
         if st is None or stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
             self._atomic = AtomicFile(path, "--summary-json")
             self.stream = self._atomic.stream

@@ -1,0 +1,75 @@
+"""`accountapi balances` attacked as a process: outputs that are the process's own streams,
+signals at the edges of a run. Each test runs `python -m accountapi` against the emulator
+on 127.0.0.1, every wait bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from accountapi.testing import Emulator
+
+TIMEOUT = 30.0
+
+
+async def run_to(stdout: int, *args: str) -> tuple[int, str]:
+    """`python -m accountapi ARGS` with stdout on the given descriptor; (status, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "accountapi",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            _, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def test_summary_json_on_dev_stdout_is_written_to_stdout_not_over_its_file(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """`--output F --summary-json /dev/stdout >> log`: the JSON is appended to log, as to
+    any stdout; log is never replaced by a new file (its earlier lines lost, and what the
+    shell writes after the run going to the old, unlinked one)."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"{emulator.add_key()}\n")
+    log = tmp_path / "log.txt"
+    log.write_text("before\n")
+    shell_stdout = os.open(log, os.O_WRONLY | os.O_APPEND)
+    try:
+        code, err = await run_to(
+            shell_stdout,
+            "balances",
+            str(keys),
+            "--base-url",
+            emulator.url,
+            "--format",
+            "jsonl",
+            "--output",
+            str(tmp_path / "rows.jsonl"),
+            "--summary-json",
+            "/dev/stdout",
+        )
+        os.write(shell_stdout, b"after\n")
+    finally:
+        os.close(shell_stdout)
+    assert code == 0, err
+    text = log.read_text()
+    assert text.startswith("before\n"), text
+    assert text.endswith("after\n"), text
+    summary = json.loads(text[len("before\n") : -len("after\n")])
+    assert summary["exit_status"] == 0
+    assert summary["ok"] == 1
