@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from accountapi.testing import Emulator
 
 TIMEOUT = 30.0
@@ -73,3 +75,74 @@ async def test_summary_json_on_dev_stdout_is_written_to_stdout_not_over_its_file
     summary = json.loads(text[len("before\n") : -len("after\n")])
     assert summary["exit_status"] == 0
     assert summary["ok"] == 1
+
+
+# A process that gets SIGTERM or Ctrl-C from itself at a chosen point of a run: when
+# os.fsync() is called on a file whose path contains MARKER (as a signal from outside
+# landing there would), then runs the console script with the remaining arguments.
+SIGNAL_AT_FSYNC = """\
+import os, signal, sys
+marker, signame = sys.argv.pop(1), sys.argv.pop(1)
+real_fsync = os.fsync
+def fsync(fd):
+    if marker in os.readlink(f"/proc/self/fd/{fd}"):
+        os.kill(os.getpid(), getattr(signal, signame))
+    return real_fsync(fd)
+os.fsync = fsync
+from accountapi.__main__ import console
+sys.exit(console())
+"""
+
+
+async def run_signalled_at_fsync(marker: str, signame: str, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        SIGNAL_AT_FSYNC,
+        marker,
+        signame,
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            _, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+@pytest.mark.parametrize(("signame", "status"), [("SIGTERM", 143), ("SIGINT", 130)])
+async def test_a_signal_while_the_summary_json_is_written_leaves_no_temporary_file(
+    emulator: Emulator, tmp_path: Path, signame: str, status: int
+) -> None:
+    """The first stop signal landing while --summary-json's temporary file is synced: the
+    run ends with the signal's status, the previous summary stays, and the temporary file
+    goes (only SIGKILL may leave one behind)."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"{emulator.add_key()}\n")
+    summary = tmp_path / "summary.json"
+    summary.write_text("previous\n")
+    code, err = await run_signalled_at_fsync(
+        ".summary.json.",
+        signame,
+        "balances",
+        str(keys),
+        "--base-url",
+        emulator.url,
+        "--format",
+        "jsonl",
+        "--output",
+        str(tmp_path / "rows.jsonl"),
+        "--summary-json",
+        str(summary),
+    )
+    assert code == status, err
+    assert "Traceback" not in err, err
+    assert summary.read_text() == "previous\n"
+    assert sorted(os.listdir(tmp_path)) == ["keys.txt", "rows.jsonl", "summary.json"]
