@@ -94,11 +94,12 @@ sys.exit(console())
 """
 
 
-async def run_signalled_at_fsync(marker: str, signame: str, *args: str) -> tuple[int, str]:
+async def run_signalled(script: str, marker: str, signame: str, *args: str) -> tuple[int, str]:
+    """``python -c SCRIPT MARKER SIGNAME ARGS`` with stderr piped; (status, stderr)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        SIGNAL_AT_FSYNC,
+        script,
         marker,
         signame,
         *args,
@@ -128,7 +129,8 @@ async def test_a_signal_while_the_summary_json_is_written_leaves_no_temporary_fi
     keys.write_text(f"{emulator.add_key()}\n")
     summary = tmp_path / "summary.json"
     summary.write_text("previous\n")
-    code, err = await run_signalled_at_fsync(
+    code, err = await run_signalled(
+        SIGNAL_AT_FSYNC,
         ".summary.json.",
         signame,
         "balances",
@@ -146,3 +148,46 @@ async def test_a_signal_while_the_summary_json_is_written_leaves_no_temporary_fi
     assert "Traceback" not in err, err
     assert summary.read_text() == "previous\n"
     assert sorted(os.listdir(tmp_path)) == ["keys.txt", "rows.jsonl", "summary.json"]
+
+
+# The same, with the signal sent right after os.replace() has put a file whose path
+# contains MARKER in place.
+SIGNAL_AFTER_REPLACE = """\
+import os, signal, sys
+marker, signame = sys.argv.pop(1), sys.argv.pop(1)
+real_replace = os.replace
+def replace(src, dst):
+    real_replace(src, dst)
+    if marker in os.fspath(dst):
+        os.kill(os.getpid(), getattr(signal, signame))
+os.replace = replace
+from accountapi.__main__ import console
+sys.exit(console())
+"""
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+async def test_a_signal_once_the_summary_json_is_in_place_keeps_its_exit_status(
+    emulator: Emulator, tmp_path: Path, signame: str
+) -> None:
+    """A stop signal landing just after --summary-json was renamed into place: the
+    process exits with the status the summary records, not another one."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"{emulator.add_key()}\n")
+    summary = tmp_path / "summary.json"
+    code, err = await run_signalled(
+        SIGNAL_AFTER_REPLACE,
+        "summary.json",
+        signame,
+        "balances",
+        str(keys),
+        "--base-url",
+        emulator.url,
+        "--format",
+        "jsonl",
+        "--summary-json",
+        str(summary),
+    )
+    assert "Traceback" not in err, err
+    assert json.loads(summary.read_text())["exit_status"] == code, err
+    assert sorted(os.listdir(tmp_path)) == ["keys.txt", "summary.json"]

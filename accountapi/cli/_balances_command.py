@@ -279,7 +279,7 @@ def _finish_summary_json(
         sink.discard()
         return str(_WriteFailed.of(f"--summary-json {sink.path}", failure))
     try:
-        sink.commit()
+        sink.commit(status)
     except OutputError as exc:
         return str(exc)
     return None

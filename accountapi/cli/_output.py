@@ -20,11 +20,11 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
-from ._process import TEMPORARY_FILES
+from ._process import TEMPORARY_FILES, settled, signals_held
 
 __all__ = [
     "AtomicFile",
@@ -127,20 +127,24 @@ class AtomicFile:
             fd, "w", encoding="utf-8", errors="backslashreplace", newline=""
         )
 
-    def commit(self) -> None:
-        """Flush, sync and rename over ``path``: from now on readers see the new file."""
+    def commit(self, then: Callable[[], None] | None = None) -> None:
+        """Flush, sync and rename over ``path``: from now on readers see the new file.
+        ``then`` runs with the rename, no stop signal between them."""
         try:
             self.stream.flush()
             os.fsync(self.stream.fileno())
             self.stream.close()
-            os.replace(self._temp, self._target)
-            TEMPORARY_FILES.discard(self._temp)
+            with signals_held():
+                os.replace(self._temp, self._target)
+                TEMPORARY_FILES.discard(self._temp)
+                self._done = True
+                if then is not None:
+                    then()
         except OSError as exc:
             self.discard()
             raise OutputError(
                 f"cannot write {self._option} {self.path}: {exc.strerror or exc}"
             ) from None
-        self._done = True
 
     def discard(self) -> None:
         """Close and remove the temporary file (nothing once committed); ``path`` untouched."""
@@ -206,13 +210,16 @@ class SummaryFile:
                 f"cannot write --summary-json {path}: {exc.strerror or exc}"
             ) from None
 
-    def commit(self) -> None:
-        """Make what was written visible; `OutputError` when that failed."""
+    def commit(self, status: int) -> None:
+        """Make what was written visible, with the status it records `settled()` at once
+        (a stop signal from then on exits with it); `OutputError` when that failed."""
         if self._atomic is not None:
-            self._atomic.commit()
+            self._atomic.commit(lambda: settled(status))
             return
         try:
-            self.stream.close()
+            with signals_held():
+                self.stream.close()
+                settled(status)
         except OSError as exc:
             raise OutputError(
                 f"cannot write --summary-json {self.path}: {exc.strerror or exc}"
