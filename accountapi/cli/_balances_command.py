@@ -234,18 +234,24 @@ def balances(
         raise
     finally:
         try:
-            source.close()
-        finally:  # whatever closing raised, the temporary file goes
-            if target is not None:
-                target.discard()  # a run that did not end: PATH stays as it was
-            elif out is not None:
-                with contextlib.suppress(OSError):  # a row that failed already said so
-                    out.close()
-            if sink is not None:
-                # Last, once --output is committed or not: the summary says how it ended.
-                failure = _finish_summary_json(sink, report.record, ended or exit_status(summary))
-                if failure is not None and not ended:
-                    raise _WriteFailed(failure)
+            try:
+                source.close()
+            finally:  # whatever closing raised, the temporary file goes
+                if target is not None:
+                    target.discard()  # a run that did not end: PATH stays as it was
+                elif out is not None:
+                    with contextlib.suppress(OSError):  # a row that failed already said so
+                        out.close()
+                if sink is not None:
+                    # Last, once --output is committed or not: the summary says how it ended.
+                    status = ended or exit_status(summary)
+                    failure = _finish_summary_json(sink, report.record, status)
+                    if failure is not None and not ended:
+                        raise _WriteFailed(failure)
+        except BaseException:
+            if sink is not None:  # cut short (a signal while it is written): PATH as it was
+                sink.discard()
+            raise
     return exit_status(summary)
 
 
@@ -273,7 +279,7 @@ def _finish_summary_json(
         sink.discard()
         return str(_WriteFailed.of(f"--summary-json {sink.path}", failure))
     try:
-        sink.commit()
+        sink.commit(status)
     except OutputError as exc:
         return str(exc)
     return None

@@ -20,11 +20,11 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
-from ._process import TEMPORARY_FILES
+from ._process import TEMPORARY_FILES, settled, signals_held
 
 __all__ = [
     "AtomicFile",
@@ -127,20 +127,24 @@ class AtomicFile:
             fd, "w", encoding="utf-8", errors="backslashreplace", newline=""
         )
 
-    def commit(self) -> None:
-        """Flush, sync and rename over ``path``: from now on readers see the new file."""
+    def commit(self, then: Callable[[], None] | None = None) -> None:
+        """Flush, sync and rename over ``path``: from now on readers see the new file.
+        ``then`` runs with the rename, no stop signal between them."""
         try:
             self.stream.flush()
             os.fsync(self.stream.fileno())
             self.stream.close()
-            os.replace(self._temp, self._target)
-            TEMPORARY_FILES.discard(self._temp)
+            with signals_held():
+                os.replace(self._temp, self._target)
+                TEMPORARY_FILES.discard(self._temp)
+                self._done = True
+                if then is not None:
+                    then()
         except OSError as exc:
             self.discard()
             raise OutputError(
                 f"cannot write {self._option} {self.path}: {exc.strerror or exc}"
             ) from None
-        self._done = True
 
     def discard(self) -> None:
         """Close and remove the temporary file (nothing once committed); ``path`` untouched."""
@@ -154,22 +158,47 @@ class AtomicFile:
         TEMPORARY_FILES.discard(self._temp)
 
 
+def _descriptor_named(path: Path) -> int | None:
+    """The descriptor ``/dev/stdout``, ``/dev/stderr``, ``/dev/fd/N`` or ``/proc/self/fd/N``
+    names (None for any other path): resolved, it is the file behind the descriptor."""
+    text = str(path)
+    if text in ("/dev/stdout", "/dev/stderr"):
+        return 1 if text == "/dev/stdout" else 2
+    for folder in ("/dev/fd/", "/proc/self/fd/"):
+        number = text.removeprefix(folder)
+        if number != text and number.isdigit():
+            return int(number)
+    return None
+
+
 class SummaryFile:
     """``--summary-json PATH``, opened before the run and written when it ends.
 
     A regular file (or a new one) is replaced whole, as ``--output`` is: until the run
     ends a reader finds the previous summary, never an empty or half-written one.
-    Anything else (``/dev/stdout``, a FIFO another program reads) is opened now and
-    written once at the end.
+    ``/dev/stdout`` (``/dev/stderr``, ``/dev/fd/N``) is written through that descriptor,
+    whatever file it is; anything else (a FIFO another program reads) is opened now.
+    Either is written once at the end.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._atomic: AtomicFile | None = None
+        fd = _descriptor_named(path)
+        if fd is not None:
+            # Written through the process's own descriptor (appended with `>>`, at the
+            # shell's offset with `>`), never by replacing or truncating the file it is.
+            try:
+                self.stream: IO[str] = open(os.dup(fd), "w", encoding="utf-8")  # noqa: SIM115 - closed by commit or discard
+            except OSError as exc:
+                raise OutputError(
+                    f"cannot write --summary-json {path}: {exc.strerror or exc}"
+                ) from None
+            return
         try:
             st: os.stat_result | None = os.stat(path)
         except OSError:
             st = None
-        self._atomic: AtomicFile | None = None
         if st is None or stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
             self._atomic = AtomicFile(path, "--summary-json")
             self.stream = self._atomic.stream
@@ -181,13 +210,16 @@ class SummaryFile:
                 f"cannot write --summary-json {path}: {exc.strerror or exc}"
             ) from None
 
-    def commit(self) -> None:
-        """Make what was written visible; `OutputError` when that failed."""
+    def commit(self, status: int) -> None:
+        """Make what was written visible, with the status it records `settled()` at once
+        (a stop signal from then on exits with it); `OutputError` when that failed."""
         if self._atomic is not None:
-            self._atomic.commit()
+            self._atomic.commit(lambda: settled(status))
             return
         try:
-            self.stream.close()
+            with signals_held():
+                self.stream.close()
+                settled(status)
         except OSError as exc:
             raise OutputError(
                 f"cannot write --summary-json {self.path}: {exc.strerror or exc}"

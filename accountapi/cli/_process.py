@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import click
@@ -210,6 +210,28 @@ def _hurry(code: int) -> NoReturn:
     with contextlib.suppress(OSError):
         os.write(2, b"accountapi: stopped at once (a second signal)\n")
     os._exit(code)
+
+
+def settled(code: int) -> None:
+    """The run's status is on record (``--summary-json`` says it): from now on a stop
+    signal exits at once with it (`_hurry`) instead of changing it."""
+    if threading.current_thread() is threading.main_thread() and not _stopping:
+        _stopping.append(code)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGTERM and Ctrl-C held back until the block ends (then delivered): for a step that
+    must happen together with `settled()`, such as renaming the summary into place."""
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = block(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, before)
 
 
 def _stop_asked(code: int) -> None:
