@@ -481,7 +481,9 @@ async def test_a_second_signal_stops_at_once_and_cleanly(
             "jsonl", "--concurrency", "4", "--output", str(out), "--summary-json", str(summary),
         )  # fmt: skip
         deadline = time.monotonic() + TIMEOUT
-        while not any(n.startswith(".rows.jsonl.") and read(tmp_path / n) for n in listing(tmp_path)):
+        while not any(
+            n.startswith(".rows.jsonl.") and read(tmp_path / n) for n in listing(tmp_path)
+        ):
             assert proc.returncode is None
             assert time.monotonic() < deadline
             await asyncio.sleep(0.005)  # polling the file the child writes, bounded above

@@ -208,7 +208,7 @@ def _hurry(code: int) -> NoReturn:
         with contextlib.suppress(OSError):
             os.unlink(path)
     with contextlib.suppress(OSError):
-        os.write(2, b"accountapi: stopped at once (a second signal)\n")
+        os.write(2, b"accountapi: stopped at once (a signal while the run was ending)\n")
     os._exit(code)
 
 
