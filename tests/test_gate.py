@@ -241,14 +241,25 @@ class _RefusingGate(MemoryKeyGate):
     ids=["KeyCoolingDown", "GateTimeout", "its own AccountAPIError"],
 )
 async def test_a_gate_s_refusal_becomes_the_documented_sdk_error(
-    emulator: Emulator, key: str, refusal: AccountAPIError, expected: type[AccountAPIError]
+    emulator: Emulator,
+    key: str,
+    clock: VirtualClock,
+    refusal: AccountAPIError,
+    expected: type[AccountAPIError],
 ) -> None:
     """GateTimeout and KeyCoolingDown are AccountAPIErrors now, yet the client still turns
-    KeyCoolingDown into RateLimitError (its retry_after kept) and GateTimeout into
-    APITimeoutError, and passes a gate's other AccountAPIError on; nothing is sent."""
-    async with AccountClient(key, base_url=emulator.url, key_gate=_RefusingGate(refusal)) as c:
+    KeyCoolingDown into RateLimitError (its retry_after kept, and waited before each
+    retry) and GateTimeout into APITimeoutError, and passes a gate's other
+    AccountAPIError on; nothing is sent."""
+    gate = _RefusingGate(refusal)
+    async with AccountClient(key, base_url=emulator.url, key_gate=gate, clock=clock) as c:
         with pytest.raises(AccountAPIError) as info:
             await c.account.profile()
+    if isinstance(refusal, KeyCoolingDown):  # a 429's Retry-After: honoured, on the clock
+        assert clock.sleeps
+        assert all(wait >= 7.5 for wait in clock.sleeps)
+    else:
+        assert clock.sleeps == []  # not retried
     assert type(info.value) is expected
     assert info.value.attempts == 0
     if isinstance(refusal, KeyCoolingDown):
