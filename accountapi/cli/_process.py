@@ -219,19 +219,43 @@ def settled(code: int) -> None:
         _stopping.append(code)
 
 
+# Signals that arrived inside `signals_held()`, handled as it ends; and whether one is open.
+_held: list[int] = []
+_holding: list[bool] = []
+
+
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """SIGTERM and Ctrl-C held back until the block ends (then delivered): for a step that
-    must happen together with `settled()`, such as renaming the summary into place."""
-    block = getattr(signal, "pthread_sigmask", None)
-    if block is None or threading.current_thread() is not threading.main_thread():
+    """SIGTERM and Ctrl-C held back until the block ends (then handled): for a step that
+    must happen together with `settled()`, such as renaming the summary into place.
+
+    Held by the handlers themselves, not by the thread's signal mask: a signal sent to
+    the process can land in any thread that does not block it (aiohttp's resolver
+    threads), and Python then runs its handler in the main thread at once."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = block(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    _holding.append(True)
     try:
         yield
     finally:
-        block(signal.SIG_SETMASK, before)
+        _holding.pop()
+        if _held and not _holding:
+            signum = _held[0]
+            _held.clear()
+            handler = signal.getsignal(signum)
+            if callable(handler):
+                handler(signum, None)  # ours (it held the signal): now acted on
+            else:
+                signal.raise_signal(signum)  # the default's turn, as if never held
+
+
+def _holding_back(signum: int) -> bool:
+    """Inside `signals_held()`: keep ``signum`` for its end, and say so."""
+    if _holding:
+        _held.append(signum)
+        return True
+    return False
 
 
 def _stop_asked(code: int) -> None:
@@ -242,11 +266,15 @@ def _stop_asked(code: int) -> None:
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
+    if _holding_back(signum):
+        return
     _stop_asked(EXIT_TERMINATED)
     raise _Terminated
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
+    if _holding_back(signum):
+        return
     _stop_asked(EXIT_INTERRUPTED)
     raise KeyboardInterrupt
 
@@ -254,6 +282,8 @@ def _raise_interrupted(signum: int, frame: object) -> None:
 def _hurry_on_signal(signum: int, frame: object) -> None:
     """Once the command has ended (its files closed or discarded), any stop signal ends
     the process at once with the status it would have had."""
+    if _holding_back(signum):
+        return
     _hurry(_stopping[0] if _stopping else _SIGNAL_STATUS.get(signum, EXIT_TERMINATED))
 
 
