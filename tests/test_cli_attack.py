@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -164,6 +165,57 @@ os.replace = replace
 from accountapi.__main__ import console
 sys.exit(console())
 """
+
+
+# The same, the signal sent to another thread of the process (as the kernel may pick
+# one, such as an event loop's resolver thread, for a signal sent to the process): its
+# Python handler then runs in the main thread at once, whatever the main thread's mask.
+SIGNAL_AFTER_REPLACE_TO_A_THREAD = """\
+import os, signal, sys, threading
+marker, signame = sys.argv.pop(1), sys.argv.pop(1)
+idle = threading.Event()
+bystander = threading.Thread(target=idle.wait, daemon=True)
+bystander.start()
+real_replace = os.replace
+def replace(src, dst):
+    real_replace(src, dst)
+    if marker in os.fspath(dst):
+        signal.pthread_kill(bystander.ident, getattr(signal, signame))
+os.replace = replace
+from accountapi.__main__ import console
+sys.exit(console())
+"""
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+async def test_a_signal_to_another_thread_once_the_summary_json_is_in_place(
+    emulator: Emulator, tmp_path: Path, signame: str
+) -> None:
+    """As above, the signal taken by another thread: the process exits with the status
+    the summary records, or, if the thread is only scheduled once the interpreter has
+    given signals back to the system at its very end, dies by that signal (a shell shows
+    128 + N; the summary was written by then). Never the signal's status with the
+    summary saying another."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"{emulator.add_key()}\n")
+    summary = tmp_path / "summary.json"
+    code, err = await run_signalled(
+        SIGNAL_AFTER_REPLACE_TO_A_THREAD,
+        "summary.json",
+        signame,
+        "balances",
+        str(keys),
+        "--base-url",
+        emulator.url,
+        "--format",
+        "jsonl",
+        "--summary-json",
+        str(summary),
+    )
+    assert "Traceback" not in err, err
+    recorded = json.loads(summary.read_text())["exit_status"]
+    assert code in (recorded, -getattr(signal, signame)), err
+    assert sorted(os.listdir(tmp_path)) == ["keys.txt", "summary.json"]
 
 
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
