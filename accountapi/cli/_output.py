@@ -184,27 +184,22 @@ class SummaryFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._atomic: AtomicFile | None = None
-        fd = _descriptor_named(path)
-        if fd is not None:
-            # Written through the process's own descriptor (appended with `>>`, at the
-            # shell's offset with `>`), never by replacing or truncating the file it is.
+        # Written through the process's own descriptor (appended with `>>`, at the
+        # shell's offset with `>`), never by replacing or truncating the file it is.
+        target: Path | int | None = _descriptor_named(path)
+        if target is None:
             try:
-                self.stream: IO[str] = open(os.dup(fd), "w", encoding="utf-8")  # noqa: SIM115 - closed by commit or discard
-            except OSError as exc:
-                raise OutputError(
-                    f"cannot write --summary-json {path}: {exc.strerror or exc}"
-                ) from None
-            return
+                st: os.stat_result | None = os.stat(path)
+            except OSError:
+                st = None
+            if st is None or stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+                self._atomic = AtomicFile(path, "--summary-json")
+                self.stream: IO[str] = self._atomic.stream
+                return
+            target = path
         try:
-            st: os.stat_result | None = os.stat(path)
-        except OSError:
-            st = None
-        if st is None or stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
-            self._atomic = AtomicFile(path, "--summary-json")
-            self.stream = self._atomic.stream
-            return
-        try:
-            self.stream = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by commit or discard
+            opened = os.dup(target) if isinstance(target, int) else target
+            self.stream = open(opened, "w", encoding="utf-8")  # noqa: SIM115 - closed by commit or discard
         except OSError as exc:
             raise OutputError(
                 f"cannot write --summary-json {path}: {exc.strerror or exc}"
@@ -234,18 +229,19 @@ class SummaryFile:
             self.stream.close()
 
 
+def _descriptor(stream: IO[str]) -> int | None:
+    try:
+        return stream.fileno()
+    except (OSError, ValueError, AttributeError):  # replaced by a test runner, or closed
+        return None
+
+
 def stdin_input() -> int | None:
     """stdin's descriptor, to compare with the outputs when the keys come from ``-``."""
-    try:
-        return sys.stdin.fileno()
-    except (OSError, ValueError, AttributeError):
-        return None
+    return _descriptor(sys.stdin)
 
 
 def stdout_output() -> int | None:
     """stdout's descriptor, to compare with the inputs and the other outputs when the
     rows go there."""
-    try:
-        return sys.stdout.fileno()
-    except (OSError, ValueError, AttributeError):
-        return None
+    return _descriptor(sys.stdout)

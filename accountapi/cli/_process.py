@@ -284,7 +284,7 @@ def _hurry_on_signal(signum: int, frame: object) -> None:
     the process at once with the status it would have had."""
     if _holding_back(signum):
         return
-    _hurry(_stopping[0] if _stopping else _SIGNAL_STATUS.get(signum, EXIT_TERMINATED))
+    _hurry(_stopping[0])  # `_hurry_from_now()` put the command's status there
 
 
 def _hurry_from_now(code: int) -> None:
@@ -330,7 +330,6 @@ def _run_async(main: Coroutine[Any, Any, _T]) -> _T:
     is cancelled (so a run stops taking keys and prints its summary), then `_Terminated`
     (or ``KeyboardInterrupt``) is raised. A second signal, before the run has wound
     down, exits at once (`_hurry`)."""
-    stopped_by: list[int] = []
 
     async def guarded() -> _T:
         loop = asyncio.get_running_loop()
@@ -338,8 +337,7 @@ def _run_async(main: Coroutine[Any, Any, _T]) -> _T:
         assert task is not None  # noqa: S101 - asyncio.run runs this as a task
 
         def on_signal(code: int) -> None:
-            _stop_asked(code)  # a second one never returns
-            stopped_by.append(code)
+            _stop_asked(code)  # the first is kept in _stopping; a second never returns
             task.cancel()
 
         handled: dict[int, Any] = {}  # signal -> the handler to put back after the loop
@@ -363,11 +361,11 @@ def _run_async(main: Coroutine[Any, Any, _T]) -> _T:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(guarded())
     except asyncio.CancelledError:
-        if stopped_by and stopped_by[0] == EXIT_TERMINATED:
+        if not _stopping:  # not cancelled by a stop signal
+            raise
+        if _stopping[0] == EXIT_TERMINATED:
             raise _Terminated from None
-        if stopped_by:
-            raise KeyboardInterrupt from None
-        raise
+        raise KeyboardInterrupt from None
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
