@@ -140,6 +140,30 @@ def test_help_loads_neither_the_client_nor_the_emulator() -> None:
     assert proc.stdout.strip() == "[]"
 
 
+async def _balances_in_process(
+    keys: Path, url: str, *, before: str = "", after: str
+) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter that runs ``before``, then `main()` of `balances` in-process
+    (stdout swallowed; it must exit 0), then ``after``."""
+    code = (
+        "import contextlib, io, signal, sys\n"
+        "from accountapi.__main__ import main\n"
+        f"{before}"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    status = main(['balances', {str(keys)!r}, '--base-url', {url!r}])\n"
+        "assert status == 0, status\n"
+        f"{after}"
+    )
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 async def test_a_run_without_a_progress_bar_loads_no_rich_progress(
     emulator: Emulator, tmp_path: Path
 ) -> None:
@@ -147,21 +171,10 @@ async def test_a_run_without_a_progress_bar_loads_no_rich_progress(
     bar shown, not at start-up of a run whose stderr is not a terminal."""
     keys = tmp_path / "keys.txt"
     keys.write_text("\n".join(emulator.add_key() for _ in range(3)) + "\n")
-    code = (
-        "import contextlib, io, sys\n"
-        "from accountapi.__main__ import main\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n"
-        f"    status = main(['balances', {str(keys)!r}, '--base-url', {emulator.url!r}])\n"
-        "assert status == 0, status\n"
-        "print(sorted(m for m in sys.modules if m.startswith('rich.progress')))\n"
-    )
-    proc = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+    proc = await _balances_in_process(
+        keys,
+        emulator.url,
+        after="print(sorted(m for m in sys.modules if m.startswith('rich.progress')))\n",
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
@@ -176,26 +189,19 @@ async def test_main_in_process_gives_the_signal_handlers_back(
     SIGTERM and Ctrl-C) the program has its own handlers back, or Python's defaults."""
     keys = tmp_path / "keys.txt"
     keys.write_text(emulator.add_key() + "\n")
-    code = (
-        "import contextlib, io, signal, sys\n"
-        "from accountapi.__main__ import main\n"
-        "def mine(signum, frame): pass\n"
-        f"if {own}:\n"
-        "    signal.signal(signal.SIGTERM, mine); signal.signal(signal.SIGINT, mine)\n"
-        "before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n"
-        f"    status = main(['balances', {str(keys)!r}, '--base-url', {emulator.url!r}])\n"
-        "assert status == 0, status\n"
-        "after = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))\n"
-        "print(after == before)\n"
-    )
-    proc = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+    proc = await _balances_in_process(
+        keys,
+        emulator.url,
+        before=(
+            "def mine(signum, frame): pass\n"
+            f"if {own}:\n"
+            "    signal.signal(signal.SIGTERM, mine); signal.signal(signal.SIGINT, mine)\n"
+            "before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))\n"
+        ),
+        after=(
+            "after = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))\n"
+            "print(after == before)\n"
+        ),
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "True"
